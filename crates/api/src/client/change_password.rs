@@ -1,0 +1,68 @@
+use axum::extract::State;
+use ruma::api::client::account::change_password;
+use ruma::api::error::ErrorKind;
+use vouch_core::uia::Operation;
+
+use crate::auth::MaybeAuthed;
+use crate::error::{ApiError, ApiResult};
+use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::state::AppState;
+use crate::uia::authenticate;
+
+/// # `POST /_matrix/client/v3/account/password`
+///
+/// With an access token: UIA by password, then the new password; with `logout_devices`
+/// (the default) every other device and its tokens end, the caller's stays. Without one
+/// (forgotten password): UIA by a verified email or phone number, which identifies the
+/// account.
+pub async fn change_password_route(
+    State(state): State<AppState>,
+    MaybeAuthed(user): MaybeAuthed,
+    body: Ruma<change_password::v3::Request>,
+) -> ApiResult<RumaResponse<change_password::v3::Response>> {
+    if !state.config.account.password_change {
+        return Err(ApiError::forbidden(
+            "Password changes are disabled on this server",
+        ));
+    }
+    if let Some(user) = &user {
+        user.not_guest()?;
+    }
+    state
+        .policy
+        .check(&body.new_password)
+        .map_err(|weak| ApiError::new(ErrorKind::WeakPassword, weak.to_string()))?;
+
+    let (op, caller) = match &user {
+        Some(u) => (Operation::ChangePassword, Some(u.user_id.as_str())),
+        None => (Operation::ResetPassword, None),
+    };
+    if state.flows_for(op).is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::MissingToken,
+            "This server cannot reset passwords without an access token; log in first",
+        ));
+    }
+    let passed = authenticate(&state, op, caller, body.auth.as_ref()).await?;
+    let user_id = match (&user, passed.password_user()) {
+        (Some(u), _) => u.user_id.clone(),
+        (None, Some(id)) => id.to_owned(),
+        (None, None) => {
+            return Err(ApiError::forbidden(
+                "The authentication did not identify an account",
+            ));
+        }
+    };
+    let hash = state.hash_password(body.new_password.clone()).await?;
+    let keep = user.as_ref().map(|u| u.device_id.as_str());
+    state
+        .db
+        .set_password(&user_id, &hash, body.logout_devices, keep)
+        .await?;
+    tracing::info!(
+        user_id,
+        logout_devices = body.logout_devices,
+        "password changed"
+    );
+    Ok(RumaResponse(change_password::v3::Response::new()))
+}

@@ -1,0 +1,42 @@
+use axum::extract::State;
+use ruma::api::client::account::{ThirdPartyIdRemovalStatus, deactivate};
+use vouch_core::uia::Operation;
+
+use crate::auth::MaybeAuthed;
+use crate::error::{ApiError, ApiResult};
+use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::state::AppState;
+use crate::uia::authenticate;
+
+/// # `POST /_matrix/client/v3/account/deactivate`
+///
+/// UIA, then the account loses its password, devices, tokens and addresses (and with
+/// `erase` its profile). Nothing was bound to an identity server, so the unbind result is
+/// `success`, as the spec requires when there is nothing to unbind.
+pub async fn deactivate_route(
+    State(state): State<AppState>,
+    MaybeAuthed(user): MaybeAuthed,
+    body: Ruma<deactivate::v3::Request>,
+) -> ApiResult<RumaResponse<deactivate::v3::Response>> {
+    if let Some(user) = &user {
+        user.not_guest()?;
+    }
+    let caller = user.as_ref().map(|u| u.user_id.as_str());
+    let passed = authenticate(&state, Operation::Deactivate, caller, body.auth.as_ref()).await?;
+    let user_id = match (caller, passed.password_user()) {
+        (Some(id), _) | (None, Some(id)) => id.to_owned(),
+        (None, None) => {
+            return Err(ApiError::forbidden(
+                "The authentication did not identify an account",
+            ));
+        }
+    };
+    state
+        .db
+        .deactivate(&user_id, body.erase, state.now())
+        .await?;
+    tracing::info!(user_id, erase = body.erase, "account deactivated");
+    Ok(RumaResponse(deactivate::v3::Response::new(
+        ThirdPartyIdRemovalStatus::Success,
+    )))
+}

@@ -1,0 +1,31 @@
+use axum::extract::State;
+use ruma::api::client::device::delete_device;
+use vouch_core::uia::Operation;
+
+use crate::auth::AuthedUser;
+use crate::error::ApiResult;
+use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::state::AppState;
+use crate::uia::authenticate;
+
+/// # `DELETE /_matrix/client/v3/devices/{deviceId}`
+///
+/// UIA, then the device and its tokens are gone (200 even if it already was).
+pub async fn delete_device_route(
+    State(state): State<AppState>,
+    user: AuthedUser,
+    body: Ruma<delete_device::v3::Request>,
+) -> ApiResult<RumaResponse<delete_device::v3::Response>> {
+    authenticate(
+        &state,
+        Operation::DeleteDevices,
+        Some(&user.user_id),
+        body.auth.as_ref(),
+    )
+    .await?;
+    state
+        .db
+        .delete_devices(&user.user_id, &[body.device_id.to_string()])
+        .await?;
+    Ok(RumaResponse(delete_device::v3::Response::new()))
+}

@@ -1,0 +1,27 @@
+use axum::extract::State;
+use ruma::api::client::device::delete_devices;
+use vouch_core::uia::Operation;
+
+use crate::auth::AuthedUser;
+use crate::error::ApiResult;
+use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::state::AppState;
+use crate::uia::authenticate;
+
+/// # `POST /_matrix/client/v3/delete_devices`
+pub async fn delete_devices_route(
+    State(state): State<AppState>,
+    user: AuthedUser,
+    body: Ruma<delete_devices::v3::Request>,
+) -> ApiResult<RumaResponse<delete_devices::v3::Response>> {
+    authenticate(
+        &state,
+        Operation::DeleteDevices,
+        Some(&user.user_id),
+        body.auth.as_ref(),
+    )
+    .await?;
+    let ids: Vec<String> = body.devices.iter().map(ToString::to_string).collect();
+    state.db.delete_devices(&user.user_id, &ids).await?;
+    Ok(RumaResponse(delete_devices::v3::Response::new()))
+}

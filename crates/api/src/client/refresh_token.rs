@@ -1,0 +1,30 @@
+use axum::extract::State;
+use ruma::api::client::session::refresh_token;
+use vouch_core::secrets::token_hash;
+
+use crate::error::{ApiError, ApiResult};
+use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::state::AppState;
+
+/// # `POST /_matrix/client/v3/refresh`
+///
+/// Spends the refresh token and issues a new pair on the same device. The old refresh token
+/// and the access token issued with it stop working at once (a stricter reading of the spec,
+/// which lets them live until the new pair is first used).
+pub async fn refresh_token_route(
+    State(state): State<AppState>,
+    body: Ruma<refresh_token::v3::Request>,
+) -> ApiResult<RumaResponse<refresh_token::v3::Response>> {
+    let issued = state.issue_tokens(None, None, true, None);
+    let refreshed = state
+        .db
+        .refresh(&token_hash(&body.refresh_token), &issued.login, state.now())
+        .await?;
+    if refreshed.is_none() {
+        return Err(ApiError::unknown_token(false));
+    }
+    let mut response = refresh_token::v3::Response::new(issued.access_token);
+    response.refresh_token = issued.refresh_token;
+    response.expires_in_ms = issued.expires_in;
+    Ok(RumaResponse(response))
+}

@@ -1,0 +1,218 @@
+use axum::extract::State;
+use ruma::OwnedDeviceId;
+use ruma::api::client::account::register::{self, LoginType, RegistrationKind};
+use ruma::api::error::ErrorKind;
+use vouch_core::localpart::{Localpart, LocalpartError};
+use vouch_core::secrets::new_localpart;
+use vouch_core::uia::{Operation, REGISTRATION_TOKEN};
+use vouch_storage::{CreateAccountError, NewAccount};
+
+use crate::client::own_user_id;
+use crate::client_ip::ClientIp;
+use crate::error::{ApiError, ApiResult};
+use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::state::{AppState, Services};
+use crate::uia::authenticate;
+
+/// # `POST /_matrix/client/v3/register`
+///
+/// Checks the username and password before UIA (the spec requires the username checks
+/// first), runs UIA, then writes the account, its device, tokens and the spent registration
+/// token and UIA session in one transaction.
+pub async fn register_route(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    body: Ruma<register::v3::Request>,
+) -> ApiResult<RumaResponse<register::v3::Response>> {
+    if !state.config.registration.enabled {
+        return Err(ApiError::forbidden(
+            "Registration has been disabled on this server",
+        ));
+    }
+    state.limits.registration_per_ip.check(&ip.to_string())?;
+    let request = &body.body;
+    if request.kind == RegistrationKind::Guest {
+        return register_guest(&state, request, ip.to_string()).await;
+    }
+    if request.login_type == Some(LoginType::ApplicationService) {
+        return Err(ApiError::new(
+            ErrorKind::MissingToken,
+            "No application services are registered here",
+        ));
+    }
+
+    let localpart = match &request.username {
+        Some(name) => {
+            let localpart = parse_localpart(&state, name)?;
+            check_available(&state, &localpart).await?;
+            Some(localpart)
+        }
+        None => None,
+    };
+    let Some(password) = request.password.clone() else {
+        return Err(ApiError::missing_param("password is required"));
+    };
+    state
+        .policy
+        .check(&password)
+        .map_err(|weak| ApiError::new(ErrorKind::WeakPassword, weak.to_string()))?;
+
+    let passed = authenticate(&state, Operation::Register, None, body.auth.as_ref()).await?;
+
+    let localpart = match localpart {
+        Some(l) => l,
+        None => generated_localpart(&state).await?,
+    };
+    let password_hash = state.hash_password(password).await?;
+    let user_id = localpart.user_id(state.server_name());
+    let issued = (!request.inhibit_login).then(|| {
+        state.issue_tokens(
+            request.device_id.as_ref().map(ToString::to_string),
+            request.initial_device_display_name.clone(),
+            request.refresh_token,
+            Some(ip.to_string()),
+        )
+    });
+    let registration_token = passed
+        .result(REGISTRATION_TOKEN)
+        .and_then(|r| r.get("token"))
+        .and_then(|t| t.as_str())
+        .map(str::to_owned);
+    let account = NewAccount {
+        user_id: user_id.clone(),
+        localpart: localpart.as_str().to_owned(),
+        password_hash: Some(password_hash),
+        is_guest: false,
+        is_admin: false,
+        displayname: Some(localpart.as_str().to_owned()),
+        login: issued.as_ref().map(|i| i.login.clone()),
+        threepids: Vec::new(),
+        registration_token,
+        uia_session: Some(passed.session_id.clone()),
+    };
+    state
+        .db
+        .create_account(&account, state.now())
+        .await
+        .map_err(|e| match e {
+            CreateAccountError::UserInUse => {
+                ApiError::new(ErrorKind::UserInUse, "That user ID is already taken")
+            }
+            CreateAccountError::TokenUsedUp => {
+                ApiError::forbidden("The registration token has been used up or has expired")
+            }
+            CreateAccountError::ThreepidInUse => {
+                ApiError::new(ErrorKind::ThreepidInUse, "That address is already in use")
+            }
+            CreateAccountError::SessionSpent => {
+                ApiError::forbidden("This authentication session has already been used")
+            }
+            CreateAccountError::Storage(e) => e.into(),
+        })?;
+    tracing::info!(user_id, "registered");
+
+    let mut response = register::v3::Response::new(own_user_id(&user_id)?);
+    if let Some(issued) = issued {
+        response.access_token = Some(issued.access_token);
+        response.device_id = Some(OwnedDeviceId::from(issued.login.device_id.as_str()));
+        response.refresh_token = issued.refresh_token;
+        response.expires_in = issued.expires_in;
+    }
+    Ok(RumaResponse(response))
+}
+
+/// Guests get no UIA and pick nothing but their device's display name (spec).
+async fn register_guest(
+    state: &AppState,
+    request: &register::v3::Request,
+    ip: String,
+) -> ApiResult<RumaResponse<register::v3::Response>> {
+    if !state.config.registration.allow_guests {
+        return Err(ApiError::new(
+            ErrorKind::GuestAccessForbidden,
+            "Guest access is disabled on this server",
+        ));
+    }
+    let localpart = generated_localpart(state).await?;
+    let user_id = localpart.user_id(state.server_name());
+    let issued = state.issue_tokens(
+        None,
+        request.initial_device_display_name.clone(),
+        false,
+        Some(ip),
+    );
+    let account = NewAccount {
+        user_id: user_id.clone(),
+        localpart: localpart.as_str().to_owned(),
+        password_hash: None,
+        is_guest: true,
+        is_admin: false,
+        displayname: None,
+        login: Some(issued.login.clone()),
+        threepids: Vec::new(),
+        registration_token: None,
+        uia_session: None,
+    };
+    state
+        .db
+        .create_account(&account, state.now())
+        .await
+        .map_err(|e| match e {
+            CreateAccountError::Storage(e) => e.into(),
+            other => ApiError::internal(format!("guest registration: {other}")),
+        })?;
+    let mut response = register::v3::Response::new(own_user_id(&user_id)?);
+    response.access_token = Some(issued.access_token);
+    response.device_id = Some(OwnedDeviceId::from(issued.login.device_id.as_str()));
+    Ok(RumaResponse(response))
+}
+
+/// Parses a requested username, refusing reserved ones.
+pub(crate) fn parse_localpart(state: &Services, name: &str) -> ApiResult<Localpart> {
+    let localpart = Localpart::parse(name, state.server_name()).map_err(|e| {
+        let kind = match e {
+            LocalpartError::Empty
+            | LocalpartError::BadCharacter
+            | LocalpartError::Underscore
+            | LocalpartError::TooLong => ErrorKind::InvalidUsername,
+        };
+        ApiError::new(kind, e.to_string())
+    })?;
+    if state
+        .config
+        .registration
+        .reserved_localparts
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(localpart.as_str()))
+    {
+        return Err(ApiError::new(
+            ErrorKind::UserInUse,
+            "That username is reserved",
+        ));
+    }
+    Ok(localpart)
+}
+
+/// Refuses a localpart that an account (even a deactivated one) holds.
+pub(crate) async fn check_available(state: &Services, localpart: &Localpart) -> ApiResult<()> {
+    if state.db.localpart_taken(localpart.as_str()).await? {
+        return Err(ApiError::new(
+            ErrorKind::UserInUse,
+            "That user ID is already taken",
+        ));
+    }
+    Ok(())
+}
+
+/// A free random localpart for registrations without a username.
+async fn generated_localpart(state: &Services) -> ApiResult<Localpart> {
+    for _ in 0..10 {
+        let candidate = new_localpart(state.secrets.as_ref());
+        let localpart = Localpart::parse(&candidate, state.server_name())
+            .map_err(|e| ApiError::internal(format!("generated localpart invalid: {e}")))?;
+        if !state.db.localpart_taken(localpart.as_str()).await? {
+            return Ok(localpart);
+        }
+    }
+    Err(ApiError::internal("could not generate a free localpart"))
+}

@@ -1,0 +1,19 @@
+//! Vouch's HTTP API: the Matrix client-server endpoints on axum, with ruma's wire types.
+//!
+//! Handlers live in `client/`, one file per ruma endpoint module. They parse (via
+//! [`ruma_axum::Ruma`]), check policy, call storage and the domain, and map the result;
+//! every error becomes Matrix JSON in exactly one place ([`error`]).
+
+pub mod auth;
+pub mod client;
+pub mod client_ip;
+pub mod error;
+pub mod pages;
+pub mod rate_limit;
+pub mod router;
+pub mod ruma_axum;
+pub mod state;
+pub mod uia;
+
+pub use router::router;
+pub use state::{AppState, Services};

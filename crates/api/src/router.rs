@@ -1,0 +1,134 @@
+//! The route table: every endpoint Vouch serves, the 404/405 answers for everything else,
+//! CORS on every response, and request logging without secrets.
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http::{HeaderValue, Method, StatusCode, header};
+use ruma::api::client::{account, device, discovery, profile, session, uiaa};
+use tower_http::trace::TraceLayer;
+
+use crate::client::*;
+use crate::error::ApiError;
+use crate::ruma_axum::route;
+use crate::state::AppState;
+
+/// Builds the router over `state`.
+pub fn router(state: AppState) -> Router {
+    let r = Router::new();
+    let r = route::<discovery::get_supported_versions::Request, _, _>(
+        r,
+        get_supported_versions::get_supported_versions_route,
+    );
+    let r = route::<discovery::get_capabilities::v3::Request, _, _>(
+        r,
+        get_capabilities::get_capabilities_route,
+    );
+    let r = r.route(
+        "/.well-known/matrix/client",
+        get(discover_homeserver::discover_homeserver_route),
+    );
+
+    let r = route::<session::get_login_types::v3::Request, _, _>(
+        r,
+        get_login_types::get_login_types_route,
+    );
+    let r = route::<session::login::v3::Request, _, _>(r, login::login_route);
+    let r =
+        route::<session::refresh_token::v3::Request, _, _>(r, refresh_token::refresh_token_route);
+    let r = route::<session::logout::v3::Request, _, _>(r, logout::logout_route);
+    let r = route::<session::logout_all::v3::Request, _, _>(r, logout_all::logout_all_route);
+
+    let r = route::<account::whoami::v3::Request, _, _>(r, whoami::whoami_route);
+    let r = route::<account::register::v3::Request, _, _>(r, register::register_route);
+    let r = route::<account::get_username_availability::v3::Request, _, _>(
+        r,
+        get_username_availability::get_username_availability_route,
+    );
+    let r = route::<account::check_registration_token_validity::v1::Request, _, _>(
+        r,
+        check_registration_token_validity::check_registration_token_validity_route,
+    );
+    let r = route::<account::change_password::v3::Request, _, _>(
+        r,
+        change_password::change_password_route,
+    );
+    let r = route::<account::deactivate::v3::Request, _, _>(r, deactivate::deactivate_route);
+    let r = route::<account::get_3pids::v3::Request, _, _>(r, get_3pids::get_3pids_route);
+
+    let r = route::<device::get_devices::v3::Request, _, _>(r, get_devices::get_devices_route);
+    let r = route::<device::get_device::v3::Request, _, _>(r, get_device::get_device_route);
+    let r =
+        route::<device::update_device::v3::Request, _, _>(r, update_device::update_device_route);
+    let r =
+        route::<device::delete_device::v3::Request, _, _>(r, delete_device::delete_device_route);
+    let r =
+        route::<device::delete_devices::v3::Request, _, _>(r, delete_devices::delete_devices_route);
+
+    let r = route::<profile::get_profile::v3::Request, _, _>(r, get_profile::get_profile_route);
+    let r = route::<profile::get_display_name::v3::Request, _, _>(
+        r,
+        get_display_name::get_display_name_route,
+    );
+    let r = route::<profile::set_display_name::v3::Request, _, _>(
+        r,
+        set_display_name::set_display_name_route,
+    );
+    let r = route::<profile::get_avatar_url::v3::Request, _, _>(
+        r,
+        get_avatar_url::get_avatar_url_route,
+    );
+    let r = route::<profile::set_avatar_url::v3::Request, _, _>(
+        r,
+        set_avatar_url::set_avatar_url_route,
+    );
+
+    let r = route::<uiaa::get_uiaa_fallback_page::v3::Request, _, _>(
+        r,
+        get_uiaa_fallback_page::get_uiaa_fallback_page_route,
+    );
+    let r = ["r0", "v3"].into_iter().fold(r, |r, v| {
+        r.route(
+            &format!("/_matrix/client/{v}/auth/{{auth_type}}/fallback/web"),
+            post(get_uiaa_fallback_page::post_uiaa_fallback_page_route),
+        )
+    });
+
+    r.fallback(|| async { ApiError::unrecognized() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(state)
+        .layer(middleware::from_fn(cors))
+        .layer(
+            TraceLayer::new_for_http()
+                // The path only: the query may hold an access token.
+                .make_span_with(|req: &Request| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                }),
+        )
+}
+
+/// CORS as the spec recommends, on every response; `OPTIONS` is answered here without
+/// running any endpoint.
+async fn cors(req: Request, next: Next) -> Response {
+    let mut res = if req.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+    res
+}

@@ -1,0 +1,163 @@
+//! The bridge between axum and ruma: [`Ruma<T>`] turns an HTTP request into ruma's request
+//! type with Matrix errors for every bad input, [`RumaResponse`] turns ruma's response into
+//! HTTP, and [`route`] mounts a handler on every path (r0, v3, unstable) of an endpoint.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::handler::Handler;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, on};
+use http::Method;
+use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::path_builder::PathBuilder as _;
+use ruma::api::{
+    IncomingRequest, IncomingRequestExt, Metadata, OutgoingResponse, OutgoingResponseExt,
+};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A parsed ruma request, plus the raw UIA `auth` dict taken out of the body.
+///
+/// `auth` is removed before ruma sees the body, so a malformed `auth` never turns the whole
+/// request into `M_BAD_JSON`: the UIA engine answers it with a 401 and an errcode instead.
+pub struct Ruma<T> {
+    /// The request.
+    pub body: T,
+    /// The `auth` dict, if the body had one.
+    pub auth: Option<Value>,
+    /// The body as JSON, for fields ruma does not model.
+    pub json: Option<serde_json::Map<String, Value>>,
+}
+
+impl<T> std::ops::Deref for Ruma<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.body
+    }
+}
+
+/// Maps ruma's parse failure to the Matrix error a client should see.
+fn deserialization_error(e: FromHttpRequestError) -> ApiError {
+    match e {
+        FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
+            let text = e.to_string();
+            if text.starts_with("missing field") {
+                ApiError::missing_param(text)
+            } else {
+                ApiError::bad_json(text)
+            }
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Query(e)) => {
+            let text = e.to_string();
+            if text.starts_with("missing field") {
+                ApiError::missing_param(text)
+            } else {
+                ApiError::invalid_param(text)
+            }
+        }
+        FromHttpRequestError::Deserialization(DeserializationError::Ident(e)) => {
+            ApiError::invalid_param(e.to_string())
+        }
+        FromHttpRequestError::MethodMismatch { .. } => ApiError::method_not_allowed(),
+        other => ApiError::bad_json(other.to_string()),
+    }
+}
+
+impl<T> FromRequest<AppState> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.config.http.max_request_bytes;
+        let (mut parts, body) = req.into_parts();
+        let path_args: Vec<String> = RawPathParams::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|e| ApiError::invalid_param(e.body_text()))?
+            .iter()
+            .map(|(_, v)| v.to_owned())
+            .collect();
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
+        let bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| too_large(limit))?;
+
+        let takes_body = matches!(parts.method, Method::POST | Method::PUT | Method::DELETE);
+        let (body_bytes, auth, json) = if takes_body {
+            // An empty body is `{}` (Synapse does the same), so UIA can start with no body.
+            let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+                Value::Object(serde_json::Map::new())
+            } else {
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| ApiError::not_json(format!("The body is not valid JSON: {e}")))?
+            };
+            let Value::Object(mut map) = value else {
+                return Err(ApiError::bad_json("The body must be a JSON object"));
+            };
+            let auth = map.remove("auth").filter(|a| !a.is_null());
+            let rewritten =
+                serde_json::to_vec(&map).map_err(|e| ApiError::internal(e.to_string()))?;
+            (rewritten, auth, Some(map))
+        } else {
+            (bytes.to_vec(), None, None)
+        };
+
+        let mut builder = http::Request::builder()
+            .method(parts.method.clone())
+            .uri(parts.uri.clone());
+        for (name, value) in &parts.headers {
+            builder = builder.header(name, value);
+        }
+        let request = builder
+            .body(body_bytes.as_slice())
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+        let body = T::try_from_http_request(request, &args).map_err(deserialization_error)?;
+        Ok(Ruma { body, auth, json })
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        ruma::api::error::ErrorKind::TooLarge,
+        format!("The request body is larger than {limit} bytes"),
+    )
+}
+
+/// A ruma response as an axum response.
+pub struct RumaResponse<T>(pub T);
+
+impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<Vec<u8>>() {
+            Ok(res) => res.map(Body::from),
+            Err(e) => {
+                ApiError::internal(format!("cannot serialise a response: {e}")).into_response()
+            }
+        }
+    }
+}
+
+/// Mounts `handler` on every path of the ruma endpoint `T` with its method.
+pub fn route<T, H, M>(router: Router<AppState>, handler: H) -> Router<AppState>
+where
+    T: Metadata,
+    H: Handler<M, AppState>,
+    M: 'static,
+{
+    let filter = MethodFilter::try_from(T::METHOD).unwrap_or(MethodFilter::GET);
+    T::PATH_BUILDER.all_paths().fold(router, |router, path| {
+        router.route(path, on(filter, handler.clone()))
+    })
+}

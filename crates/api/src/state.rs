@@ -1,0 +1,121 @@
+//! What every handler can reach: configuration, storage, clock, randomness, hashing and
+//! the rate limiters.
+
+use std::sync::Arc;
+
+use vouch_config::{Config, PasswordScheme};
+use vouch_core::password::{PasswordHasher, PasswordPolicy, Scheme};
+use vouch_core::{Clock, SecretSource};
+use vouch_storage::Db;
+
+use crate::error::{ApiError, ApiResult};
+use crate::rate_limit::Limiters;
+
+/// Shared handler state.
+pub type AppState = Arc<Services>;
+
+/// The services behind the API.
+pub struct Services {
+    /// The configuration.
+    pub config: Config,
+    /// Storage.
+    pub db: Db,
+    /// Injected clock.
+    pub clock: Arc<dyn Clock>,
+    /// Injected randomness.
+    pub secrets: Arc<dyn SecretSource>,
+    /// Password hashing.
+    pub hasher: PasswordHasher,
+    /// Password policy.
+    pub policy: PasswordPolicy,
+    /// Rate limiters.
+    pub limits: Limiters,
+    /// A hash checked against when a login names an unknown user, so that unknown and known
+    /// users take the same time.
+    dummy_hash: String,
+}
+
+impl Services {
+    /// Builds the services from a validated configuration.
+    pub fn new(
+        config: Config,
+        db: Db,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<dyn SecretSource>,
+    ) -> Result<Self, String> {
+        let p = &config.password;
+        let hasher = PasswordHasher {
+            scheme: match p.scheme {
+                PasswordScheme::Argon2id => Scheme::Argon2id,
+                PasswordScheme::Bcrypt => Scheme::Bcrypt,
+            },
+            bcrypt_cost: p.bcrypt_cost,
+            argon2_m_cost_kib: p.argon2_m_cost_kib,
+            argon2_t_cost: p.argon2_t_cost,
+            argon2_p_cost: p.argon2_p_cost,
+            pepper: p.pepper.clone(),
+        };
+        hasher.validate().map_err(|e| e.to_string())?;
+        let policy = PasswordPolicy {
+            min_length: p.min_length,
+            max_length: p.max_length,
+            require_digit: p.require_digit,
+            require_symbol: p.require_symbol,
+            require_lowercase: p.require_lowercase,
+            require_uppercase: p.require_uppercase,
+        };
+        let dummy_hash = hasher
+            .hash("vouch dummy password for timing", secrets.as_ref())
+            .map_err(|e| e.to_string())?;
+        let limits = Limiters::new(&config.rate_limits, clock.clone());
+        Ok(Self {
+            config,
+            db,
+            clock,
+            secrets,
+            hasher,
+            policy,
+            limits,
+            dummy_hash,
+        })
+    }
+
+    /// Now, in ms since the epoch.
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The server name.
+    pub fn server_name(&self) -> &str {
+        &self.config.server_name
+    }
+
+    /// Hashes a password off the async runtime.
+    pub async fn hash_password(self: &Arc<Self>, password: String) -> ApiResult<String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.hasher.hash(&password, this.secrets.as_ref()))
+            .await
+            .map_err(|e| ApiError::internal(format!("hashing task failed: {e}")))?
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Checks a password off the async runtime. With no stored hash (unknown user, or an
+    /// account without a password) it checks against a dummy hash and answers `false`, in
+    /// about the same time as a real check.
+    pub async fn verify_password(
+        self: &Arc<Self>,
+        password: String,
+        stored: Option<String>,
+    ) -> ApiResult<bool> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || match stored {
+            Some(hash) => this.hasher.verify(&password, &hash),
+            None => {
+                let _ = this.hasher.verify(&password, &this.dummy_hash);
+                false
+            }
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("hashing task failed: {e}")))
+    }
+}

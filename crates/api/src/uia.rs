@@ -1,0 +1,360 @@
+//! The UIA gate: loads and stores sessions, checks what each stage's `auth` dict proves, and
+//! asks `vouch_core::uia` what that means. Handlers call [`authenticate`] and get either the
+//! proof that a flow is complete or a 401 with flows, session and progress.
+//!
+//! New stage types plug in at [`verify_stage`]; nothing else changes.
+
+use std::collections::BTreeMap;
+
+use ruma::api::client::uiaa::{AuthFlow, AuthType, UiaaInfo, UserIdentifier};
+use ruma::api::error::{ErrorKind, StandardErrorBody};
+use serde_json::{Value, json};
+use vouch_core::clock::duration_ms;
+use vouch_core::localpart::localpart_of;
+use vouch_core::secrets::new_opaque_id;
+use vouch_core::uia::{
+    self, DUMMY, Flow, Operation, PASSWORD, REGISTRATION_TOKEN, RegistrationRequirements, TERMS,
+    UiaSession,
+};
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::{AppState, Services};
+
+/// A completed flow: the session it was completed in and what its stages proved.
+#[derive(Debug, Clone)]
+pub struct UiaPassed {
+    /// The session ID. For `/register` it is spent together with the account; for every
+    /// other operation it is already spent.
+    pub session_id: String,
+    /// `(stage, result)` for each completed stage.
+    pub results: Vec<(String, Value)>,
+}
+
+impl UiaPassed {
+    /// The result of `stage`, if it was completed.
+    pub fn result(&self, stage: &str) -> Option<&Value> {
+        self.results
+            .iter()
+            .find(|(s, _)| s == stage)
+            .map(|(_, r)| r)
+    }
+
+    /// The user a password stage identified.
+    pub fn password_user(&self) -> Option<&str> {
+        self.result(PASSWORD)?.get("user_id")?.as_str()
+    }
+}
+
+impl Services {
+    /// The flows offered for `op`: the `[uia.flows]` override, or the built-in ones.
+    pub fn flows_for(&self, op: Operation) -> Vec<Flow> {
+        if let Some(flows) = self.config.uia.flows.get(op.as_str()) {
+            return flows.clone();
+        }
+        match op {
+            Operation::Register => {
+                let reg = &self.config.registration;
+                uia::registration_flows(&RegistrationRequirements {
+                    token: reg.registration_token_required,
+                    terms: !reg.terms.is_empty(),
+                    required_3pid_stages: Vec::new(),
+                    optional_3pid_stages: Vec::new(),
+                })
+            }
+            // Password reset needs a verified email or phone, which later stages provide.
+            Operation::ResetPassword => Vec::new(),
+            Operation::ChangePassword
+            | Operation::Deactivate
+            | Operation::DeleteDevices
+            | Operation::AddThreepid => vec![vec![PASSWORD.to_owned()]],
+        }
+    }
+
+    /// The `params` of the 401 body: the terms policies when a flow has `m.login.terms`.
+    fn uia_params(&self, flows: &[Flow]) -> Value {
+        let mut params = serde_json::Map::new();
+        if flows.iter().flatten().any(|s| s == TERMS) {
+            let mut policies = serde_json::Map::new();
+            for p in &self.config.registration.terms {
+                let entry = policies
+                    .entry(p.id.clone())
+                    .or_insert_with(|| json!({ "version": p.version }));
+                entry[&p.lang] = json!({ "name": p.name, "url": p.url });
+            }
+            params.insert(TERMS.into(), json!({ "policies": policies }));
+        }
+        Value::Object(params)
+    }
+
+    fn uia_info(
+        &self,
+        flows: &[Flow],
+        session: &str,
+        completed: &[String],
+        error: Option<ApiError>,
+    ) -> ApiError {
+        let mut info = UiaaInfo::new(
+            flows
+                .iter()
+                .map(|f| AuthFlow::new(f.iter().map(|s| AuthType::from(s.as_str())).collect()))
+                .collect(),
+        );
+        info.session = Some(session.to_owned());
+        info.completed = completed
+            .iter()
+            .map(|s| AuthType::from(s.as_str()))
+            .collect();
+        info.params = serde_json::value::to_raw_value(&self.uia_params(flows)).ok();
+        if let Some(ApiError::Matrix { kind, message }) = error {
+            info.auth_error = Some(Box::new(StandardErrorBody::new(kind, message)));
+        }
+        ApiError::Uia(Box::new(info))
+    }
+}
+
+/// Runs UIA for `op`. `user_id` is the logged-in user, if the request had an access token.
+///
+/// Returns the completed flow, or an error to answer: a 401 UIA body (new session, progress,
+/// or a failed stage with its errcode), or a plain error for a session that cannot be used.
+pub async fn authenticate(
+    state: &AppState,
+    op: Operation,
+    user_id: Option<&str>,
+    auth: Option<&Value>,
+) -> ApiResult<UiaPassed> {
+    let flows = state.flows_for(op);
+    let now = state.now();
+    let auth = match auth {
+        None => {
+            let session = start_session(state, op, user_id, now).await?;
+            return Err(state.uia_info(&flows, &session.id, &[], None));
+        }
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(ApiError::bad_json("auth must be an object")),
+    };
+
+    let session = match auth.get("session") {
+        None | Some(Value::Null) => start_session(state, op, user_id, now).await?,
+        Some(Value::String(id)) => {
+            let Some(stored) = state.db.uia_session(id).await? else {
+                return Err(unknown_session());
+            };
+            stored
+                .session
+                .check_use(op, user_id, now)
+                .map_err(|e| match e {
+                    uia::SessionMismatch::Expired => unknown_session(),
+                    uia::SessionMismatch::OtherOperation => ApiError::forbidden(e.to_string()),
+                })?;
+            stored.session
+        }
+        Some(_) => return Err(ApiError::bad_json("auth.session must be a string")),
+    };
+    let mut completed = session.completed.clone();
+
+    match auth.get("type") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(stage)) => {
+            if let Err(rejection) = uia::check_stage(&flows, &completed, stage) {
+                let kind = match rejection {
+                    uia::StageRejection::NotOffered(_) => ErrorKind::Unrecognized,
+                    uia::StageRejection::OutOfOrder(_) => ErrorKind::Forbidden,
+                };
+                let err = ApiError::new(kind, rejection.to_string());
+                return Err(state.uia_info(&flows, &session.id, &completed, Some(err)));
+            }
+            match verify_stage(state, op, user_id, stage, auth).await? {
+                Ok(result) => {
+                    state
+                        .db
+                        .complete_uia_stage(&session.id, stage, &result, now)
+                        .await?;
+                    if !completed.contains(stage) {
+                        completed.push(stage.clone());
+                    }
+                }
+                Err(err) => return Err(state.uia_info(&flows, &session.id, &completed, Some(err))),
+            }
+        }
+        Some(_) => {
+            let err = ApiError::bad_json("auth.type must be a string");
+            return Err(state.uia_info(&flows, &session.id, &completed, Some(err)));
+        }
+    }
+
+    if uia::completed_flow(&flows, &completed).is_none() {
+        return Err(state.uia_info(&flows, &session.id, &completed, None));
+    }
+    let results = match state.db.uia_session(&session.id).await? {
+        Some(stored) => stored.results,
+        None => return Err(unknown_session()),
+    };
+    // Registration spends the session in the transaction that creates the account, so a
+    // failed creation leaves the session usable. Everything else spends it now: exactly
+    // one request gets to act on a completed session.
+    if op != Operation::Register && !state.db.claim_uia_session(&session.id).await? {
+        return Err(unknown_session());
+    }
+    Ok(UiaPassed {
+        session_id: session.id,
+        results,
+    })
+}
+
+fn unknown_session() -> ApiError {
+    ApiError::Custom {
+        status: http::StatusCode::BAD_REQUEST,
+        errcode: "M_UNKNOWN",
+        message: "Unknown or expired authentication session; start again without a session".into(),
+    }
+}
+
+async fn start_session(
+    state: &Services,
+    op: Operation,
+    user_id: Option<&str>,
+    now: i64,
+) -> ApiResult<UiaSession> {
+    let id = new_opaque_id(state.secrets.as_ref());
+    let expires_at = now.saturating_add(duration_ms(state.config.uia.session_lifetime));
+    state
+        .db
+        .create_uia_session(&id, op, user_id, now, expires_at)
+        .await?;
+    Ok(UiaSession {
+        id,
+        operation: op,
+        user_id: user_id.map(str::to_owned),
+        expires_at,
+        completed: Vec::new(),
+    })
+}
+
+/// Checks what one stage's `auth` dict proves. `Ok(Ok(result))`: the stage is complete;
+/// `Ok(Err(e))`: it failed and may be retried (answered as a 401 with `e`'s errcode);
+/// `Err`: the request fails outright.
+async fn verify_stage(
+    state: &AppState,
+    op: Operation,
+    user_id: Option<&str>,
+    stage: &str,
+    auth: &serde_json::Map<String, Value>,
+) -> ApiResult<Result<Value, ApiError>> {
+    if uia::REGISTRATION_ONLY.contains(&stage) && op != Operation::Register {
+        return Ok(Err(ApiError::forbidden(format!(
+            "{stage} is only valid when registering"
+        ))));
+    }
+    Ok(match stage {
+        DUMMY => Ok(json!({})),
+        TERMS => {
+            let accepted: BTreeMap<&str, &str> = state
+                .config
+                .registration
+                .terms
+                .iter()
+                .map(|p| (p.id.as_str(), p.version.as_str()))
+                .collect();
+            Ok(json!({ "policies": accepted }))
+        }
+        REGISTRATION_TOKEN => {
+            let Some(token) = auth.get("token").and_then(Value::as_str) else {
+                return Ok(Err(ApiError::missing_param("auth.token is required")));
+            };
+            match state.db.registration_token(token).await? {
+                Some(t) if t.is_valid(state.now()) => Ok(json!({ "token": token })),
+                _ => Err(ApiError::forbidden("Invalid registration token")),
+            }
+        }
+        PASSWORD => verify_password_stage(state, user_id, auth).await?,
+        other => Err(ApiError::new(
+            ErrorKind::Unrecognized,
+            format!("Authentication type {other} is not supported here"),
+        )),
+    })
+}
+
+/// `m.login.password`: `identifier` (or the legacy top-level `user`) and `password`. For a
+/// logged-in request the identified user must be the caller.
+async fn verify_password_stage(
+    state: &AppState,
+    caller: Option<&str>,
+    auth: &serde_json::Map<String, Value>,
+) -> ApiResult<Result<Value, ApiError>> {
+    let Some(password) = auth.get("password").and_then(Value::as_str) else {
+        return Ok(Err(ApiError::missing_param("auth.password is required")));
+    };
+    let named = match auth.get("identifier") {
+        Some(raw) => match serde_json::from_value::<UserIdentifier>(raw.clone()) {
+            Ok(UserIdentifier::Matrix(m)) => Some(m.user),
+            Ok(_) => {
+                return Ok(Err(ApiError::forbidden(
+                    "Only m.id.user identifiers are supported here",
+                )));
+            }
+            Err(e) => return Ok(Err(ApiError::bad_json(format!("auth.identifier: {e}")))),
+        },
+        None => auth.get("user").and_then(Value::as_str).map(str::to_owned),
+    };
+    let user_id = match (named, caller) {
+        (Some(name), caller) => {
+            let Some(local) = localpart_of(&name, state.server_name()) else {
+                return Ok(Err(ApiError::forbidden("Invalid username or password")));
+            };
+            let full = format!("@{}:{}", local.to_lowercase(), state.server_name());
+            if caller.is_some_and(|c| c != full) {
+                return Ok(Err(ApiError::forbidden(
+                    "The identifier does not match the logged-in user",
+                )));
+            }
+            full
+        }
+        (None, Some(caller)) => caller.to_owned(),
+        (None, None) => return Ok(Err(ApiError::missing_param("auth.identifier is required"))),
+    };
+    state.limits.failed_login_per_account.peek(&user_id)?;
+    let user = state
+        .db
+        .user(&user_id)
+        .await?
+        .filter(|u| u.deactivated_at.is_none());
+    let stored = user.and_then(|u| u.password_hash);
+    if state.verify_password(password.to_owned(), stored).await? {
+        Ok(Ok(json!({ "user_id": user_id })))
+    } else {
+        state.limits.failed_login_per_account.check(&user_id)?;
+        Ok(Err(ApiError::forbidden("Invalid username or password")))
+    }
+}
+
+/// Completes `stage` in an existing session from outside the API request (the fallback
+/// page). `Ok(Err(e))`: the stage failed and may be retried.
+pub async fn complete_stage_out_of_band(
+    state: &AppState,
+    session_id: &str,
+    stage: &str,
+    auth: &serde_json::Map<String, Value>,
+) -> ApiResult<Result<(), ApiError>> {
+    let now = state.now();
+    let Some(stored) = state.db.uia_session(session_id).await? else {
+        return Ok(Err(unknown_session()));
+    };
+    if stored.session.expires_at <= now {
+        return Ok(Err(unknown_session()));
+    }
+    let op = stored.session.operation;
+    let flows = state.flows_for(op);
+    if let Err(rejection) = uia::check_stage(&flows, &stored.session.completed, stage) {
+        return Ok(Err(ApiError::forbidden(rejection.to_string())));
+    }
+    match verify_stage(state, op, stored.session.user_id.as_deref(), stage, auth).await? {
+        Ok(result) => {
+            state
+                .db
+                .complete_uia_stage(session_id, stage, &result, now)
+                .await?;
+            Ok(Ok(()))
+        }
+        Err(e) => Ok(Err(e)),
+    }
+}

@@ -1,0 +1,706 @@
+//! Vouch's configuration: a TOML file plus `VOUCH_<SECTION>__<KEY>` environment overrides.
+//!
+//! Every key here is documented in `vouch.example.toml` at the repository root; key names
+//! are part of Vouch's interface (other tools rely on them), so keep them stable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The file `vouch serve` reads from the working directory when no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "vouch.toml";
+
+/// What is shown instead of a secret in `vouch config check`.
+const MASK: &str = "********";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The server name in user IDs (`@alice:<server_name>`).
+    pub server_name: String,
+    /// The URL clients reach this server at; links in mails and pages are built on it.
+    /// Empty: `http://<first listen address>/`.
+    pub public_baseurl: String,
+    /// HTTP listener.
+    pub http: HttpConfig,
+    /// Database.
+    pub database: DatabaseConfig,
+    /// Account registration.
+    pub registration: RegistrationConfig,
+    /// User-Interactive Authentication.
+    pub uia: UiaConfig,
+    /// Password hashing and policy.
+    pub password: PasswordConfig,
+    /// Access and refresh tokens.
+    pub session: SessionConfig,
+    /// What users may change on their own accounts (advertised in `/capabilities`).
+    pub account: AccountConfig,
+    /// Rate limits.
+    pub rate_limits: RateLimitsConfig,
+    /// Logging.
+    pub logging: LoggingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server_name: "localhost".into(),
+            public_baseurl: String::new(),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            registration: RegistrationConfig::default(),
+            uia: UiaConfig::default(),
+            password: PasswordConfig::default(),
+            session: SessionConfig::default(),
+            account: AccountConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+/// One value or a list of them (`listen = "a"` or `listen = ["a", "b"]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(String),
+    /// Several values.
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The values as a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `host:port` to listen on, or a list of them.
+    pub listen: OneOrMany,
+    /// Largest request body accepted, in bytes; larger ones get 413 `M_TOO_LARGE`.
+    pub max_request_bytes: usize,
+    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    pub x_forwarded: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: OneOrMany::One("127.0.0.1:8008".into()),
+            max_request_bytes: 1024 * 1024,
+            x_forwarded: false,
+        }
+    }
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://path` (created if missing) or `postgres://user@host/db`.
+    pub url: String,
+    /// Largest number of pooled connections.
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://vouch-data/vouch.db".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+/// A policy the user accepts in the `m.login.terms` stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TermsPolicy {
+    /// The policy's ID (the key under `policies`), e.g. `privacy_policy`.
+    pub id: String,
+    /// Its version; a new version must be accepted again.
+    pub version: String,
+    /// Language of `name` and `url` (default `en`).
+    #[serde(default = "default_lang")]
+    pub lang: String,
+    /// Human-readable name.
+    pub name: String,
+    /// Where the text is.
+    pub url: String,
+}
+
+fn default_lang() -> String {
+    "en".into()
+}
+
+/// `[registration]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Whether `POST /register` creates accounts at all.
+    pub enabled: bool,
+    /// Media of which the user must verify one to register (`email`, `msisdn`).
+    pub require_3pid: Vec<String>,
+    /// Whether registration needs a token (`m.login.registration_token`).
+    pub registration_token_required: bool,
+    /// Whether guest accounts may be made (`kind=guest`).
+    pub allow_guests: bool,
+    /// Localparts nobody may register.
+    pub reserved_localparts: Vec<String>,
+    /// Policies accepted in the `m.login.terms` stage; none: no terms stage.
+    pub terms: Vec<TermsPolicy>,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            require_3pid: Vec::new(),
+            registration_token_required: false,
+            allow_guests: false,
+            reserved_localparts: Vec::new(),
+            terms: Vec::new(),
+        }
+    }
+}
+
+/// `[uia]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiaConfig {
+    /// How long a UIA session lives after it starts.
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    /// Flows per operation (`change_password`, `deactivate`, `delete_devices`, `add_threepid`,
+    /// `reset_password`, `register`), replacing the built-in ones.
+    pub flows: BTreeMap<String, Vec<Vec<String>>>,
+}
+
+impl Default for UiaConfig {
+    fn default() -> Self {
+        Self {
+            session_lifetime: Duration::from_secs(3600),
+            flows: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[password]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordConfig {
+    /// `argon2id` or `bcrypt`: the scheme for new hashes. Both always verify.
+    pub scheme: PasswordScheme,
+    /// bcrypt cost (Synapse's default).
+    pub bcrypt_cost: u32,
+    /// argon2id memory, KiB.
+    pub argon2_m_cost_kib: u32,
+    /// argon2id iterations.
+    pub argon2_t_cost: u32,
+    /// argon2id lanes.
+    pub argon2_p_cost: u32,
+    /// Secret appended to passwords before bcrypt (Synapse's `password_config.pepper`).
+    pub pepper: String,
+    /// Minimum length in characters.
+    pub min_length: usize,
+    /// Maximum length in bytes.
+    pub max_length: usize,
+    /// Require a digit.
+    pub require_digit: bool,
+    /// Require a symbol.
+    pub require_symbol: bool,
+    /// Require a lower-case letter.
+    pub require_lowercase: bool,
+    /// Require an upper-case letter.
+    pub require_uppercase: bool,
+}
+
+/// Password hashing scheme.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordScheme {
+    /// argon2id.
+    Argon2id,
+    /// bcrypt.
+    Bcrypt,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        Self {
+            scheme: PasswordScheme::Argon2id,
+            bcrypt_cost: 12,
+            // OWASP's recommended argon2id parameters.
+            argon2_m_cost_kib: 19_456,
+            argon2_t_cost: 2,
+            argon2_p_cost: 1,
+            pepper: String::new(),
+            min_length: 8,
+            max_length: 512,
+            require_digit: false,
+            require_symbol: false,
+            require_lowercase: false,
+            require_uppercase: false,
+        }
+    }
+}
+
+/// `[session]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Lifetime of an access token issued together with a refresh token (clients that send
+    /// `refresh_token: true`). Tokens issued without one do not expire.
+    #[serde(with = "humantime_serde")]
+    pub refreshable_access_token_lifetime: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            refreshable_access_token_lifetime: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `[account]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Users may change their password (`m.change_password`).
+    pub password_change: bool,
+    /// Users may add and remove email addresses and phone numbers (`m.3pid_changes`).
+    pub threepid_changes: bool,
+    /// Users may set their display name.
+    pub displayname_change: bool,
+    /// Users may set their avatar.
+    pub avatar_change: bool,
+}
+
+impl Default for AccountConfig {
+    fn default() -> Self {
+        Self {
+            password_change: true,
+            threepid_changes: true,
+            displayname_change: true,
+            avatar_change: true,
+        }
+    }
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained rate.
+    pub per_second: f64,
+    /// Bucket size.
+    pub burst: u32,
+}
+
+/// `[rate_limits]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// `false` turns every limit off (for test rigs).
+    pub enabled: bool,
+    /// `POST /login` attempts per client IP.
+    pub login_per_ip: Rate,
+    /// `POST /login` attempts per account.
+    pub login_per_account: Rate,
+    /// Failed logins per account.
+    pub failed_login_per_account: Rate,
+    /// `POST /register` requests per client IP (every UIA round counts).
+    pub registration_per_ip: Rate,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        // Synapse's defaults for rc_login and rc_registration.
+        let synapse = Rate {
+            per_second: 0.17,
+            burst: 3,
+        };
+        Self {
+            enabled: true,
+            login_per_ip: synapse,
+            login_per_account: synapse,
+            failed_login_per_account: synapse,
+            registration_per_ip: Rate {
+                per_second: 0.17,
+                burst: 10,
+            },
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// `human` or `json`.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `vouch=debug,info`. `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// The configuration could not be loaded or is inconsistent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment value could not be read or parsed.
+    #[error("{0}")]
+    Load(String),
+    /// The values do not make sense together.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads the embedded defaults, then `file` (if given), then `VOUCH_` environment
+    /// variables, and validates the result.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("VOUCH_"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // `VOUCH_TEST_*` belongs to the test suite, not to the server.
+        let env = env
+            .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+            .split("__");
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document on top of the defaults, without environment overrides.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values against each other; collects every problem, not just the first.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.server_name.is_empty()
+            || self
+                .server_name
+                .chars()
+                .any(|c| c.is_whitespace() || c == '/' || c == '@')
+        {
+            problems.push(format!(
+                "server_name '{}' is not a valid server name",
+                self.server_name
+            ));
+        }
+        if !self.public_baseurl.is_empty() {
+            match url::Url::parse(&self.public_baseurl) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => problems.push(format!(
+                    "public_baseurl '{}' must be an http(s) URL",
+                    self.public_baseurl
+                )),
+            }
+        }
+        let listen = self.http.listen.to_vec();
+        if listen.is_empty() {
+            problems.push("[http] listen needs at least one address".into());
+        }
+        for addr in &listen {
+            if addr.parse::<SocketAddr>().is_err() {
+                problems.push(format!("[http] listen '{addr}' is not a host:port address"));
+            }
+        }
+        if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
+        {
+            problems.push("[database] url must start with sqlite:// or postgres://".into());
+        }
+        if self.database.max_connections == 0 {
+            problems.push("[database] max_connections must be at least 1".into());
+        }
+        for medium in &self.registration.require_3pid {
+            if medium != "email" && medium != "msisdn" {
+                problems.push(format!(
+                    "[registration] require_3pid: unknown medium '{medium}' (email, msisdn)"
+                ));
+            }
+        }
+        for policy in &self.registration.terms {
+            if policy.id.is_empty() || policy.version.is_empty() || policy.url.is_empty() {
+                problems.push("[[registration.terms]] entries need id, version and url".into());
+            }
+        }
+        const STAGES: &[&str] = &[
+            "m.login.dummy",
+            "m.login.password",
+            "m.login.registration_token",
+            "m.login.terms",
+            "m.login.email.identity",
+            "m.login.msisdn",
+        ];
+        const OPERATIONS: &[&str] = &[
+            "register",
+            "change_password",
+            "reset_password",
+            "deactivate",
+            "delete_devices",
+            "add_threepid",
+        ];
+        for (op, flows) in &self.uia.flows {
+            if !OPERATIONS.contains(&op.as_str()) {
+                problems.push(format!("[uia.flows] unknown operation '{op}'"));
+            }
+            if flows.is_empty() || flows.iter().any(Vec::is_empty) {
+                problems.push(format!(
+                    "[uia.flows] {op}: every flow needs at least one stage"
+                ));
+            }
+            for stage in flows.iter().flatten() {
+                if !STAGES.contains(&stage.as_str()) {
+                    problems.push(format!("[uia.flows] {op}: unknown stage '{stage}'"));
+                }
+            }
+        }
+        let p = &self.password;
+        if !(4..=31).contains(&p.bcrypt_cost) {
+            problems.push("[password] bcrypt_cost must be between 4 and 31".into());
+        }
+        if p.argon2_m_cost_kib < 8 * p.argon2_p_cost.max(1)
+            || p.argon2_t_cost == 0
+            || p.argon2_p_cost == 0
+        {
+            problems.push(
+                "[password] argon2 costs are out of range (m_cost ≥ 8 × p_cost KiB, t_cost ≥ 1, p_cost ≥ 1)"
+                    .into(),
+            );
+        }
+        if p.max_length > 0 && p.max_length < p.min_length {
+            problems.push("[password] max_length is smaller than min_length".into());
+        }
+        let r = &self.rate_limits;
+        for (name, rate) in [
+            ("login_per_ip", r.login_per_ip),
+            ("login_per_account", r.login_per_account),
+            ("failed_login_per_account", r.failed_login_per_account),
+            ("registration_per_ip", r.registration_per_ip),
+        ] {
+            if !(rate.per_second > 0.0 && rate.per_second.is_finite()) || rate.burst == 0 {
+                problems.push(format!(
+                    "[rate_limits] {name} needs per_second > 0 and burst ≥ 1"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The first listen address.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.http
+            .listen
+            .to_vec()
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
+    }
+
+    /// The public base URL, always ending in `/`.
+    pub fn public_baseurl(&self) -> String {
+        let base = if self.public_baseurl.is_empty() {
+            let first = self
+                .http
+                .listen
+                .to_vec()
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            format!("http://{first}/")
+        } else {
+            self.public_baseurl.clone()
+        };
+        if base.ends_with('/') {
+            base
+        } else {
+            format!("{base}/")
+        }
+    }
+
+    /// The effective configuration as TOML, with secrets masked (`vouch config check`).
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        if !masked.password.pepper.is_empty() {
+            masked.password.pepper = MASK.into();
+        }
+        masked.database.url = mask_url_password(&masked.database.url);
+        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// Hides the password in a `postgres://user:password@host/db` URL.
+fn mask_url_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some(MASK));
+            u.to_string()
+        }
+        _ => raw.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.server_name, "localhost");
+        assert_eq!(c.listen_addrs(), vec!["127.0.0.1:8008".parse().unwrap()]);
+        assert_eq!(c.public_baseurl(), "http://127.0.0.1:8008/");
+        assert!(c.database.url.starts_with("sqlite://vouch-data/"));
+    }
+
+    #[test]
+    fn the_example_file_parses_and_names_every_key() {
+        let text = include_str!("../../../vouch.example.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.server_name, "example.org");
+        // Every key that the defaults have must be documented in the example.
+        let defaults = toml::to_string(&Config::default()).unwrap();
+        let table: toml::Table = toml::from_str(&defaults).unwrap();
+        fn keys(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
+            for (k, v) in t {
+                match v {
+                    toml::Value::Table(inner) if !inner.is_empty() => {
+                        keys(&format!("{prefix}{k}."), inner, out)
+                    }
+                    _ => out.push(format!("{prefix}{k}")),
+                }
+            }
+        }
+        let mut all = Vec::new();
+        keys("", &table, &mut all);
+        for key in all {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                text.contains(&format!("{leaf} =")) || text.contains(&format!("# {leaf} =")),
+                "vouch.example.toml does not document {key}"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_and_single_values_for_listen() {
+        let c = Config::from_toml("[http]\nlisten = [\"127.0.0.1:1\", \"[::1]:2\"]").unwrap();
+        assert_eq!(c.listen_addrs().len(), 2);
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let err = Config::from_toml(
+            "server_name = \"\"\n[database]\nurl = \"mysql://x\"\n[password]\nbcrypt_cost = 99\n\
+             [registration]\nrequire_3pid = [\"fax\"]\n[uia.flows]\nderegister = [[\"m.login.magic\"]]",
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "server_name",
+            "[database] url",
+            "bcrypt_cost",
+            "fax",
+            "deregister",
+            "m.login.magic",
+        ] {
+            assert!(err.contains(needle), "{needle} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::from_toml("[registration]\nenabeld = true")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("enabeld"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_use_double_underscore_sections() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("VOUCH_SERVER_NAME", "env.example");
+            jail.set_env("VOUCH_REGISTRATION__ENABLED", "false");
+            jail.set_env("VOUCH_RATE_LIMITS__ENABLED", "false");
+            jail.set_env("VOUCH_TEST_POSTGRES_URL", "postgres://ignored");
+            let c = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(c.server_name, "env.example");
+            assert!(!c.registration.enabled);
+            assert!(!c.rate_limits.enabled);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let mut c = Config::default();
+        c.password.pepper = "sekrit".into();
+        c.database.url = "postgres://vouch:hunter2@db/vouch".into();
+        let shown = c.to_masked_toml();
+        assert!(
+            !shown.contains("sekrit") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(shown.contains("********"));
+    }
+}

@@ -1,0 +1,14 @@
+//! Vouch's domain: the rules for accounts, passwords, secrets and User-Interactive
+//! Authentication (UIA).
+//!
+//! Nothing here speaks HTTP or SQL. Time and randomness come in through [`Clock`] and
+//! [`SecretSource`] so that expiry and token generation are testable without sleeping.
+
+pub mod clock;
+pub mod localpart;
+pub mod password;
+pub mod secrets;
+pub mod uia;
+
+pub use clock::{Clock, MockClock, SystemClock};
+pub use secrets::{OsSecretSource, SecretSource, SeededSecretSource};

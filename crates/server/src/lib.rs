@@ -1,0 +1,112 @@
+//! Wiring: configuration, storage, services and listeners become a running server. The
+//! binary (`main.rs`) and the integration tests start the server through the same code.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use vouch_config::Config;
+use vouch_core::{Clock, SecretSource};
+use vouch_storage::Db;
+
+/// A server that is bound to its ports and ready to serve.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    addrs: Vec<SocketAddr>,
+    router: Router,
+    db: Db,
+}
+
+impl Server {
+    /// Connects the database (running migrations), binds every listen address and builds
+    /// the router. An empty `public_baseurl` becomes `http://<first bound address>/`.
+    pub async fn build(
+        mut config: Config,
+        clock: Arc<dyn Clock>,
+        secrets: Arc<dyn SecretSource>,
+    ) -> anyhow::Result<Self> {
+        let db = Db::connect(&config.database.url, config.database.max_connections)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database at {}",
+                    redact(&config.database.url)
+                )
+            })?;
+        let mut listeners = Vec::new();
+        let mut addrs = Vec::new();
+        for addr in config.listen_addrs() {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            addrs.push(listener.local_addr()?);
+            listeners.push(listener);
+        }
+        if config.public_baseurl.is_empty() {
+            if let Some(first) = addrs.first() {
+                config.public_baseurl = format!("http://{first}/");
+            }
+        }
+        let services = vouch_api::Services::new(config, db.clone(), clock, secrets)
+            .map_err(|e| anyhow::anyhow!("invalid password settings: {e}"))?;
+        let router = vouch_api::router(Arc::new(services));
+        Ok(Self {
+            listeners,
+            addrs,
+            router,
+            db,
+        })
+    }
+
+    /// The bound addresses (with real ports when the configuration said port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests and closes the
+    /// database.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
+        let mut tasks = Vec::new();
+        for listener in self.listeners {
+            let mut rx = tx.subscribe();
+            let app = self
+                .router
+                .clone()
+                .into_make_service_with_connect_info::<SocketAddr>();
+            tasks.push(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.recv().await;
+                    })
+                    .await
+            }));
+        }
+        shutdown.await;
+        let _ = tx.send(());
+        for task in tasks {
+            task.await
+                .context("server task panicked")?
+                .context("server failed")?;
+        }
+        self.db.close().await;
+        Ok(())
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((creds, host)) if creds.contains("://") && creds.matches(':').count() > 1 => {
+            let scheme_user = creds.rsplit_once(':').map_or(creds, |(s, _)| s);
+            format!("{scheme_user}:********@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}

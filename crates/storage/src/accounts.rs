@@ -1,0 +1,389 @@
+//! Accounts: creation in one transaction, lookups, passwords, profile, deactivation.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Db, StorageError, flag, is_unique_violation};
+
+/// A stored account.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// `@localpart:server_name`.
+    pub user_id: String,
+    /// The localpart.
+    pub localpart: String,
+    /// Password hash (PHC or bcrypt), none for accounts that cannot log in by password.
+    pub password_hash: Option<String>,
+    /// Display name.
+    pub displayname: Option<String>,
+    /// Avatar `mxc://` URL.
+    pub avatar_url: Option<String>,
+    /// Guest account.
+    pub is_guest: bool,
+    /// Server admin.
+    pub is_admin: bool,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Deactivation time (ms), if deactivated.
+    pub deactivated_at: Option<i64>,
+}
+
+impl User {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            user_id: row.try_get("user_id")?,
+            localpart: row.try_get("localpart")?,
+            password_hash: row.try_get("password_hash")?,
+            displayname: row.try_get("displayname")?,
+            avatar_url: row.try_get("avatar_url")?,
+            is_guest: flag(row, "is_guest")?,
+            is_admin: flag(row, "is_admin")?,
+            created_at: row.try_get("created_at")?,
+            deactivated_at: row.try_get("deactivated_at")?,
+        })
+    }
+}
+
+const USER_COLUMNS: &str = "user_id, localpart, password_hash, displayname, avatar_url, is_guest, \
+                            is_admin, created_at, deactivated_at";
+
+/// A device and its tokens, made at login or registration.
+#[derive(Debug, Clone)]
+pub struct NewLogin {
+    /// The device ID (kept if the device exists).
+    pub device_id: String,
+    /// Display name for a new device.
+    pub display_name: Option<String>,
+    /// Hash of the new access token.
+    pub access_token_hash: String,
+    /// When the access token expires (only with refresh tokens).
+    pub access_expires_at: Option<i64>,
+    /// Hash of the new refresh token, if the client asked for one.
+    pub refresh_token_hash: Option<String>,
+    /// The client's address.
+    pub ip: Option<String>,
+}
+
+/// Everything a registration writes; it is written whole or not at all.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// `@localpart:server_name`.
+    pub user_id: String,
+    /// The localpart.
+    pub localpart: String,
+    /// Password hash.
+    pub password_hash: Option<String>,
+    /// Guest account.
+    pub is_guest: bool,
+    /// Server admin.
+    pub is_admin: bool,
+    /// Initial display name.
+    pub displayname: Option<String>,
+    /// The login to make, unless `inhibit_login`.
+    pub login: Option<NewLogin>,
+    /// Verified addresses to attach: (medium, canonical address, validated_at).
+    pub threepids: Vec<(String, String, i64)>,
+    /// A registration token to spend.
+    pub registration_token: Option<String>,
+    /// The UIA session that authorised this, spent with it.
+    pub uia_session: Option<String>,
+}
+
+/// Why an account was not created. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAccountError {
+    /// The user ID is taken.
+    #[error("user ID already taken")]
+    UserInUse,
+    /// The registration token has no uses left or expired meanwhile.
+    #[error("registration token used up or expired")]
+    TokenUsedUp,
+    /// A 3PID is already attached to another account.
+    #[error("third-party identifier already in use")]
+    ThreepidInUse,
+    /// The UIA session was spent by a concurrent request.
+    #[error("authentication session already used")]
+    SessionSpent,
+    /// Storage failure.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sqlx::Error> for CreateAccountError {
+    fn from(e: sqlx::Error) -> Self {
+        CreateAccountError::Storage(e.into())
+    }
+}
+
+impl Db {
+    /// Creates an account with its first device, tokens and 3PIDs, spending the registration
+    /// token and the UIA session, in one transaction. Concurrent registrations of one name:
+    /// exactly one succeeds, the others get [`CreateAccountError::UserInUse`].
+    pub async fn create_account(
+        &self,
+        new: &NewAccount,
+        now: i64,
+    ) -> Result<(), CreateAccountError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO users (user_id, localpart, password_hash, displayname, is_guest, is_admin, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&new.user_id)
+        .bind(&new.localpart)
+        .bind(&new.password_hash)
+        .bind(&new.displayname)
+        .bind(i64::from(new.is_guest))
+        .bind(i64::from(new.is_admin))
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Err(CreateAccountError::UserInUse),
+            other => other?,
+        };
+        if let Some(session) = &new.uia_session {
+            let spent = sqlx::query("DELETE FROM uia_sessions WHERE session_id = $1")
+                .bind(session)
+                .execute(&mut *tx)
+                .await?;
+            if spent.rows_affected() != 1 {
+                return Err(CreateAccountError::SessionSpent);
+            }
+            sqlx::query("DELETE FROM uia_stages WHERE session_id = $1")
+                .bind(session)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(token) = &new.registration_token {
+            let used = sqlx::query(
+                "UPDATE registration_tokens SET completed = completed + 1
+                 WHERE token = $1 AND (uses_allowed IS NULL OR pending + completed < uses_allowed)
+                   AND (expiry_time IS NULL OR expiry_time > $2)",
+            )
+            .bind(token)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if used.rows_affected() != 1 {
+                return Err(CreateAccountError::TokenUsedUp);
+            }
+        }
+        for (medium, address, validated_at) in &new.threepids {
+            let added = sqlx::query(
+                "INSERT INTO user_threepids (medium, address, user_id, validated_at, added_at)
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(medium)
+            .bind(address)
+            .bind(&new.user_id)
+            .bind(validated_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match added {
+                Err(e) if is_unique_violation(&e) => return Err(CreateAccountError::ThreepidInUse),
+                other => other?,
+            };
+        }
+        if let Some(login) = &new.login {
+            Self::insert_login(&mut tx, &new.user_id, login, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Adds a device (or reuses the existing one) and its tokens for a login.
+    pub async fn create_login(
+        &self,
+        user_id: &str,
+        login: &NewLogin,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        Self::insert_login(&mut tx, user_id, login, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_login(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        user_id: &str,
+        login: &NewLogin,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_at)
+             VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (user_id, device_id)
+             DO UPDATE SET last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts",
+        )
+        .bind(user_id)
+        .bind(&login.device_id)
+        .bind(&login.display_name)
+        .bind(&login.ip)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, expires_at, refresh_token_hash)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&login.access_token_hash)
+        .bind(user_id)
+        .bind(&login.device_id)
+        .bind(now)
+        .bind(login.access_expires_at)
+        .bind(&login.refresh_token_hash)
+        .execute(&mut **tx)
+        .await?;
+        if let Some(refresh) = &login.refresh_token_hash {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(refresh)
+            .bind(user_id)
+            .bind(&login.device_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The account with this user ID.
+    pub async fn user(&self, user_id: &str) -> Result<Option<User>, StorageError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE user_id = $1"
+        )))
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(User::from_row).transpose()?)
+    }
+
+    /// Whether an account (active or deactivated) holds this localpart.
+    pub async fn localpart_taken(&self, localpart: &str) -> Result<bool, StorageError> {
+        let row = sqlx::query("SELECT 1 AS one FROM users WHERE localpart = $1")
+            .bind(localpart)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Stores a new password hash. With `logout_devices`, every device but `keep_device` is
+    /// removed with all its tokens, in the same transaction.
+    pub async fn set_password(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        logout_devices: bool,
+        keep_device: Option<&str>,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        if logout_devices {
+            let keep = keep_device.unwrap_or("");
+            for table in ["access_tokens", "refresh_tokens", "devices"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE user_id = $1 AND device_id <> $2"
+                )))
+                .bind(user_id)
+                .bind(keep)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces a password hash only if it is still `old_hash` (rehash after login, which
+    /// must not undo a concurrent password change).
+    pub async fn upgrade_password_hash(
+        &self,
+        user_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE users SET password_hash = $1 WHERE user_id = $2 AND password_hash = $3",
+        )
+        .bind(new_hash)
+        .bind(user_id)
+        .bind(old_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Deactivates an account: no password, no devices, no tokens, no 3PIDs; with `erase`,
+    /// no profile either. The user ID stays taken forever.
+    pub async fn deactivate(
+        &self,
+        user_id: &str,
+        erase: bool,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        let sql = if erase {
+            "UPDATE users SET deactivated_at = $1, password_hash = NULL, displayname = NULL, avatar_url = NULL
+             WHERE user_id = $2"
+        } else {
+            "UPDATE users SET deactivated_at = $1, password_hash = NULL WHERE user_id = $2"
+        };
+        sqlx::query(sql)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for table in [
+            "access_tokens",
+            "refresh_tokens",
+            "devices",
+            "user_threepids",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE user_id = $1"
+            )))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) the display name.
+    pub async fn set_displayname(
+        &self,
+        user_id: &str,
+        name: Option<&str>,
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2")
+            .bind(name)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) the avatar URL.
+    pub async fn set_avatar_url(
+        &self,
+        user_id: &str,
+        url: Option<&str>,
+    ) -> Result<(), StorageError> {
+        sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2")
+            .bind(url)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

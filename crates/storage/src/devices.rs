@@ -1,0 +1,204 @@
+//! Devices, access tokens and refresh tokens.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::accounts::NewLogin;
+use crate::{Db, StorageError, flag};
+
+/// A device as `GET /devices` shows it.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// The device ID.
+    pub device_id: String,
+    /// Its display name.
+    pub display_name: Option<String>,
+    /// Last address it was seen from.
+    pub last_seen_ip: Option<String>,
+    /// Last time it was seen (ms).
+    pub last_seen_ts: Option<i64>,
+}
+
+impl Device {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            device_id: row.try_get("device_id")?,
+            display_name: row.try_get("display_name")?,
+            last_seen_ip: row.try_get("last_seen_ip")?,
+            last_seen_ts: row.try_get("last_seen_ts")?,
+        })
+    }
+}
+
+/// Who an access token belongs to.
+#[derive(Debug, Clone)]
+pub struct AccessTokenInfo {
+    /// The user.
+    pub user_id: String,
+    /// The device.
+    pub device_id: String,
+    /// When it expires (ms), for refreshable tokens.
+    pub expires_at: Option<i64>,
+    /// The user is a guest.
+    pub is_guest: bool,
+    /// The user is a server admin.
+    pub is_admin: bool,
+}
+
+/// The outcome of spending a refresh token.
+#[derive(Debug, Clone)]
+pub struct RefreshedSession {
+    /// The user.
+    pub user_id: String,
+    /// The device the new tokens belong to.
+    pub device_id: String,
+}
+
+impl Db {
+    /// Resolves an access token hash to its user and device. Tokens of deactivated accounts
+    /// do not exist (deactivation deletes them).
+    pub async fn access_token(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<AccessTokenInfo>, StorageError> {
+        let row = sqlx::query(
+            "SELECT t.user_id, t.device_id, t.expires_at, u.is_guest, u.is_admin
+             FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+             WHERE t.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(AccessTokenInfo {
+            user_id: row.try_get("user_id")?,
+            device_id: row.try_get("device_id")?,
+            expires_at: row.try_get("expires_at")?,
+            is_guest: flag(&row, "is_guest")?,
+            is_admin: flag(&row, "is_admin")?,
+        }))
+    }
+
+    /// Spends a refresh token and issues the next pair on the same device. The old refresh
+    /// token and the access tokens issued with it stop working. `None` when the token is
+    /// unknown or already spent.
+    pub async fn refresh(
+        &self,
+        old_refresh_hash: &str,
+        next: &NewLogin,
+        now: i64,
+    ) -> Result<Option<RefreshedSession>, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL
+             RETURNING user_id, device_id",
+        )
+        .bind(now)
+        .bind(old_refresh_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let session = RefreshedSession {
+            user_id: row.try_get("user_id")?,
+            device_id: row.try_get("device_id")?,
+        };
+        sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
+            .bind(old_refresh_hash)
+            .execute(&mut *tx)
+            .await?;
+        let next = NewLogin {
+            device_id: session.device_id.clone(),
+            ..next.clone()
+        };
+        Self::insert_login(&mut tx, &session.user_id, &next, now).await?;
+        tx.commit().await?;
+        Ok(Some(session))
+    }
+
+    /// The user's devices, oldest first.
+    pub async fn devices(&self, user_id: &str) -> Result<Vec<Device>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices
+             WHERE user_id = $1 ORDER BY created_at, device_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(Device::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// One device of the user.
+    pub async fn device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Option<Device>, StorageError> {
+        let row = sqlx::query(
+            "SELECT device_id, display_name, last_seen_ip, last_seen_ts FROM devices
+             WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(Device::from_row).transpose()?)
+    }
+
+    /// Renames a device; `false` if the user has no such device.
+    pub async fn rename_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        display_name: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
+        )
+        .bind(display_name)
+        .bind(user_id)
+        .bind(device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes devices and every token issued to them.
+    pub async fn delete_devices(
+        &self,
+        user_id: &str,
+        device_ids: &[String],
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        for device_id in device_ids {
+            for table in ["access_tokens", "refresh_tokens", "devices"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                )))
+                .bind(user_id)
+                .bind(device_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes every device and token of the user (`/logout/all`).
+    pub async fn delete_all_devices(&self, user_id: &str) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        for table in ["access_tokens", "refresh_tokens", "devices"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE user_id = $1"
+            )))
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}

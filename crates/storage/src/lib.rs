@@ -1,0 +1,166 @@
+//! Vouch's storage: every piece of state that matters (accounts, devices, tokens, UIA
+//! sessions) lives here, in SQLite or PostgreSQL, so that several instances on one database
+//! agree.
+//!
+//! One schema and one SQL text serve both engines through sqlx's `Any` driver. Writes that
+//! must be race-free are single conditional statements or transactions whose first statement
+//! is a write (SQLite then takes its write lock at once instead of failing on upgrade).
+
+mod accounts;
+mod devices;
+mod registration_tokens;
+mod threepids;
+mod uia;
+
+pub use uia::StoredUiaSession;
+
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row, Transaction};
+
+pub use accounts::{CreateAccountError, NewAccount, NewLogin, User};
+pub use devices::{AccessTokenInfo, Device, RefreshedSession};
+pub use registration_tokens::RegistrationToken;
+pub use threepids::Threepid;
+
+/// The embedded migrations (`crates/storage/migrations`).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Which engine a [`Db`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite (bundled).
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A storage failure that is not a domain outcome: the database is unreachable, a query
+/// failed, a row held something unexpected.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A database error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Could not prepare the database location.
+    #[error("cannot prepare the database: {0}")]
+    Setup(String),
+}
+
+/// The database handle shared by the whole server.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file and its
+    /// directory if missing, and runs the migrations.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let path = path.split('?').next().unwrap_or(path);
+            if path != ":memory:" && !path.is_empty() {
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StorageError::Setup(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+            }
+            let sep = if url.contains('?') { '&' } else { '?' };
+            let url = if url.contains("mode=") {
+                url.to_owned()
+            } else {
+                format!("{url}{sep}mode=rwc")
+            };
+            (url, Backend::Sqlite)
+        } else {
+            (url.to_owned(), Backend::Postgres)
+        };
+        let mut options = AnyPoolOptions::new().max_connections(max_connections);
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; a busy writer is waited for.
+                    sqlx::query("PRAGMA journal_mode = WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA foreign_keys = ON")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        let db = Self { pool, backend };
+        MIGRATOR.run(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// The engine in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The underlying pool, for tests and tools that need raw SQL.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Starts a transaction that will write. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so two writers queue instead of one failing with "locked".
+    async fn begin_write(&self) -> Result<Transaction<'static, sqlx::Any>, StorageError> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Whether a database error is a unique-constraint violation.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Reads a 0/1 flag column.
+fn flag(row: &AnyRow, col: &str) -> Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>(col)? != 0)
+}
+
+/// Reads an enum stored as text.
+fn parse_col<T: FromStr>(row: &AnyRow, col: &str) -> Result<T, sqlx::Error>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw: String = row.try_get(col)?;
+    raw.parse::<T>()
+        .map_err(|e| sqlx::Error::Decode(format!("column {col}: {e}").into()))
+}

@@ -1,0 +1,117 @@
+//! UIA sessions and their completed stages.
+
+use sqlx::Row;
+use vouch_core::uia::{Operation, UiaSession};
+
+use crate::{Db, StorageError, parse_col};
+
+/// A stored session plus what each completed stage proved.
+#[derive(Debug, Clone)]
+pub struct StoredUiaSession {
+    /// The session as the engine sees it.
+    pub session: UiaSession,
+    /// `(stage, result JSON)` in completion order.
+    pub results: Vec<(String, serde_json::Value)>,
+}
+
+impl Db {
+    /// Stores a new UIA session.
+    pub async fn create_uia_session(
+        &self,
+        session_id: &str,
+        operation: Operation,
+        user_id: Option<&str>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO uia_sessions (session_id, operation, user_id, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(session_id)
+        .bind(operation.as_str())
+        .bind(user_id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Loads a session with its completed stages.
+    pub async fn uia_session(
+        &self,
+        session_id: &str,
+    ) -> Result<Option<StoredUiaSession>, StorageError> {
+        let Some(row) = sqlx::query(
+            "SELECT session_id, operation, user_id, expires_at FROM uia_sessions WHERE session_id = $1",
+        )
+        .bind(session_id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let stages = sqlx::query(
+            "SELECT stage, result FROM uia_stages WHERE session_id = $1 ORDER BY completed_at, stage",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut results = Vec::with_capacity(stages.len());
+        for s in &stages {
+            let stage: String = s.try_get("stage")?;
+            let raw: String = s.try_get("result")?;
+            results.push((
+                stage,
+                serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null),
+            ));
+        }
+        Ok(Some(StoredUiaSession {
+            session: UiaSession {
+                id: row.try_get("session_id")?,
+                operation: parse_col(&row, "operation")?,
+                user_id: row.try_get("user_id")?,
+                expires_at: row.try_get("expires_at")?,
+                completed: results.iter().map(|(s, _)| s.clone()).collect(),
+            },
+            results,
+        }))
+    }
+
+    /// Records a completed stage. Completing it again keeps the first result.
+    pub async fn complete_uia_stage(
+        &self,
+        session_id: &str,
+        stage: &str,
+        result: &serde_json::Value,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO uia_stages (session_id, stage, result, completed_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (session_id, stage) DO NOTHING",
+        )
+        .bind(session_id)
+        .bind(stage)
+        .bind(result.to_string())
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Spends a session: `true` for exactly one caller, `false` if it was already spent.
+    pub async fn claim_uia_session(&self, session_id: &str) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM uia_sessions WHERE session_id = $1")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM uia_stages WHERE session_id = $1")
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
