@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, Method, StatusCode, header};
 use ruma::api::client::{account, device, discovery, profile, session, uiaa};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::client::*;
@@ -99,6 +100,10 @@ pub fn router(state: AppState) -> Router {
     r.fallback(|| async { ApiError::unrecognized() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
+        // A panic is a bug; the client still gets Matrix JSON, never a dropped connection.
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            ApiError::internal("a request handler panicked").into_response()
+        }))
         .layer(middleware::from_fn(cors))
         .layer(
             TraceLayer::new_for_http()

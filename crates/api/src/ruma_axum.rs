@@ -40,11 +40,18 @@ impl<T> std::ops::Deref for Ruma<T> {
 }
 
 /// Maps ruma's parse failure to the Matrix error a client should see.
-fn deserialization_error(e: FromHttpRequestError) -> ApiError {
+fn deserialization_error(
+    e: FromHttpRequestError,
+    json: Option<&serde_json::Map<String, Value>>,
+) -> ApiError {
     match e {
         FromHttpRequestError::Deserialization(DeserializationError::Json(e)) => {
             let text = e.to_string();
-            if text.starts_with("missing field") {
+            // Some of ruma's deserializers say "missing" for a field that is present with
+            // the wrong type; only a field that is really absent is M_MISSING_PARAM.
+            let field = text.split('`').nth(1).unwrap_or_default();
+            let present = json.is_some_and(|m| m.contains_key(field));
+            if text.starts_with("missing field") && !present {
                 ApiError::missing_param(text)
             } else {
                 ApiError::bad_json(text)
@@ -123,7 +130,25 @@ where
             .body(body_bytes.as_slice())
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        let body = T::try_from_http_request(request, &args).map_err(deserialization_error)?;
+        // ruma's hand-written deserializers index JSON maps and panic on some malformed
+        // bodies (a login without `type`); such a body is bad input, never a dropped
+        // connection.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            T::try_from_http_request(request, &args)
+        }));
+        let body = match parsed {
+            Ok(result) => result.map_err(|e| deserialization_error(e, json.as_ref()))?,
+            Err(_) => {
+                let has_type = json
+                    .as_ref()
+                    .is_some_and(|m| m.get("type").is_some_and(Value::is_string));
+                return Err(if has_type {
+                    ApiError::bad_json("The body does not have the expected shape")
+                } else {
+                    ApiError::missing_param("type is required and must be a string")
+                });
+            }
+        };
         Ok(Ruma { body, auth, json })
     }
 }
@@ -147,6 +172,26 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
             }
         }
     }
+}
+
+/// A ruma response as JSON with its `null` fields left out, for responses whose ruma type
+/// writes `null` where the spec says "omitted" (register with `inhibit_login`).
+pub fn without_nulls<T: OutgoingResponse>(response: T) -> Response {
+    let res = match response.try_into_http_response::<Vec<u8>>() {
+        Ok(res) => res,
+        Err(e) => {
+            return ApiError::internal(format!("cannot serialise a response: {e}")).into_response();
+        }
+    };
+    let (parts, body) = res.into_parts();
+    let body = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut map)) => {
+            map.retain(|_, v| !v.is_null());
+            serde_json::to_vec(&map).unwrap_or(body)
+        }
+        _ => body,
+    };
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// Mounts `handler` on every path of the ruma endpoint `T` with its method.

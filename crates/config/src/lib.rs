@@ -677,6 +677,7 @@ mod tests {
     }
 
     #[test]
+    #[expect(clippy::result_large_err, reason = "figment's Jail closure signature")]
     fn environment_overrides_use_double_underscore_sections() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("VOUCH_SERVER_NAME", "env.example");

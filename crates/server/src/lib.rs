@@ -45,10 +45,8 @@ impl Server {
             addrs.push(listener.local_addr()?);
             listeners.push(listener);
         }
-        if config.public_baseurl.is_empty() {
-            if let Some(first) = addrs.first() {
-                config.public_baseurl = format!("http://{first}/");
-            }
+        if let Some(first) = addrs.first().filter(|_| config.public_baseurl.is_empty()) {
+            config.public_baseurl = format!("http://{first}/");
         }
         let services = vouch_api::Services::new(config, db.clone(), clock, secrets)
             .map_err(|e| anyhow::anyhow!("invalid password settings: {e}"))?;

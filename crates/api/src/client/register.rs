@@ -1,4 +1,5 @@
 use axum::extract::State;
+use axum::response::Response;
 use ruma::OwnedDeviceId;
 use ruma::api::client::account::register::{self, LoginType, RegistrationKind};
 use ruma::api::error::ErrorKind;
@@ -10,7 +11,7 @@ use vouch_storage::{CreateAccountError, NewAccount};
 use crate::client::own_user_id;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
-use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::ruma_axum::{Ruma, without_nulls};
 use crate::state::{AppState, Services};
 use crate::uia::authenticate;
 
@@ -23,7 +24,7 @@ pub async fn register_route(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     body: Ruma<register::v3::Request>,
-) -> ApiResult<RumaResponse<register::v3::Response>> {
+) -> ApiResult<Response> {
     if !state.config.registration.enabled {
         return Err(ApiError::forbidden(
             "Registration has been disabled on this server",
@@ -31,8 +32,10 @@ pub async fn register_route(
     }
     state.limits.registration_per_ip.check(&ip.to_string())?;
     let request = &body.body;
-    if request.kind == RegistrationKind::Guest {
-        return register_guest(&state, request, ip.to_string()).await;
+    match request.kind {
+        RegistrationKind::User => {}
+        RegistrationKind::Guest => return register_guest(&state, request, ip.to_string()).await,
+        _ => return Err(ApiError::invalid_param("kind must be user or guest")),
     }
     if request.login_type == Some(LoginType::ApplicationService) {
         return Err(ApiError::new(
@@ -118,7 +121,7 @@ pub async fn register_route(
         response.refresh_token = issued.refresh_token;
         response.expires_in = issued.expires_in;
     }
-    Ok(RumaResponse(response))
+    Ok(without_nulls(response))
 }
 
 /// Guests get no UIA and pick nothing but their device's display name (spec).
@@ -126,7 +129,7 @@ async fn register_guest(
     state: &AppState,
     request: &register::v3::Request,
     ip: String,
-) -> ApiResult<RumaResponse<register::v3::Response>> {
+) -> ApiResult<Response> {
     if !state.config.registration.allow_guests {
         return Err(ApiError::new(
             ErrorKind::GuestAccessForbidden,
@@ -164,7 +167,7 @@ async fn register_guest(
     let mut response = register::v3::Response::new(own_user_id(&user_id)?);
     response.access_token = Some(issued.access_token);
     response.device_id = Some(OwnedDeviceId::from(issued.login.device_id.as_str()));
-    Ok(RumaResponse(response))
+    Ok(without_nulls(response))
 }
 
 /// Parses a requested username, refusing reserved ones.

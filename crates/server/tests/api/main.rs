@@ -1,1 +1,14 @@
+//! Integration tests: the real server on an ephemeral port, spoken to over HTTP. One test
+//! binary (one link step); one module per area.
 
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod devices;
+mod discovery;
+mod login;
+mod password;
+mod profile;
+mod register;
+mod uia;

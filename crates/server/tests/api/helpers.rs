@@ -1,0 +1,338 @@
+//! The test rig: a real Vouch server on an ephemeral port with a fresh database (a temp
+//! SQLite file, or a new PostgreSQL database when `VOUCH_TEST_POSTGRES_URL` is set), a mock
+//! clock, and an HTTP client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+use tokio::sync::OnceCell;
+use vouch_config::Config;
+use vouch_core::{MockClock, OsSecretSource};
+use vouch_server::Server;
+
+/// Which engine a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test body on SQLite, and again on PostgreSQL when `VOUCH_TEST_POSTGRES_URL` is set.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if $crate::helpers::postgres_url().is_none() {
+                        eprintln!("VOUCH_TEST_POSTGRES_URL is not set; PostgreSQL run skipped");
+                        return;
+                    }
+                    super::$name($crate::helpers::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+/// The PostgreSQL server to make test databases on.
+pub fn postgres_url() -> Option<String> {
+    std::env::var("VOUCH_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+static PG_CLEANED: OnceCell<()> = OnceCell::const_new();
+
+/// Makes a fresh PostgreSQL database and returns its URL. Databases left by earlier runs are
+/// dropped the first time.
+async fn fresh_postgres_db() -> String {
+    sqlx::any::install_default_drivers();
+    let admin_url = postgres_url().expect("VOUCH_TEST_POSTGRES_URL");
+    let mut conn = sqlx::AnyConnection::connect(&admin_url)
+        .await
+        .expect("connect to PostgreSQL");
+    PG_CLEANED
+        .get_or_init(|| async {
+            let mut c = sqlx::AnyConnection::connect(&admin_url)
+                .await
+                .expect("connect to PostgreSQL");
+            let rows: Vec<(String,)> = sqlx::query_as(
+                "SELECT datname::text FROM pg_database WHERE datname LIKE 'vouch_test_%'",
+            )
+            .fetch_all(&mut c)
+            .await
+            .expect("list databases");
+            for (name,) in rows {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                )))
+                .execute(&mut c)
+                .await;
+            }
+        })
+        .await;
+    let name = format!(
+        "vouch_test_{}",
+        vouch_core::secrets::random_string(
+            &OsSecretSource,
+            b"abcdefghijklmnopqrstuvwxyz0123456789",
+            16
+        )
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let mut url = url::Url::parse(&admin_url).expect("VOUCH_TEST_POSTGRES_URL is a URL");
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// A running server.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The server's clock.
+    pub clock: Arc<MockClock>,
+    /// The configuration it runs with.
+    pub config: Config,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A response: status, JSON body (Null when not JSON) and headers.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Reply {
+    /// The errcode, if any.
+    pub fn errcode(&self) -> &str {
+        self.body["errcode"].as_str().unwrap_or("")
+    }
+
+    /// Asserts a status and errcode.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, errcode: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.errcode()),
+            (status, errcode),
+            "unexpected answer: {:?}",
+            self.body
+        );
+        assert!(
+            self.body["error"].is_string(),
+            "errors carry a human-readable `error`: {:?}",
+            self.body
+        );
+    }
+
+    /// Asserts 200 and returns the body.
+    #[track_caller]
+    pub fn ok(&self) -> &Value {
+        assert_eq!(
+            self.status,
+            StatusCode::OK,
+            "expected 200, got {:?}",
+            self.body
+        );
+        &self.body
+    }
+}
+
+/// Configuration every test starts from: fast hashing, no rate limits.
+pub fn test_config() -> Config {
+    let mut config = Config { server_name: "vouch.test".into(), ..Config::default() };
+    config.http.listen = vouch_config::OneOrMany::One("127.0.0.1:0".into());
+    config.rate_limits.enabled = false;
+    config.password.argon2_m_cost_kib = 1024;
+    config.password.argon2_t_cost = 1;
+    config.password.bcrypt_cost = 4;
+    config
+}
+
+/// Starts a server with the test configuration changed by `adjust`.
+pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config();
+    config.database.url = match backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("vouch.db").display()),
+        Backend::Postgres => fresh_postgres_db().await,
+    };
+    adjust(&mut config);
+    config.validate().expect("test configuration is valid");
+    let clock = Arc::new(MockClock::default());
+    let server = Server::build(config.clone(), clock.clone(), Arc::new(OsSecretSource))
+        .await
+        .expect("server starts");
+    let base = format!("http://{}", server.local_addrs()[0]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    TestApp {
+        base,
+        clock,
+        config,
+        http,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+/// Starts a server with the test configuration.
+pub async fn spawn(backend: Backend) -> TestApp {
+    spawn_with(backend, |_| {}).await
+}
+
+impl TestApp {
+    /// Sends a request with an optional JSON body and access token.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.send(req).await
+    }
+
+    /// Sends a raw body.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: &'static str,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        self.send(req).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let res = req.send().await.expect("request reaches the server");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, None, token).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
+        self.call(Method::POST, path, Some(body), token).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
+        self.call(Method::PUT, path, Some(body), token).await
+    }
+
+    /// Registers `username` through the dummy flow and returns (user_id, access_token, device_id).
+    pub async fn register(&self, username: &str, password: &str) -> (String, String, String) {
+        let body = json!({ "username": username, "password": password });
+        let first = self
+            .post("/_matrix/client/v3/register", body.clone(), None)
+            .await;
+        assert_eq!(first.status, 401, "{:?}", first.body);
+        let session = first.body["session"].as_str().expect("session").to_owned();
+        let mut body = body;
+        body["auth"] = json!({ "type": "m.login.dummy", "session": session });
+        let done = self.post("/_matrix/client/v3/register", body, None).await;
+        let b = done.ok();
+        (
+            b["user_id"].as_str().unwrap().to_owned(),
+            b["access_token"].as_str().unwrap().to_owned(),
+            b["device_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Logs in by password; returns the whole reply.
+    pub async fn login(&self, user: &str, password: &str) -> Reply {
+        self.post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password }),
+            None,
+        )
+        .await
+    }
+
+    /// Logs in and returns (access_token, device_id).
+    pub async fn login_ok(&self, user: &str, password: &str) -> (String, String) {
+        let r = self.login(user, password).await;
+        let b = r.ok();
+        (
+            b["access_token"].as_str().unwrap().to_owned(),
+            b["device_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Runs a UIA-protected call: first without auth (expects 401 + session), then with the
+    /// password stage. Returns the final reply.
+    pub async fn with_password_uia(
+        &self,
+        method: Method,
+        path: &str,
+        mut body: Value,
+        token: &str,
+        user_id: &str,
+        password: &str,
+    ) -> Reply {
+        let first = self
+            .call(method.clone(), path, Some(body.clone()), Some(token))
+            .await;
+        assert_eq!(first.status, 401, "UIA first answers 401: {:?}", first.body);
+        assert_eq!(
+            first.body["flows"],
+            json!([{ "stages": ["m.login.password"] }])
+        );
+        let session = first.body["session"].as_str().expect("session").to_owned();
+        body["auth"] = json!({
+            "type": "m.login.password",
+            "identifier": { "type": "m.id.user", "user": user_id },
+            "password": password,
+            "session": session,
+        });
+        self.call(method, path, Some(body), Some(token)).await
+    }
+}
