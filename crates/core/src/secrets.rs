@@ -19,7 +19,10 @@ pub trait SecretSource: Send + Sync + 'static {
 pub struct OsSecretSource;
 
 impl SecretSource for OsSecretSource {
-    #[expect(clippy::disallowed_methods, reason = "the one place that reads the OS random source")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one place that reads the OS random source"
+    )]
     fn fill(&self, buf: &mut [u8]) {
         // getrandom only fails when the OS has no entropy source at all; a homeserver
         // that cannot make secrets must not go on making guessable ones.

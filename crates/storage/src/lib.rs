@@ -67,7 +67,9 @@ impl Db {
         let (url, backend) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
             let path = path.split('?').next().unwrap_or(path);
-            let parent = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty());
+            let parent = Path::new(path)
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty());
             if let Some(dir) = parent.filter(|_| path != ":memory:") {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StorageError::Setup(format!("cannot create {}: {e}", dir.display()))

@@ -157,7 +157,10 @@ impl Reply {
 
 /// Configuration every test starts from: fast hashing, no rate limits.
 pub fn test_config() -> Config {
-    let mut config = Config { server_name: "vouch.test".into(), ..Config::default() };
+    let mut config = Config {
+        server_name: "vouch.test".into(),
+        ..Config::default()
+    };
     config.http.listen = vouch_config::OneOrMany::One("127.0.0.1:0".into());
     config.rate_limits.enabled = false;
     config.password.argon2_m_cost_kib = 1024;
