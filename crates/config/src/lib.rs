@@ -41,6 +41,10 @@ pub struct Config {
     pub session: SessionConfig,
     /// What users may change on their own accounts (advertised in `/capabilities`).
     pub account: AccountConfig,
+    /// Email: verification mails, delivery, templates, policies.
+    pub email: EmailConfig,
+    /// What to do with identity servers that clients name.
+    pub identity_server: IdentityServerConfig,
     /// Rate limits.
     pub rate_limits: RateLimitsConfig,
     /// Logging.
@@ -59,6 +63,8 @@ impl Default for Config {
             password: PasswordConfig::default(),
             session: SessionConfig::default(),
             account: AccountConfig::default(),
+            email: EmailConfig::default(),
+            identity_server: IdentityServerConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             logging: LoggingConfig::default(),
         }
@@ -302,6 +308,195 @@ impl Default for AccountConfig {
     }
 }
 
+/// `[email]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailConfig {
+    /// Whether the server verifies email addresses at all. Off: the email requestToken
+    /// endpoints answer `M_THREEPID_MEDIUM_NOT_SUPPORTED` and no flow offers email.
+    pub enabled: bool,
+    /// `log` (print the mail), `file` (write `.eml` files) or `smtp`.
+    pub transport: EmailTransport,
+    /// The sender, e.g. `Example Chat <noreply@example.org>`.
+    pub from: String,
+    /// The service's name in mails and pages.
+    pub app_name: String,
+    /// How long a link in a verification mail works.
+    #[serde(with = "humantime_serde")]
+    pub validation_token_lifetime: Duration,
+    /// Wrong tokens a session takes before it is burned.
+    pub max_attempts: u32,
+    /// Hosts `next_link` may point at; empty: any http(s) host.
+    pub next_link_domain_allowlist: Vec<String>,
+    /// Answer "in use" / "not found" with a normal `sid` that never validates (and mail the
+    /// owner of an address in use a notice), so that requestToken does not reveal which
+    /// addresses have accounts.
+    pub inhibit_3pid_errors: bool,
+    /// Regular expressions (on the canonical address) of the addresses accepted; empty:
+    /// every address. Others get 403 `M_THREEPID_DENIED`.
+    pub allowed_3pids: Vec<String>,
+    /// Directory with templates that replace the embedded ones (same file names).
+    pub template_dir: String,
+    /// Subjects of the mails (minijinja; `app_name` is available).
+    pub subjects: EmailSubjects,
+    /// `[email.smtp]`.
+    pub smtp: SmtpConfig,
+    /// `[email.file]`.
+    pub file: FileTransportConfig,
+}
+
+/// Which transport sends mail.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTransport {
+    /// Print the mail to the log (the embedded default: no SMTP server needed).
+    Log,
+    /// Write each mail as an `.eml` file.
+    File,
+    /// Send over SMTP.
+    Smtp,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            transport: EmailTransport::Log,
+            from: "Vouch <noreply@localhost>".into(),
+            app_name: "Vouch".into(),
+            validation_token_lifetime: Duration::from_secs(3600),
+            max_attempts: 5,
+            next_link_domain_allowlist: Vec::new(),
+            inhibit_3pid_errors: false,
+            allowed_3pids: Vec::new(),
+            template_dir: String::new(),
+            subjects: EmailSubjects::default(),
+            smtp: SmtpConfig::default(),
+            file: FileTransportConfig::default(),
+        }
+    }
+}
+
+/// `[email.subjects]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmailSubjects {
+    /// Registration mail.
+    pub registration: String,
+    /// Password reset mail.
+    pub password_reset: String,
+    /// Adding an address to an account.
+    pub add_threepid: String,
+    /// Notice to the owner when someone tries to use an address that has an account.
+    pub already_in_use: String,
+}
+
+impl Default for EmailSubjects {
+    fn default() -> Self {
+        Self {
+            registration: "Confirm your email address for {{ app_name }}".into(),
+            password_reset: "Reset your {{ app_name }} password".into(),
+            add_threepid: "Confirm your new email address on {{ app_name }}".into(),
+            already_in_use: "Your email address is already registered on {{ app_name }}".into(),
+        }
+    }
+}
+
+/// SMTP connection security.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (only for a relay on the same host or network).
+    None,
+    /// STARTTLS, required.
+    Starttls,
+    /// Implicit TLS (usually port 465).
+    Tls,
+}
+
+/// `[email.smtp]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Server host name.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// `none`, `starttls` or `tls`.
+    pub tls: SmtpTls,
+    /// User name; empty: no authentication.
+    pub username: String,
+    /// Password (prefer `password_file`).
+    pub password: String,
+    /// File holding the password.
+    pub password_file: String,
+    /// Timeout of one SMTP conversation.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        Self {
+            host: "localhost".into(),
+            port: 587,
+            tls: SmtpTls::Starttls,
+            username: String::new(),
+            password: String::new(),
+            password_file: String::new(),
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[email.file]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileTransportConfig {
+    /// Directory the `.eml` files are written to.
+    pub dir: String,
+}
+
+impl Default for FileTransportConfig {
+    fn default() -> Self {
+        Self {
+            dir: "vouch-data/mail".into(),
+        }
+    }
+}
+
+/// `[identity_server]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityServerConfig {
+    /// `ignore`: verify locally and never contact a client-named server; `reject`: answer
+    /// an `id_server` on requestToken with 400 `M_SERVER_NOT_TRUSTED`.
+    pub requests: IdentityServerRequests,
+}
+
+/// How a client-supplied `id_server` is treated.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum IdentityServerRequests {
+    /// Verify locally; the named server is never contacted.
+    #[default]
+    Ignore,
+    /// Refuse requests that name an identity server.
+    Reject,
+}
+
+/// A limit counted in the database, so that it holds across instances: at most `max`
+/// events per `window`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Events allowed per window.
+    pub max: u32,
+    /// The window.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -326,6 +521,12 @@ pub struct RateLimitsConfig {
     pub failed_login_per_account: Rate,
     /// `POST /register` requests per client IP (every UIA round counts).
     pub registration_per_ip: Rate,
+    /// Email requestToken calls per client IP (per instance).
+    pub email_per_ip: Rate,
+    /// Verification mails per address (counted in the database, across instances).
+    pub email_per_address: Window,
+    /// Verification mails per validation session (counted in the database).
+    pub email_per_session: Window,
 }
 
 impl Default for RateLimitsConfig {
@@ -343,6 +544,18 @@ impl Default for RateLimitsConfig {
             registration_per_ip: Rate {
                 per_second: 0.17,
                 burst: 10,
+            },
+            email_per_ip: Rate {
+                per_second: 0.1,
+                burst: 5,
+            },
+            email_per_address: Window {
+                max: 5,
+                window: Duration::from_secs(3600),
+            },
+            email_per_session: Window {
+                max: 3,
+                window: Duration::from_secs(3600),
             },
         }
     }
@@ -532,12 +745,54 @@ impl Config {
             ("login_per_account", r.login_per_account),
             ("failed_login_per_account", r.failed_login_per_account),
             ("registration_per_ip", r.registration_per_ip),
+            ("email_per_ip", r.email_per_ip),
         ] {
             if !(rate.per_second > 0.0 && rate.per_second.is_finite()) || rate.burst == 0 {
                 problems.push(format!(
                     "[rate_limits] {name} needs per_second > 0 and burst ≥ 1"
                 ));
             }
+        }
+        for (name, w) in [
+            ("email_per_address", r.email_per_address),
+            ("email_per_session", r.email_per_session),
+        ] {
+            if w.max == 0 || w.window.is_zero() {
+                problems.push(format!(
+                    "[rate_limits] {name} needs max ≥ 1 and a window > 0"
+                ));
+            }
+        }
+        let e = &self.email;
+        for pattern in &e.allowed_3pids {
+            if let Err(err) = regex::Regex::new(pattern) {
+                problems.push(format!(
+                    "[email] allowed_3pids: '{pattern}' is not a regular expression: {err}"
+                ));
+            }
+        }
+        if e.max_attempts == 0 {
+            problems.push("[email] max_attempts must be at least 1".into());
+        }
+        if e.validation_token_lifetime.is_zero() {
+            problems.push("[email] validation_token_lifetime must be longer than 0".into());
+        }
+        if !is_mailbox(&e.from) {
+            problems.push(format!(
+                "[email] from '{}' is not an address like 'Name <user@example.org>'",
+                e.from
+            ));
+        }
+        if e.transport == EmailTransport::Smtp && e.smtp.host.is_empty() {
+            problems.push("[email.smtp] host is required with transport = \"smtp\"".into());
+        }
+        if !e.smtp.password.is_empty() && !e.smtp.password_file.is_empty() {
+            problems.push("[email.smtp] set password or password_file, not both".into());
+        }
+        if self.registration.require_3pid.iter().any(|m| m == "email") && !e.enabled {
+            problems.push(
+                "[registration] require_3pid names email, but [email] enabled = false".into(),
+            );
         }
         if problems.is_empty() {
             Ok(())
@@ -583,9 +838,26 @@ impl Config {
         if !masked.password.pepper.is_empty() {
             masked.password.pepper = MASK.into();
         }
+        if !masked.email.smtp.password.is_empty() {
+            masked.email.smtp.password = MASK.into();
+        }
         masked.database.url = mask_url_password(&masked.database.url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
+}
+
+/// A minimal check of `From` addresses (`Name <user@host>` or `user@host`), so that the
+/// configuration crate does not need the mail library; the mailer checks fully at start-up.
+fn is_mailbox(s: &str) -> bool {
+    let s = s.trim();
+    let addr = match (s.rfind('<'), s.ends_with('>')) {
+        (Some(i), true) => &s[i + 1..s.len() - 1],
+        (None, false) => s,
+        _ => return false,
+    };
+    let mut parts = addr.split('@');
+    matches!((parts.next(), parts.next(), parts.next()),
+        (Some(l), Some(d), None) if !l.is_empty() && !d.is_empty() && !addr.contains(char::is_whitespace))
 }
 
 /// Hides the password in a `postgres://user:password@host/db` URL.
@@ -652,7 +924,8 @@ mod tests {
     fn every_problem_is_reported() {
         let err = Config::from_toml(
             "server_name = \"\"\n[database]\nurl = \"mysql://x\"\n[password]\nbcrypt_cost = 99\n\
-             [registration]\nrequire_3pid = [\"fax\"]\n[uia.flows]\nderegister = [[\"m.login.magic\"]]",
+             [registration]\nrequire_3pid = [\"fax\"]\n[uia.flows]\nderegister = [[\"m.login.magic\"]]\n\
+             [email]\nfrom = \"not an address\"\nallowed_3pids = [\"(unclosed\"]",
         )
         .unwrap_err()
         .to_string();
@@ -662,6 +935,8 @@ mod tests {
             "bcrypt_cost",
             "fax",
             "deregister",
+            "[email] from",
+            "(unclosed",
             "m.login.magic",
         ] {
             assert!(err.contains(needle), "{needle} missing from: {err}");

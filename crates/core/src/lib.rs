@@ -8,7 +8,9 @@ pub mod clock;
 pub mod localpart;
 pub mod password;
 pub mod secrets;
+pub mod threepid;
 pub mod uia;
+pub mod validation;
 
 pub use clock::{Clock, MockClock, SystemClock};
 pub use secrets::{OsSecretSource, SecretSource, SeededSecretSource};

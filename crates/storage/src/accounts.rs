@@ -87,6 +87,8 @@ pub struct NewAccount {
     pub registration_token: Option<String>,
     /// The UIA session that authorised this, spent with it.
     pub uia_session: Option<String>,
+    /// Validation sessions whose addresses are attached, spent with it.
+    pub validations: Vec<String>,
 }
 
 /// Why an account was not created. Nothing was written.
@@ -167,6 +169,19 @@ impl Db {
             .await?;
             if used.rows_affected() != 1 {
                 return Err(CreateAccountError::TokenUsedUp);
+            }
+        }
+        for sid in &new.validations {
+            let spent = sqlx::query(
+                "UPDATE validation_sessions SET consumed_at = $1, updated_at = $1
+                 WHERE sid = $2 AND consumed_at IS NULL AND validated_at IS NOT NULL",
+            )
+            .bind(now)
+            .bind(sid)
+            .execute(&mut *tx)
+            .await?;
+            if spent.rows_affected() != 1 {
+                return Err(CreateAccountError::SessionSpent);
             }
         }
         for (medium, address, validated_at) in &new.threepids {

@@ -8,11 +8,15 @@
 
 mod accounts;
 mod devices;
+mod outbox;
 mod registration_tokens;
 mod threepids;
 mod uia;
+mod validation;
 
+pub use outbox::{NewMail, QueuedMail};
 pub use uia::StoredUiaSession;
+pub use validation::{Claim, NewValidation, StoredValidation};
 
 use std::path::Path;
 use std::str::FromStr;
@@ -23,7 +27,7 @@ use sqlx::{AnyPool, Row, Transaction};
 pub use accounts::{CreateAccountError, NewAccount, NewLogin, User};
 pub use devices::{AccessTokenInfo, Device, RefreshedSession};
 pub use registration_tokens::RegistrationToken;
-pub use threepids::Threepid;
+pub use threepids::{AddThreepidError, Threepid};
 
 /// The embedded migrations (`crates/storage/migrations`).
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

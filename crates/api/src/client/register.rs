@@ -92,6 +92,7 @@ pub async fn register_route(
         threepids: Vec::new(),
         registration_token,
         uia_session: Some(passed.session_id.clone()),
+        validations: Vec::new(),
     };
     state
         .db
@@ -155,6 +156,7 @@ async fn register_guest(
         threepids: Vec::new(),
         registration_token: None,
         uia_session: None,
+        validations: Vec::new(),
     };
     state
         .db

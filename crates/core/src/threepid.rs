@@ -1,0 +1,224 @@
+//! Third-party identifiers as Vouch holds them: canonical email addresses, and the
+//! `next_link` a client may ask to be sent to after validating one.
+
+use std::fmt;
+
+/// Longest address accepted, in characters (after trimming).
+pub const MAX_EMAIL_LEN: usize = 500;
+
+/// Why an email address is refused (`M_INVALID_PARAM`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidEmail {
+    /// Empty or longer than [`MAX_EMAIL_LEN`].
+    #[error("the email address must be 1 to {MAX_EMAIL_LEN} characters long")]
+    Length,
+    /// Not exactly one `@`.
+    #[error("the email address must contain exactly one '@'")]
+    At,
+    /// Whitespace, control characters or characters that have no place in an address.
+    #[error("the email address contains a character that is not allowed")]
+    Character,
+    /// Empty local part or a malformed domain.
+    #[error("the email address is not of the form user@domain")]
+    Shape,
+}
+
+/// A canonical email address: trimmed, local part case-folded (Unicode default case
+/// folding, so `Strauß` and `STRAUSS` are one address), domain lower-cased. Two spellings of
+/// one address have one canonical form; the database holds only canonical forms.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+
+impl Email {
+    /// Parses and canonicalises an address as a client sent it.
+    pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
+        let trimmed = raw.trim();
+        let len = trimmed.chars().count();
+        if len == 0 || len > MAX_EMAIL_LEN {
+            return Err(InvalidEmail::Length);
+        }
+        if trimmed.chars().any(|c| {
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(
+                    c,
+                    '<' | '>' | '(' | ')' | ',' | ';' | ':' | '\\' | '"' | '[' | ']'
+                )
+        }) {
+            return Err(InvalidEmail::Character);
+        }
+        let mut parts = trimmed.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(InvalidEmail::At);
+        };
+        let domain_ok = !domain.is_empty()
+            && !domain.starts_with(['.', '-'])
+            && !domain.ends_with(['.', '-'])
+            && !domain.contains("..")
+            && domain
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+        if local.is_empty()
+            || local.starts_with('.')
+            || local.ends_with('.')
+            || local.contains("..")
+            || !domain_ok
+        {
+            return Err(InvalidEmail::Shape);
+        }
+        let local = caseless::default_case_fold_str(local);
+        Ok(Self(format!("{local}@{}", domain.to_lowercase())))
+    }
+
+    /// The canonical text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a `next_link` is refused (`M_INVALID_PARAM`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidNextLink {
+    /// Not an absolute URL.
+    #[error("next_link is not an absolute URL")]
+    NotUrl,
+    /// A scheme other than http or https (`javascript:`, `data:`, `file:` …).
+    #[error("next_link must be an http or https URL")]
+    Scheme,
+    /// The host is not on `[email] next_link_domain_allowlist`.
+    #[error("next_link's domain is not on this server's allowlist")]
+    NotAllowed,
+}
+
+/// Checks a client's `next_link`: absolute, http(s), with a host, and, when `allowlist` is not
+/// empty, on a host it names (exactly, case-insensitively). Scheme-relative links
+/// (`//evil.example`) are not absolute and are refused.
+pub fn check_next_link(raw: &str, allowlist: &[String]) -> Result<url::Url, InvalidNextLink> {
+    let url = url::Url::parse(raw.trim()).map_err(|_| InvalidNextLink::NotUrl)?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(InvalidNextLink::Scheme);
+    }
+    let host = url
+        .host_str()
+        .ok_or(InvalidNextLink::NotUrl)?
+        .to_ascii_lowercase();
+    if !allowlist.is_empty() && !allowlist.iter().any(|d| d.eq_ignore_ascii_case(&host)) {
+        return Err(InvalidNextLink::NotAllowed);
+    }
+    Ok(url)
+}
+
+/// Checks a `client_secret` against the spec grammar `[0-9a-zA-Z.=_-]{1,255}`.
+pub fn valid_client_secret(s: &str) -> bool {
+    (1..=255).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'=' | b'_' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_emails() {
+        assert_eq!(
+            Email::parse("  Alice@Example.ORG ").unwrap().as_str(),
+            "alice@example.org"
+        );
+        assert_eq!(
+            Email::parse("Strauß@Example.com").unwrap(),
+            Email::parse("STRAUSS@example.com").unwrap()
+        );
+        assert_eq!(
+            Email::parse("a.b+tag@sub.example.org").unwrap().as_str(),
+            "a.b+tag@sub.example.org"
+        );
+        assert_eq!(
+            Email::parse("ÄLICE@bücher.example").unwrap().as_str(),
+            "älice@bücher.example"
+        );
+    }
+
+    #[test]
+    fn malformed_emails() {
+        for (raw, err) in [
+            ("", InvalidEmail::Length),
+            ("   ", InvalidEmail::Length),
+            ("no-at-sign", InvalidEmail::At),
+            ("two@@example.org", InvalidEmail::At),
+            ("a@b@c", InvalidEmail::At),
+            ("has space@example.org", InvalidEmail::Character),
+            ("line\r\nbreak@example.org", InvalidEmail::Character),
+            ("tab\t@example.org", InvalidEmail::Character),
+            ("<a@example.org>", InvalidEmail::Character),
+            ("Name <a@example.org>", InvalidEmail::Character),
+            (
+                "x@example.org\r\nBcc: victim@example.org",
+                InvalidEmail::Character,
+            ),
+            ("@example.org", InvalidEmail::Shape),
+            ("a@", InvalidEmail::Shape),
+            ("a@.example.org", InvalidEmail::Shape),
+            ("a@example..org", InvalidEmail::Shape),
+            (".a@example.org", InvalidEmail::Shape),
+            ("a@exa_mple.org", InvalidEmail::Shape),
+        ] {
+            assert_eq!(Email::parse(raw), Err(err), "{raw:?}");
+        }
+        let long = format!("{}@example.org", "a".repeat(500));
+        assert_eq!(Email::parse(&long), Err(InvalidEmail::Length));
+    }
+
+    #[test]
+    fn next_links() {
+        let none: Vec<String> = vec![];
+        assert!(check_next_link("https://app.example.org/done?x=1", &none).is_ok());
+        assert!(check_next_link("http://localhost:3000/", &none).is_ok());
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "file:///etc/passwd",
+            "ftp://x.org/",
+        ] {
+            assert_eq!(
+                check_next_link(bad, &none),
+                Err(InvalidNextLink::Scheme),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            check_next_link("//evil.example/x", &none),
+            Err(InvalidNextLink::NotUrl)
+        );
+        assert_eq!(
+            check_next_link("/relative", &none),
+            Err(InvalidNextLink::NotUrl)
+        );
+        let allow = vec!["app.example.org".to_owned()];
+        assert!(check_next_link("https://APP.example.org/x", &allow).is_ok());
+        assert_eq!(
+            check_next_link("https://evil.example/x", &allow),
+            Err(InvalidNextLink::NotAllowed)
+        );
+        assert_eq!(
+            check_next_link("https://app.example.org.evil.example/", &allow),
+            Err(InvalidNextLink::NotAllowed)
+        );
+    }
+
+    #[test]
+    fn client_secrets() {
+        assert!(valid_client_secret("abc.DEF=_-09"));
+        assert!(!valid_client_secret(""));
+        assert!(!valid_client_secret("has space"));
+        assert!(!valid_client_secret("ü"));
+        assert!(!valid_client_secret(&"a".repeat(256)));
+        assert!(valid_client_secret(&"a".repeat(255)));
+    }
+}

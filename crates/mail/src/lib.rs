@@ -1,0 +1,15 @@
+//! Vouch's outbound mail: minijinja templates (embedded defaults, operator overrides),
+//! message composition with lettre, the transports (SMTP, `.eml` files, the log), and the
+//! outbox worker that delivers queued mail with retries.
+//!
+//! Requests never send mail themselves: they write the message to the outbox in the same
+//! transaction as the state it belongs to, and [`worker::run`] delivers it.
+
+pub mod compose;
+pub mod templates;
+pub mod transport;
+pub mod worker;
+
+pub use compose::{ComposeError, Composed, Composer};
+pub use templates::{MailContext, PageContext, TemplateError, Templates};
+pub use transport::{SendError, Transport};

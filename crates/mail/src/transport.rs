@@ -1,0 +1,141 @@
+//! Where mail goes: an SMTP server, `.eml` files in a directory, or the log.
+
+use std::path::PathBuf;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use vouch_config::{EmailConfig, EmailTransport, SmtpTls};
+
+/// A delivery attempt failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    /// What went wrong, for the log and the outbox row.
+    pub message: String,
+    /// The server refused for good (5xx); retrying the same message will not help.
+    pub permanent: bool,
+}
+
+/// A configured transport.
+#[derive(Clone)]
+pub enum Transport {
+    /// SMTP, with the server's description for logs.
+    Smtp(AsyncSmtpTransport<Tokio1Executor>, String),
+    /// `.eml` files.
+    File(AsyncFileTransport<Tokio1Executor>, PathBuf),
+    /// Print to the log.
+    Log,
+}
+
+impl Transport {
+    /// Builds the transport `[email]` describes.
+    pub fn from_config(config: &EmailConfig) -> Result<Self, String> {
+        match config.transport {
+            EmailTransport::Log => Ok(Transport::Log),
+            EmailTransport::File => {
+                let dir = PathBuf::from(&config.file.dir);
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("[email.file] dir {}: {e}", dir.display()))?;
+                Ok(Transport::File(AsyncFileTransport::new(&dir), dir))
+            }
+            EmailTransport::Smtp => {
+                let s = &config.smtp;
+                let builder = match s.tls {
+                    SmtpTls::None => {
+                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
+                    }
+                    SmtpTls::Starttls => {
+                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
+                            .map_err(|e| format!("[email.smtp] {e}"))?
+                    }
+                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
+                        .map_err(|e| format!("[email.smtp] {e}"))?,
+                };
+                let mut builder = builder.port(s.port).timeout(Some(s.timeout));
+                if !s.username.is_empty() {
+                    let password = if s.password_file.is_empty() {
+                        s.password.clone()
+                    } else {
+                        std::fs::read_to_string(&s.password_file)
+                            .map_err(|e| {
+                                format!("[email.smtp] password_file {}: {e}", s.password_file)
+                            })?
+                            .trim_end_matches(['\r', '\n'])
+                            .to_owned()
+                    };
+                    builder = builder.credentials(Credentials::new(s.username.clone(), password));
+                }
+                let describe = format!("smtp://{}:{} ({:?})", s.host, s.port, s.tls).to_lowercase();
+                Ok(Transport::Smtp(builder.build(), describe))
+            }
+        }
+    }
+
+    /// A description for logs ("smtp://host:port (starttls)", "file:…", "log").
+    pub fn describe(&self) -> String {
+        match self {
+            Transport::Smtp(_, d) => d.clone(),
+            Transport::File(_, dir) => format!("file:{}", dir.display()),
+            Transport::Log => "log".into(),
+        }
+    }
+
+    /// Checks that the SMTP server answers (other transports always do).
+    pub async fn check(&self) -> Result<(), String> {
+        match self {
+            Transport::Smtp(t, d) => match t.test_connection().await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!("{d} did not accept a connection")),
+                Err(e) => Err(format!("{d}: {e}")),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Delivers one formatted message.
+    pub async fn send(
+        &self,
+        envelope_from: &str,
+        recipient: &str,
+        message: &str,
+    ) -> Result<(), SendError> {
+        let fail = |message: String, permanent| SendError { message, permanent };
+        let from: Address = envelope_from
+            .parse()
+            .map_err(|e| fail(format!("sender {envelope_from}: {e}"), true))?;
+        let to: Address = recipient
+            .parse()
+            .map_err(|e| fail(format!("recipient {recipient}: {e}"), true))?;
+        let envelope =
+            Envelope::new(Some(from), vec![to]).map_err(|e| fail(e.to_string(), true))?;
+        match self {
+            Transport::Smtp(t, d) => t
+                .send_raw(&envelope, message.as_bytes())
+                .await
+                .map(|_| ())
+                .map_err(|e| fail(format!("{d}: {e}"), e.is_permanent())),
+            Transport::File(t, dir) => t
+                .send_raw(&envelope, message.as_bytes())
+                .await
+                .map(|_| ())
+                .map_err(|e| fail(format!("writing to {}: {e}", dir.display()), false)),
+            Transport::Log => {
+                let text = mailparse::parse_mail(message.as_bytes())
+                    .ok()
+                    .and_then(|m| {
+                        m.subparts
+                            .first()
+                            .and_then(|p| p.get_body().ok())
+                            .or_else(|| m.get_body().ok())
+                    })
+                    .unwrap_or_else(|| message.to_owned());
+                tracing::info!(
+                    to = recipient,
+                    "mail (transport = \"log\"; configure [email] transport to send it):\n{text}"
+                );
+                Ok(())
+            }
+        }
+    }
+}

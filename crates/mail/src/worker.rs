@@ -1,0 +1,139 @@
+//! The outbox worker: claims due mail with a lease, delivers it, and reschedules failures
+//! with exponential backoff. Several workers (one per instance) share one outbox; a lease
+//! keeps two from sending the same mail, and a worker that dies leaves its claims to the
+//! others when the lease runs out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use vouch_core::Clock;
+use vouch_storage::{Db, QueuedMail};
+
+use crate::transport::Transport;
+
+/// How long a claim holds before another worker may retry the mail.
+pub const LEASE_MS: i64 = 120_000;
+/// Mails claimed per round.
+const BATCH: i64 = 16;
+/// First retry delay; doubles per failed attempt.
+const FIRST_RETRY_MS: i64 = 5_000;
+/// Longest retry delay.
+const MAX_RETRY_MS: i64 = 3_600_000;
+/// A mail not delivered within this time is given up.
+pub const GIVE_UP_AFTER_MS: i64 = 48 * 3_600_000;
+/// Permanent refusals (5xx) are retried this many times (a misconfigured relay can be
+/// fixed), then given up.
+const PERMANENT_ATTEMPTS: i64 = 3;
+
+/// When to retry after `attempts` failed attempts.
+pub fn retry_delay_ms(attempts: i64) -> i64 {
+    let exp = u32::try_from(attempts.clamp(0, 20)).unwrap_or(20);
+    FIRST_RETRY_MS
+        .saturating_mul(1_i64 << exp)
+        .min(MAX_RETRY_MS)
+}
+
+/// The outbox worker's handles.
+pub struct Worker {
+    /// Storage.
+    pub db: Db,
+    /// Where mail goes.
+    pub transport: Transport,
+    /// The injected clock (due times and backoff are in its time).
+    pub clock: Arc<dyn Clock>,
+    /// Rung when a mail is queued, so it goes out at once.
+    pub wake: Arc<Notify>,
+    /// How often to look for due mail when nothing rings.
+    pub poll: Duration,
+}
+
+impl Worker {
+    /// Runs until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(
+            transport = self.transport.describe(),
+            "mail outbox worker started"
+        );
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let claimed = match self
+                .db
+                .claim_due_mail(self.clock.now_ms(), LEASE_MS, BATCH)
+                .await
+            {
+                Ok(mails) => mails,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox: cannot read the queue; retrying");
+                    Vec::new()
+                }
+            };
+            let full = i64::try_from(claimed.len()).unwrap_or(0) >= BATCH;
+            for mail in claimed {
+                self.deliver(mail).await;
+            }
+            if full {
+                continue;
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!("mail outbox worker stopped");
+    }
+
+    async fn deliver(&self, mail: QueuedMail) {
+        let result = self
+            .transport
+            .send(&mail.envelope_from, &mail.recipient, &mail.message)
+            .await;
+        let now = self.clock.now_ms();
+        let recorded = match result {
+            Ok(()) => {
+                tracing::info!(
+                    id = mail.id,
+                    to = mail.recipient,
+                    attempt = mail.attempts + 1,
+                    "mail delivered"
+                );
+                self.db.mark_mail_sent(&mail.id, now).await
+            }
+            Err(e) => {
+                let attempts = mail.attempts + 1;
+                let give_up = now - mail.created_at >= GIVE_UP_AFTER_MS
+                    || (e.permanent && attempts >= PERMANENT_ATTEMPTS);
+                let next = (!give_up).then(|| now + retry_delay_ms(attempts - 1));
+                if give_up {
+                    tracing::error!(id = mail.id, to = mail.recipient, attempts, error = %e.message, "mail delivery failed; giving up");
+                } else {
+                    tracing::warn!(id = mail.id, to = mail.recipient, attempts, retry_in_ms = retry_delay_ms(attempts - 1), permanent = e.permanent, error = %e.message, "mail delivery failed; will retry");
+                }
+                self.db
+                    .mark_mail_failed(&mail.id, &e.message, next, now)
+                    .await
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease runs out and the mail is tried again: at worst sent twice, never lost.
+            tracing::warn!(id = mail.id, error = %e, "outbox: cannot record the delivery outcome");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(retry_delay_ms(0), 5_000);
+        assert_eq!(retry_delay_ms(1), 10_000);
+        assert_eq!(retry_delay_ms(3), 40_000);
+        assert_eq!(retry_delay_ms(10), MAX_RETRY_MS);
+        assert_eq!(retry_delay_ms(1_000), MAX_RETRY_MS);
+    }
+}

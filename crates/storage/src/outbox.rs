@@ -1,0 +1,200 @@
+//! The outbox: mails (and later SMS) accepted for sending. A row is written in the same
+//! transaction as the state it belongs to, and leaves only when it was delivered or gave up,
+//! so a crash or a dead SMTP server loses nothing.
+
+use sqlx::Row;
+
+use crate::{Backend, Db, StorageError};
+
+/// A message to queue.
+#[derive(Debug, Clone)]
+pub struct NewMail {
+    /// Row ID.
+    pub id: String,
+    /// The address it goes to (canonical).
+    pub recipient: String,
+    /// The validation session it belongs to.
+    pub sid: Option<String>,
+    /// SMTP envelope sender.
+    pub envelope_from: String,
+    /// The whole RFC 5322 message, already formatted.
+    pub message: String,
+    /// Held: not sent until released.
+    pub held: bool,
+}
+
+/// A message claimed for sending.
+#[derive(Debug, Clone)]
+pub struct QueuedMail {
+    /// Row ID.
+    pub id: String,
+    /// Recipient.
+    pub recipient: String,
+    /// Envelope sender.
+    pub envelope_from: String,
+    /// The formatted message.
+    pub message: String,
+    /// Attempts so far (before this one).
+    pub attempts: i64,
+    /// When it was queued.
+    pub created_at: i64,
+}
+
+pub(crate) async fn insert_mail(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    mail: &NewMail,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at)
+         VALUES ($1, 'email', $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&mail.id)
+    .bind(&mail.recipient)
+    .bind(&mail.sid)
+    .bind(&mail.envelope_from)
+    .bind(&mail.message)
+    .bind(now)
+    .bind((!mail.held).then_some(now))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Db {
+    /// Queues a mail on its own (notices, test mails).
+    pub async fn enqueue_mail(&self, mail: &NewMail, now: i64) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        insert_mail(&mut tx, mail, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Releases held mail of a validation session; returns how many were released.
+    pub async fn release_held_mail(&self, sid: &str, now: i64) -> Result<u64, StorageError> {
+        let done = sqlx::query(
+            "UPDATE outbox SET next_attempt_at = $1
+             WHERE sid = $2 AND next_attempt_at IS NULL AND sent_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(now)
+        .bind(sid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Claims up to `limit` due mails for `lease_ms`: no other worker (on this instance or
+    /// another) takes them until the lease runs out. A worker that dies mid-send leaves its
+    /// claims to be retried after the lease.
+    pub async fn claim_due_mail(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<QueuedMail>, StorageError> {
+        let skip_locked = match self.backend {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            // SQLite serialises writers; BEGIN IMMEDIATE already excludes other claimers.
+            Backend::Sqlite => "",
+        };
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET locked_until = $1
+             WHERE id IN (
+                 SELECT id FROM outbox
+                 WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at IS NOT NULL
+                   AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2)
+                 ORDER BY next_attempt_at LIMIT $3 {skip_locked})
+             RETURNING id, recipient, envelope_from, message, attempts, created_at"
+        )))
+        .bind(now.saturating_add(lease_ms))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(QueuedMail {
+                id: r.try_get("id")?,
+                recipient: r.try_get("recipient")?,
+                envelope_from: r.try_get("envelope_from")?,
+                message: r.try_get("message")?,
+                attempts: r.try_get("attempts")?,
+                created_at: r.try_get("created_at")?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records a delivery.
+    pub async fn mark_mail_sent(&self, id: &str, now: i64) -> Result<(), StorageError> {
+        sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt: retry at `next_attempt_at`, or give up when it is `None`.
+    pub async fn mark_mail_failed(
+        &self,
+        id: &str,
+        error: &str,
+        next_attempt_at: Option<i64>,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, locked_until = NULL, last_error = $1,
+                 next_attempt_at = COALESCE($2, next_attempt_at),
+                 failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END
+             WHERE id = $4",
+        )
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Mails queued for `recipient` since `since`, and the oldest of them (for the retry time).
+    pub async fn mails_to_since(
+        &self,
+        recipient: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), StorageError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE recipient = $1 AND created_at > $2")
+            .bind(recipient)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
+    /// Mails queued for validation session `sid` since `since`, and the oldest of them.
+    pub async fn mails_for_session_since(
+        &self,
+        sid: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), StorageError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE sid = $1 AND created_at > $2")
+            .bind(sid)
+            .bind(since)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
+    /// How many mails wait to be sent (due or held), for logs and tests.
+    pub async fn pending_mail_count(&self) -> Result<i64, StorageError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+}

@@ -1,0 +1,260 @@
+//! 3PID validation sessions and the mails that go with them.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use vouch_core::validation::{Purpose, ValidationSession};
+
+use crate::outbox::{NewMail, insert_mail};
+use crate::{Db, StorageError, is_unique_violation, parse_col};
+
+/// A stored session with the fields the rules do not need to see.
+#[derive(Debug, Clone)]
+pub struct StoredValidation {
+    /// The session.
+    pub session: ValidationSession,
+    /// The client's secret (compared in constant time by the caller).
+    pub client_secret: String,
+    /// Hash of the current token.
+    pub token_hash: Option<String>,
+    /// Where to send the user after validating.
+    pub next_link: Option<String>,
+    /// The UIA session that claimed it.
+    pub claimed_by: Option<String>,
+}
+
+const COLUMNS: &str = "sid, medium, address, client_secret, purpose, token_hash, token_expires_at, send_attempt, \
+                       next_link, validated_at, failed_attempts, burned_at, claimed_by, consumed_at";
+
+fn from_row(row: &AnyRow) -> Result<StoredValidation, sqlx::Error> {
+    Ok(StoredValidation {
+        session: ValidationSession {
+            sid: row.try_get("sid")?,
+            medium: row.try_get("medium")?,
+            address: row.try_get("address")?,
+            purpose: parse_col::<Purpose>(row, "purpose")?,
+            send_attempt: row.try_get("send_attempt")?,
+            token_expires_at: row.try_get("token_expires_at")?,
+            validated_at: row.try_get("validated_at")?,
+            failed_attempts: row.try_get("failed_attempts")?,
+            burned: row.try_get::<Option<i64>, _>("burned_at")?.is_some(),
+            consumed: row.try_get::<Option<i64>, _>("consumed_at")?.is_some(),
+        },
+        client_secret: row.try_get("client_secret")?,
+        token_hash: row.try_get("token_hash")?,
+        next_link: row.try_get("next_link")?,
+        claimed_by: row.try_get("claimed_by")?,
+    })
+}
+
+/// A session to create.
+#[derive(Debug, Clone)]
+pub struct NewValidation {
+    /// New session ID.
+    pub sid: String,
+    /// `email` or `msisdn`.
+    pub medium: String,
+    /// Canonical address.
+    pub address: String,
+    /// The client's secret.
+    pub client_secret: String,
+    /// What it is for.
+    pub purpose: Purpose,
+    /// Hash of the token sent; `None` for a decoy.
+    pub token_hash: Option<String>,
+    /// When the token stops working.
+    pub token_expires_at: i64,
+    /// The client's `send_attempt`.
+    pub send_attempt: i64,
+    /// Validated `next_link`.
+    pub next_link: Option<String>,
+    /// A decoy that never validates.
+    pub decoy: bool,
+}
+
+/// The outcome of claiming a session for an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed by this UIA session (now or before).
+    Claimed,
+    /// Another UIA session holds it.
+    Taken,
+}
+
+impl Db {
+    /// The session for (medium, address, client_secret, purpose), if any.
+    pub async fn find_validation(
+        &self,
+        medium: &str,
+        address: &str,
+        client_secret: &str,
+        purpose: Purpose,
+    ) -> Result<Option<StoredValidation>, StorageError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM validation_sessions
+             WHERE medium = $1 AND address = $2 AND client_secret = $3 AND purpose = $4"
+        )))
+        .bind(medium)
+        .bind(address)
+        .bind(client_secret)
+        .bind(purpose.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// The session with this `sid`.
+    pub async fn validation(&self, sid: &str) -> Result<Option<StoredValidation>, StorageError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM validation_sessions WHERE sid = $1"
+        )))
+        .bind(sid)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(from_row).transpose()?)
+    }
+
+    /// Creates a session and queues its mail in one transaction. `false` when a concurrent
+    /// request created the same session first (nothing was written; read it back).
+    pub async fn create_validation(
+        &self,
+        new: &NewValidation,
+        mail: Option<&NewMail>,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose, token_hash,
+                 token_expires_at, send_attempt, next_link, burned_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(&new.sid)
+        .bind(&new.medium)
+        .bind(&new.address)
+        .bind(&new.client_secret)
+        .bind(new.purpose.as_str())
+        .bind(&new.token_hash)
+        .bind(new.token_expires_at)
+        .bind(new.send_attempt)
+        .bind(&new.next_link)
+        .bind(new.decoy.then_some(now))
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Err(e) if is_unique_violation(&e) => return Ok(false),
+            other => other?,
+        };
+        if let Some(mail) = mail {
+            insert_mail(&mut tx, mail, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Puts a fresh token on a session for a higher `send_attempt` and queues its mail, in
+    /// one transaction. `false` when another request got there first (nothing sent).
+    pub async fn resend_validation(
+        &self,
+        sid: &str,
+        send_attempt: i64,
+        token_hash: &str,
+        token_expires_at: i64,
+        mail: &NewMail,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "UPDATE validation_sessions SET send_attempt = $1, token_hash = $2, token_expires_at = $3, updated_at = $4
+             WHERE sid = $5 AND send_attempt < $1 AND validated_at IS NULL AND burned_at IS NULL AND consumed_at IS NULL",
+        )
+        .bind(send_attempt)
+        .bind(token_hash)
+        .bind(token_expires_at)
+        .bind(now)
+        .bind(sid)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_mail(&mut tx, mail, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks a session validated if its token is still the one checked, and returns
+    /// whether this call validated it.
+    pub async fn mark_validated(
+        &self,
+        sid: &str,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE validation_sessions SET validated_at = $1, updated_at = $1
+             WHERE sid = $2 AND token_hash = $3 AND validated_at IS NULL AND burned_at IS NULL
+               AND consumed_at IS NULL AND token_expires_at > $1",
+        )
+        .bind(now)
+        .bind(sid)
+        .bind(token_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Counts a wrong token; with `burn` the session is burned.
+    pub async fn record_wrong_token(
+        &self,
+        sid: &str,
+        burn: bool,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE validation_sessions SET failed_attempts = failed_attempts + 1, updated_at = $1,
+                 burned_at = CASE WHEN $2 = 1 THEN $1 ELSE burned_at END
+             WHERE sid = $3",
+        )
+        .bind(now)
+        .bind(i64::from(burn))
+        .bind(sid)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Binds a validated session to the UIA session that uses it; a second UIA session
+    /// cannot use it.
+    pub async fn claim_validation(
+        &self,
+        sid: &str,
+        uia_session: &str,
+    ) -> Result<Claim, StorageError> {
+        let done = sqlx::query(
+            "UPDATE validation_sessions SET claimed_by = $1
+             WHERE sid = $2 AND consumed_at IS NULL AND (claimed_by IS NULL OR claimed_by = $1)",
+        )
+        .bind(uia_session)
+        .bind(sid)
+        .execute(&self.pool)
+        .await?;
+        Ok(if done.rows_affected() == 1 {
+            Claim::Claimed
+        } else {
+            Claim::Taken
+        })
+    }
+
+    /// Spends a validated session; `true` for exactly one caller.
+    pub async fn consume_validation(&self, sid: &str, now: i64) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE validation_sessions SET consumed_at = $1, updated_at = $1
+             WHERE sid = $2 AND consumed_at IS NULL AND validated_at IS NOT NULL",
+        )
+        .bind(now)
+        .bind(sid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
