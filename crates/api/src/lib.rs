@@ -7,12 +7,14 @@
 pub mod auth;
 pub mod client;
 pub mod client_ip;
+pub mod email_validate;
 pub mod error;
 pub mod pages;
 pub mod rate_limit;
 pub mod router;
 pub mod ruma_axum;
 pub mod state;
+pub mod threepid;
 pub mod uia;
 
 pub use router::router;

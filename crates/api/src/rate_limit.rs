@@ -115,6 +115,8 @@ pub struct Limiters {
     pub failed_login_per_account: RateLimiter,
     /// `POST /register` per client address.
     pub registration_per_ip: RateLimiter,
+    /// Email requestToken per client address.
+    pub email_per_ip: RateLimiter,
 }
 
 impl Limiters {
@@ -126,6 +128,7 @@ impl Limiters {
             login_per_account: make(config.login_per_account),
             failed_login_per_account: make(config.failed_login_per_account),
             registration_per_ip: make(config.registration_per_ip),
+            email_per_ip: make(config.email_per_ip),
         }
     }
 }

@@ -88,37 +88,7 @@ where
             .iter()
             .map(|(_, v)| v.to_owned())
             .collect();
-        let declared = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(too_large(limit));
-        }
-        let bytes = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| too_large(limit))?;
-
-        let takes_body = matches!(parts.method, Method::POST | Method::PUT | Method::DELETE);
-        let (body_bytes, auth, json) = if takes_body {
-            // An empty body is `{}` (Synapse does the same), so UIA can start with no body.
-            let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
-                Value::Object(serde_json::Map::new())
-            } else {
-                serde_json::from_slice(&bytes)
-                    .map_err(|e| ApiError::not_json(format!("The body is not valid JSON: {e}")))?
-            };
-            let Value::Object(mut map) = value else {
-                return Err(ApiError::bad_json("The body must be a JSON object"));
-            };
-            let auth = map.remove("auth").filter(|a| !a.is_null());
-            let rewritten =
-                serde_json::to_vec(&map).map_err(|e| ApiError::internal(e.to_string()))?;
-            (rewritten, auth, Some(map))
-        } else {
-            (bytes.to_vec(), None, None)
-        };
+        let (body_bytes, auth, json) = read_body(&parts, body, limit).await?;
 
         let mut builder = http::Request::builder()
             .method(parts.method.clone())
@@ -150,6 +120,59 @@ where
             }
         };
         Ok(Ruma { body, auth, json })
+    }
+}
+
+/// Reads a request body: at most `limit` bytes (else 413 `M_TOO_LARGE`). For methods with a
+/// body it must be a JSON object (an empty body counts as `{}`); its `auth` dict is taken
+/// out. Returns the bytes to hand on, the `auth` dict and the object.
+async fn read_body(
+    parts: &http::request::Parts,
+    body: Body,
+    limit: usize,
+) -> Result<(Vec<u8>, Option<Value>, Option<serde_json::Map<String, Value>>), ApiError> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    if !matches!(parts.method, Method::POST | Method::PUT | Method::DELETE) {
+        return Ok((bytes.to_vec(), None, None));
+    }
+    // An empty body is `{}` (Synapse does the same), so UIA can start with no body.
+    let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::not_json(format!("The body is not valid JSON: {e}")))?
+    };
+    let Value::Object(mut map) = value else {
+        return Err(ApiError::bad_json("The body must be a JSON object"));
+    };
+    let auth = map.remove("auth").filter(|a| !a.is_null());
+    let rewritten = serde_json::to_vec(&map).map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok((rewritten, auth, Some(map)))
+}
+
+/// A JSON object body for endpoints ruma has no type for, read like [`Ruma`] reads one.
+pub struct JsonBody {
+    /// The object, without `auth`.
+    pub body: serde_json::Map<String, Value>,
+    /// The UIA `auth` dict, if any.
+    pub auth: Option<Value>,
+}
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let (_, auth, json) = read_body(&parts, body, state.config.http.max_request_bytes).await?;
+        Ok(JsonBody { body: json.unwrap_or_default(), auth })
     }
 }
 

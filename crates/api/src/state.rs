@@ -6,6 +6,7 @@ use std::sync::Arc;
 use vouch_config::{Config, PasswordScheme};
 use vouch_core::password::{PasswordHasher, PasswordPolicy, Scheme};
 use vouch_core::{Clock, SecretSource};
+use vouch_mail::{Composer, Templates};
 use vouch_storage::Db;
 
 use crate::error::{ApiError, ApiResult};
@@ -30,6 +31,12 @@ pub struct Services {
     pub policy: PasswordPolicy,
     /// Rate limiters.
     pub limits: Limiters,
+    /// Renders mails and the pages behind their links.
+    pub composer: Composer,
+    /// Rung when mail is queued, so the outbox worker sends it at once.
+    pub mail_wake: Arc<tokio::sync::Notify>,
+    /// `[email] allowed_3pids`, compiled.
+    pub allowed_3pids: Vec<regex::Regex>,
     /// A hash checked against when a login names an unknown user, so that unknown and known
     /// users take the same time.
     dummy_hash: String,
@@ -68,6 +75,23 @@ impl Services {
             .hash("vouch dummy password for timing", secrets.as_ref())
             .map_err(|e| e.to_string())?;
         let limits = Limiters::new(&config.rate_limits, clock.clone());
+        let e = &config.email;
+        let template_dir =
+            Some(std::path::Path::new(&e.template_dir)).filter(|p| !p.as_os_str().is_empty());
+        let templates = Templates::new(template_dir).map_err(|e| e.to_string())?;
+        let composer = Composer::new(
+            Arc::new(templates),
+            &e.from,
+            e.subjects.clone(),
+            e.app_name.clone(),
+            config.server_name.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        let allowed_3pids = e
+            .allowed_3pids
+            .iter()
+            .map(|p| regex::Regex::new(p).map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             config,
             db,
@@ -76,6 +100,9 @@ impl Services {
             hasher,
             policy,
             limits,
+            composer,
+            mail_wake: Arc::new(tokio::sync::Notify::new()),
+            allowed_3pids,
             dummy_hash,
         })
     }

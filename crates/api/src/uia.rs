@@ -13,8 +13,8 @@ use vouch_core::clock::duration_ms;
 use vouch_core::localpart::localpart_of;
 use vouch_core::secrets::new_opaque_id;
 use vouch_core::uia::{
-    self, DUMMY, Flow, Operation, PASSWORD, REGISTRATION_TOKEN, RegistrationRequirements, TERMS,
-    UiaSession,
+    self, DUMMY, EMAIL_IDENTITY, Flow, Operation, PASSWORD, REGISTRATION_TOKEN,
+    RegistrationRequirements, TERMS, UiaSession,
 };
 
 use crate::error::{ApiError, ApiResult};
@@ -39,9 +39,27 @@ impl UiaPassed {
             .map(|(_, r)| r)
     }
 
-    /// The user a password stage identified.
-    pub fn password_user(&self) -> Option<&str> {
-        self.result(PASSWORD)?.get("user_id")?.as_str()
+    /// The user a password or 3PID stage identified.
+    pub fn identified_user(&self) -> Option<&str> {
+        [PASSWORD, EMAIL_IDENTITY]
+            .iter()
+            .find_map(|stage| self.result(stage)?.get("user_id")?.as_str())
+    }
+
+    /// The validated 3PIDs the stages proved: (medium, address, validated_at, sid).
+    pub fn threepids(&self) -> Vec<(String, String, i64, String)> {
+        self.results
+            .iter()
+            .filter(|(stage, _)| stage == EMAIL_IDENTITY)
+            .filter_map(|(_, r)| {
+                Some((
+                    r.get("medium")?.as_str()?.to_owned(),
+                    r.get("address")?.as_str()?.to_owned(),
+                    r.get("validated_at")?.as_i64()?,
+                    r.get("sid")?.as_str()?.to_owned(),
+                ))
+            })
+            .collect()
     }
 }
 
@@ -54,14 +72,18 @@ impl Services {
         match op {
             Operation::Register => {
                 let reg = &self.config.registration;
+                let email = self.config.email.enabled;
+                let email_required = email && reg.require_3pid.iter().any(|m| m == "email");
+                let stage = || vec![EMAIL_IDENTITY.to_owned()];
                 uia::registration_flows(&RegistrationRequirements {
                     token: reg.registration_token_required,
                     terms: !reg.terms.is_empty(),
-                    required_3pid_stages: Vec::new(),
-                    optional_3pid_stages: Vec::new(),
+                    required_3pid_stages: if email_required { stage() } else { Vec::new() },
+                    optional_3pid_stages: if email && !email_required { stage() } else { Vec::new() },
                 })
             }
-            // Password reset needs a verified email or phone, which later stages provide.
+            // A forgotten password is reset by proving control of an address.
+            Operation::ResetPassword if self.config.email.enabled => vec![vec![EMAIL_IDENTITY.to_owned()]],
             Operation::ResetPassword => Vec::new(),
             Operation::ChangePassword
             | Operation::Deactivate
@@ -163,7 +185,7 @@ pub async fn authenticate(
                 let err = ApiError::new(kind, rejection.to_string());
                 return Err(state.uia_info(&flows, &session.id, &completed, Some(err)));
             }
-            match verify_stage(state, op, user_id, stage, auth).await? {
+            match verify_stage(state, op, &session.id, user_id, stage, auth).await? {
                 Ok(result) => {
                     state
                         .db
@@ -192,13 +214,16 @@ pub async fn authenticate(
     // Registration spends the session in the transaction that creates the account, so a
     // failed creation leaves the session usable. Everything else spends it now: exactly
     // one request gets to act on a completed session.
-    if op != Operation::Register && !state.db.claim_uia_session(&session.id).await? {
-        return Err(unknown_session());
+    let passed = UiaPassed { session_id: session.id, results };
+    if op != Operation::Register {
+        if !state.db.claim_uia_session(&passed.session_id).await? {
+            return Err(unknown_session());
+        }
+        for (_, _, _, sid) in passed.threepids() {
+            state.db.consume_validation(&sid, now).await?;
+        }
     }
-    Ok(UiaPassed {
-        session_id: session.id,
-        results,
-    })
+    Ok(passed)
 }
 
 fn unknown_session() -> ApiError {
@@ -236,6 +261,7 @@ async fn start_session(
 async fn verify_stage(
     state: &AppState,
     op: Operation,
+    session_id: &str,
     user_id: Option<&str>,
     stage: &str,
     auth: &serde_json::Map<String, Value>,
@@ -267,6 +293,9 @@ async fn verify_stage(
             }
         }
         PASSWORD => verify_password_stage(state, user_id, auth).await?,
+        EMAIL_IDENTITY => {
+            crate::threepid::verify_threepid_stage(state, op, session_id, user_id, "email", auth).await?
+        }
         other => Err(ApiError::new(
             ErrorKind::Unrecognized,
             format!("Authentication type {other} is not supported here"),
@@ -347,7 +376,7 @@ pub async fn complete_stage_out_of_band(
     if let Err(rejection) = uia::check_stage(&flows, &stored.session.completed, stage) {
         return Ok(Err(ApiError::forbidden(rejection.to_string())));
     }
-    match verify_stage(state, op, stored.session.user_id.as_deref(), stage, auth).await? {
+    match verify_stage(state, op, session_id, stored.session.user_id.as_deref(), stage, auth).await? {
         Ok(result) => {
             state
                 .db

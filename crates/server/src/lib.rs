@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -18,7 +19,11 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     router: Router,
     db: Db,
+    worker: vouch_mail::worker::Worker,
 }
+
+/// How often the outbox worker looks for due mail when nothing wakes it.
+const OUTBOX_POLL: Duration = Duration::from_millis(500);
 
 impl Server {
     /// Connects the database (running migrations), binds every listen address and builds
@@ -48,14 +53,24 @@ impl Server {
         if let Some(first) = addrs.first().filter(|_| config.public_baseurl.is_empty()) {
             config.public_baseurl = format!("http://{first}/");
         }
-        let services = vouch_api::Services::new(config, db.clone(), clock, secrets)
-            .map_err(|e| anyhow::anyhow!("invalid password settings: {e}"))?;
+        let transport = vouch_mail::Transport::from_config(&config.email)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let services = vouch_api::Services::new(config, db.clone(), clock.clone(), secrets)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let worker = vouch_mail::worker::Worker {
+            db: db.clone(),
+            transport,
+            clock,
+            wake: services.mail_wake.clone(),
+            poll: OUTBOX_POLL,
+        };
         let router = vouch_api::router(Arc::new(services));
         Ok(Self {
             listeners,
             addrs,
             router,
             db,
+            worker,
         })
     }
 
@@ -70,6 +85,16 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let transport = self.worker.transport.clone();
+        tokio::spawn(async move {
+            // A clear line when the SMTP server cannot be reached. Mail is queued regardless
+            // and delivered once it can be.
+            if let Err(e) = transport.check().await {
+                tracing::warn!(error = %e, "SMTP server unreachable at start-up; mail will be queued and retried");
+            }
+        });
+        let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(self.worker.run(worker_stopped));
         let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
         let mut tasks = Vec::new();
         for listener in self.listeners {
@@ -93,6 +118,8 @@ impl Server {
                 .context("server task panicked")?
                 .context("server failed")?;
         }
+        let _ = stop_worker.send(true);
+        let _ = worker.await;
         self.db.close().await;
         Ok(())
     }

@@ -44,7 +44,7 @@ pub async fn change_password_route(
         ));
     }
     let passed = authenticate(&state, op, caller, body.auth.as_ref()).await?;
-    let user_id = match (&user, passed.password_user()) {
+    let user_id = match (&user, passed.identified_user()) {
         (Some(u), _) => u.user_id.clone(),
         (None, Some(id)) => id.to_owned(),
         (None, None) => {

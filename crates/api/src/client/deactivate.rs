@@ -23,7 +23,7 @@ pub async fn deactivate_route(
     }
     let caller = user.as_ref().map(|u| u.user_id.as_str());
     let passed = authenticate(&state, Operation::Deactivate, caller, body.auth.as_ref()).await?;
-    let user_id = match (caller, passed.password_user()) {
+    let user_id = match (caller, passed.identified_user()) {
         (Some(id), _) | (None, Some(id)) => id.to_owned(),
         (None, None) => {
             return Err(ApiError::forbidden(

@@ -69,9 +69,16 @@ pub async fn login_route(
         Named::User(name) => localpart_of(&name, state.server_name())
             .map(|local| format!("@{}:{}", local.to_lowercase(), state.server_name())),
         Named::Threepid(medium, address) => {
-            // Addresses are stored canonical; an unknown one is a 403 like a bad password.
-            let canonical = address.trim().to_lowercase();
-            state.db.threepid_owner(medium, &canonical).await?
+            // Addresses are stored canonical; an unknown or malformed one is a 403 like a
+            // bad password (the spec: an unknown 3PID is 403).
+            let canonical = match medium {
+                "email" => vouch_core::threepid::Email::parse(&address).ok().map(|e| e.as_str().to_owned()),
+                _ => Some(address.trim().trim_start_matches('+').to_owned()),
+            };
+            match canonical {
+                Some(c) => state.db.threepid_owner(medium, &c).await?,
+                None => None,
+            }
         }
     };
     // A user on another server or an unknown 3PID still costs one hash, like a real check.

@@ -1,9 +1,12 @@
 //! Client-server API handlers, one file per ruma endpoint module.
 
+pub mod add_3pid;
+pub mod add_3pid_deprecated;
 pub mod change_password;
 pub mod check_registration_token_validity;
 pub mod deactivate;
 pub mod delete_device;
+pub mod delete_3pid;
 pub mod delete_devices;
 pub mod discover_homeserver;
 pub mod get_3pids;
@@ -22,6 +25,9 @@ pub mod logout;
 pub mod logout_all;
 pub mod refresh_token;
 pub mod register;
+pub mod request_3pid_management_token_via_email;
+pub mod request_password_change_token_via_email;
+pub mod request_registration_token_via_email;
 pub mod session;
 pub mod set_avatar_url;
 pub mod set_display_name;

@@ -89,10 +89,10 @@ pub async fn register_route(
         is_admin: false,
         displayname: Some(localpart.as_str().to_owned()),
         login: issued.as_ref().map(|i| i.login.clone()),
-        threepids: Vec::new(),
+        threepids: passed.threepids().into_iter().map(|(m, a, v, _)| (m, a, v)).collect(),
         registration_token,
         uia_session: Some(passed.session_id.clone()),
-        validations: Vec::new(),
+        validations: passed.threepids().into_iter().map(|(_, _, _, sid)| sid).collect(),
     };
     state
         .db

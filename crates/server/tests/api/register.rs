@@ -31,7 +31,8 @@ async fn register_login_whoami_with_the_dummy_flow(db: Backend) {
     let app = spawn(db).await;
     let body = json!({ "username": "Alice", "password": "correct horse battery", "initial_device_display_name": "Laptop" });
     let uia = start(&app, body.clone()).await;
-    assert_eq!(uia["flows"], json!([{ "stages": ["m.login.dummy"] }]));
+    // Email is offered beside the plain flow when no 3PID is required.
+    assert_eq!(uia["flows"], json!([{ "stages": ["m.login.dummy"] }, { "stages": ["m.login.email.identity"] }]));
     assert_eq!(uia["params"], json!({}));
     let session = uia["session"].as_str().unwrap();
     assert!(session.len() >= 16);
@@ -324,7 +325,7 @@ async fn terms_stage_has_policies_in_params(db: Backend) {
     .await;
     let body = json!({ "username": "gina", "password": "correct horse battery" });
     let uia = start(&app, body.clone()).await;
-    assert_eq!(uia["flows"], json!([{ "stages": ["m.login.terms"] }]));
+    assert_eq!(uia["flows"], json!([{ "stages": ["m.login.terms"] }, { "stages": ["m.login.terms", "m.login.email.identity"] }]));
     assert_eq!(
         uia["params"]["m.login.terms"]["policies"]["privacy_policy"],
         json!({ "version": "1.0", "en": { "name": "Privacy Policy", "url": "https://example.org/privacy" } })

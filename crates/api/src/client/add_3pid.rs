@@ -1,0 +1,57 @@
+use axum::extract::State;
+use ruma::api::client::account::add_3pid;
+use ruma::api::error::ErrorKind;
+use vouch_core::uia::Operation;
+use vouch_core::validation::Purpose;
+use vouch_storage::AddThreepidError;
+
+use crate::auth::AuthedUser;
+use crate::error::{ApiError, ApiResult};
+use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::state::AppState;
+use crate::threepid::own_session;
+use crate::uia::authenticate;
+
+/// Adds the address of a validated `/account/3pid/{medium}/requestToken` session to the
+/// caller's account, after UIA; shared with the deprecated `POST /account/3pid`.
+pub(crate) async fn add_validated_threepid(
+    state: &AppState,
+    user: &AuthedUser,
+    sid: &str,
+    client_secret: &str,
+    auth: Option<&serde_json::Value>,
+) -> ApiResult<()> {
+    user.not_guest()?;
+    if !state.config.account.threepid_changes {
+        return Err(ApiError::forbidden("Changing email addresses and phone numbers is disabled on this server"));
+    }
+    // Checked before UIA, so nobody types a password for a session that cannot work.
+    let not_validated = || ApiError::new(ErrorKind::ThreepidAuthFailed, "The address has not been validated; follow the link or enter the code first");
+    let stored = own_session(state, sid, client_secret).await?.ok_or_else(not_validated)?;
+    if stored.session.purpose != Purpose::AddThreepid || !stored.session.usable_at(state.now()) {
+        return Err(not_validated());
+    }
+    authenticate(state, Operation::AddThreepid, Some(&user.user_id), auth).await?;
+    let validated_at = stored.session.validated_at.unwrap_or_default();
+    state
+        .db
+        .add_threepid(&user.user_id, &stored.session.medium, &stored.session.address, validated_at, sid, state.now())
+        .await
+        .map_err(|e| match e {
+            AddThreepidError::InUse => ApiError::new(ErrorKind::ThreepidInUse, "That address is already in use"),
+            AddThreepidError::SessionSpent => not_validated(),
+            AddThreepidError::Storage(e) => e.into(),
+        })?;
+    tracing::info!(user_id = user.user_id, medium = stored.session.medium, "address added");
+    Ok(())
+}
+
+/// # `POST /_matrix/client/v3/account/3pid/add`
+pub async fn add_3pid_route(
+    State(state): State<AppState>,
+    user: AuthedUser,
+    body: Ruma<add_3pid::v3::Request>,
+) -> ApiResult<RumaResponse<add_3pid::v3::Response>> {
+    add_validated_threepid(&state, &user, body.sid.as_str(), body.client_secret.as_str(), body.auth.as_ref()).await?;
+    Ok(RumaResponse(add_3pid::v3::Response::new()))
+}
