@@ -29,10 +29,20 @@ pub struct LinkParams {
     token: String,
 }
 
-fn render(state: &Services, status: StatusCode, page: &str, title: &str, mut ctx: PageContext) -> Response {
+fn render(
+    state: &Services,
+    status: StatusCode,
+    page: &str,
+    title: &str,
+    mut ctx: PageContext,
+) -> Response {
     ctx.app_name = state.config.email.app_name.clone();
     ctx.title = title.to_owned();
-    let html = match state.composer.templates().render(&format!("page/{page}.html"), &ctx) {
+    let html = match state
+        .composer
+        .templates()
+        .render(&format!("page/{page}.html"), &ctx)
+    {
         Ok(html) => html,
         Err(e) => {
             tracing::error!(error = %e, "cannot render the {page} page");
@@ -41,11 +51,20 @@ fn render(state: &Services, status: StatusCode, page: &str, title: &str, mut ctx
     };
     let mut res = (status, html).into_response();
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -56,16 +75,31 @@ fn render(state: &Services, status: StatusCode, page: &str, title: &str, mut ctx
 }
 
 fn failure(state: &Services) -> Response {
-    render(state, StatusCode::BAD_REQUEST, "failure", "This link does not work", PageContext::default())
+    render(
+        state,
+        StatusCode::BAD_REQUEST,
+        "failure",
+        "This link does not work",
+        PageContext::default(),
+    )
 }
 
 /// # `GET /_vouch/email/validate?sid=&client_secret=&token=`
-pub async fn get_email_validate_route(State(state): State<AppState>, Query(p): Query<LinkParams>) -> Response {
+pub async fn get_email_validate_route(
+    State(state): State<AppState>,
+    Query(p): Query<LinkParams>,
+) -> Response {
     let Ok(Some(stored)) = own_session(&state, &p.sid, &p.client_secret).await else {
         return failure(&state);
     };
     if stored.session.validated_at.is_some() {
-        return render(&state, StatusCode::OK, "already_validated", "Already confirmed", PageContext::default());
+        return render(
+            &state,
+            StatusCode::OK,
+            "already_validated",
+            "Already confirmed",
+            PageContext::default(),
+        );
     }
     let ctx = PageContext {
         purpose: stored.session.purpose.as_str().to_owned(),
@@ -76,11 +110,20 @@ pub async fn get_email_validate_route(State(state): State<AppState>, Query(p): Q
         token: p.token,
         ..PageContext::default()
     };
-    render(&state, StatusCode::OK, "confirm", "Confirm your email address", ctx)
+    render(
+        &state,
+        StatusCode::OK,
+        "confirm",
+        "Confirm your email address",
+        ctx,
+    )
 }
 
 /// # `POST /_vouch/email/validate`
-pub async fn post_email_validate_route(State(state): State<AppState>, Form(p): Form<LinkParams>) -> Response {
+pub async fn post_email_validate_route(
+    State(state): State<AppState>,
+    Form(p): Form<LinkParams>,
+) -> Response {
     match validate(&state, &p).await {
         Ok(page) => page,
         Err(e) => {
@@ -90,14 +133,20 @@ pub async fn post_email_validate_route(State(state): State<AppState>, Form(p): F
     }
 }
 
-async fn validate(state: &AppState, p: &LinkParams) -> Result<Response, vouch_storage::StorageError> {
+async fn validate(
+    state: &AppState,
+    p: &LinkParams,
+) -> Result<Response, vouch_storage::StorageError> {
     let Some(stored) = state.db.validation(&p.sid).await? else {
         return Ok(failure(state));
     };
     let now = state.now();
     let presented = token_hash(&p.token);
     let secret_ok = constant_time_eq(&stored.client_secret, &p.client_secret);
-    let token_ok = stored.token_hash.as_deref().is_some_and(|h| constant_time_eq(h, &presented));
+    let token_ok = stored
+        .token_hash
+        .as_deref()
+        .is_some_and(|h| constant_time_eq(h, &presented));
     let max = i64::from(state.config.email.max_attempts);
     match stored.session.check_token(secret_ok && token_ok, now, max) {
         TokenCheck::Validated => {
@@ -106,28 +155,44 @@ async fn validate(state: &AppState, p: &LinkParams) -> Result<Response, vouch_st
                 return Ok(failure(state));
             }
             tracing::info!(sid = p.sid, purpose = %stored.session.purpose, "email address validated");
-            let next = stored
-                .next_link
-                .as_deref()
-                .and_then(|l| check_next_link(l, &state.config.email.next_link_domain_allowlist).ok());
+            let next = stored.next_link.as_deref().and_then(|l| {
+                check_next_link(l, &state.config.email.next_link_domain_allowlist).ok()
+            });
             Ok(match next {
                 Some(mut url) => {
                     url.query_pairs_mut().append_pair("sid", &p.sid);
                     let mut res = Redirect::to(url.as_str()).into_response();
-                    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    res.headers_mut().insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+                    res.headers_mut()
+                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                    res.headers_mut().insert(
+                        header::REFERRER_POLICY,
+                        HeaderValue::from_static("no-referrer"),
+                    );
                     res
                 }
-                None => render(state, StatusCode::OK, "success", "Email address confirmed", PageContext::default()),
+                None => render(
+                    state,
+                    StatusCode::OK,
+                    "success",
+                    "Email address confirmed",
+                    PageContext::default(),
+                ),
             })
         }
-        TokenCheck::AlreadyValidated => {
-            Ok(render(state, StatusCode::OK, "already_validated", "Already confirmed", PageContext::default()))
-        }
+        TokenCheck::AlreadyValidated => Ok(render(
+            state,
+            StatusCode::OK,
+            "already_validated",
+            "Already confirmed",
+            PageContext::default(),
+        )),
         TokenCheck::Wrong { burn } => {
             state.db.record_wrong_token(&p.sid, burn, now).await?;
             if burn {
-                tracing::warn!(sid = p.sid, "validation session burned after too many wrong tokens");
+                tracing::warn!(
+                    sid = p.sid,
+                    "validation session burned after too many wrong tokens"
+                );
             }
             Ok(failure(state))
         }

@@ -61,7 +61,10 @@ pub fn router(state: AppState) -> Router {
     let r = route::<account::add_3pid::v3::Request, _, _>(r, add_3pid::add_3pid_route);
     let r = route::<account::delete_3pid::v3::Request, _, _>(r, delete_3pid::delete_3pid_route);
     let r = ["r0", "v3"].into_iter().fold(r, |r, v| {
-        r.route(&format!("/_matrix/client/{v}/account/3pid"), post(add_3pid_deprecated::add_3pid_deprecated_route))
+        r.route(
+            &format!("/_matrix/client/{v}/account/3pid"),
+            post(add_3pid_deprecated::add_3pid_deprecated_route),
+        )
     });
     let r = route::<account::request_registration_token_via_email::v3::Request, _, _>(
         r,
@@ -77,7 +80,8 @@ pub fn router(state: AppState) -> Router {
     );
     let r = r.route(
         &format!("/{}", crate::threepid::EMAIL_LINK_PATH),
-        get(crate::email_validate::get_email_validate_route).post(crate::email_validate::post_email_validate_route),
+        get(crate::email_validate::get_email_validate_route)
+            .post(crate::email_validate::post_email_validate_route),
     );
 
     let r = route::<device::get_devices::v3::Request, _, _>(r, get_devices::get_devices_route);

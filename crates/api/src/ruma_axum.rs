@@ -51,7 +51,16 @@ fn deserialization_error(
             // the wrong type; only a field that is really absent is M_MISSING_PARAM.
             let field = text.split('`').nth(1).unwrap_or_default();
             let present = json.is_some_and(|m| m.contains_key(field));
-            if text.starts_with("missing field") && !present {
+            // A field of the right JSON type whose value breaks an identifier grammar
+            // (ruma's ID types, e.g. a `client_secret` with a space) is a bad value.
+            const BAD_IDENTIFIER: &[&str] = &[
+                "identifier or required part of it is empty",
+                "identifier contains invalid characters",
+                "ID exceeds 255 bytes",
+            ];
+            if BAD_IDENTIFIER.iter().any(|m| text.starts_with(m)) {
+                ApiError::invalid_param(text)
+            } else if text.starts_with("missing field") && !present {
                 ApiError::missing_param(text)
             } else {
                 ApiError::bad_json(text)
@@ -130,7 +139,14 @@ async fn read_body(
     parts: &http::request::Parts,
     body: Body,
     limit: usize,
-) -> Result<(Vec<u8>, Option<Value>, Option<serde_json::Map<String, Value>>), ApiError> {
+) -> Result<
+    (
+        Vec<u8>,
+        Option<Value>,
+        Option<serde_json::Map<String, Value>>,
+    ),
+    ApiError,
+> {
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
@@ -139,7 +155,9 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large(limit))?;
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| too_large(limit))?;
     if !matches!(parts.method, Method::POST | Method::PUT | Method::DELETE) {
         return Ok((bytes.to_vec(), None, None));
     }
@@ -172,7 +190,10 @@ impl FromRequest<AppState> for JsonBody {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
         let (_, auth, json) = read_body(&parts, body, state.config.http.max_request_bytes).await?;
-        Ok(JsonBody { body: json.unwrap_or_default(), auth })
+        Ok(JsonBody {
+            body: json.unwrap_or_default(),
+            auth,
+        })
     }
 }
 

@@ -52,7 +52,9 @@ pub fn check_identity_server(state: &Services, json: Option<&Map<String, Value>>
         return Ok(());
     }
     if !present("id_access_token") {
-        return Err(ApiError::missing_param("id_access_token is required when id_server is given"));
+        return Err(ApiError::missing_param(
+            "id_access_token is required when id_server is given",
+        ));
     }
     if state.config.identity_server.requests == IdentityServerRequests::Reject {
         return Err(ApiError::new(
@@ -68,10 +70,20 @@ impl Services {
     pub fn accept_email(&self, raw: &str) -> ApiResult<Email> {
         let email = Email::parse(raw).map_err(|e| ApiError::invalid_param(e.to_string()))?;
         if email.as_str().parse::<lettre::Address>().is_err() {
-            return Err(ApiError::invalid_param("the email address is not one mail can be sent to"));
+            return Err(ApiError::invalid_param(
+                "the email address is not one mail can be sent to",
+            ));
         }
-        if !self.allowed_3pids.is_empty() && !self.allowed_3pids.iter().any(|r| r.is_match(email.as_str())) {
-            return Err(ApiError::new(ErrorKind::ThreepidDenied, "This server does not accept that email address"));
+        if !self.allowed_3pids.is_empty()
+            && !self
+                .allowed_3pids
+                .iter()
+                .any(|r| r.is_match(email.as_str()))
+        {
+            return Err(ApiError::new(
+                ErrorKind::ThreepidDenied,
+                "This server does not accept that email address",
+            ));
         }
         Ok(email)
     }
@@ -92,7 +104,8 @@ impl Services {
     /// Whether registration mail waits until the cheap gates (registration token, terms)
     /// are passed in a UIA session.
     fn registration_gated(&self) -> bool {
-        self.config.registration.registration_token_required || !self.config.registration.terms.is_empty()
+        self.config.registration.registration_token_required
+            || !self.config.registration.terms.is_empty()
     }
 
     /// Checks the per-address and per-session send limits, counted in the database so that
@@ -106,17 +119,25 @@ impl Services {
         let over = |count: i64, oldest: Option<i64>, max: u32, window: i64| {
             (count >= i64::from(max)).then(|| {
                 let wait = oldest.map_or(window, |o| o + window - now).max(1);
-                ApiError::limit_exceeded(std::time::Duration::from_millis(u64::try_from(wait).unwrap_or(1)))
+                ApiError::limit_exceeded(std::time::Duration::from_millis(
+                    u64::try_from(wait).unwrap_or(1),
+                ))
             })
         };
         let w = limits.email_per_address;
-        let (n, oldest) = self.db.mails_to_since(address, now - duration_ms(w.window)).await?;
+        let (n, oldest) = self
+            .db
+            .mails_to_since(address, now - duration_ms(w.window))
+            .await?;
         if let Some(e) = over(n, oldest, w.max, duration_ms(w.window)) {
             return Err(e);
         }
         if let Some(sid) = sid {
             let w = limits.email_per_session;
-            let (n, oldest) = self.db.mails_for_session_since(sid, now - duration_ms(w.window)).await?;
+            let (n, oldest) = self
+                .db
+                .mails_for_session_since(sid, now - duration_ms(w.window))
+                .await?;
             if let Some(e) = over(n, oldest, w.max, duration_ms(w.window)) {
                 return Err(e);
             }
@@ -125,8 +146,17 @@ impl Services {
     }
 
     /// Renders mail `kind` to `address` as an outbox row.
-    fn mail(&self, kind: &str, address: &str, sid: Option<&str>, link: String, held: bool) -> ApiResult<NewMail> {
-        let ctx = self.composer.context(address, link, self.config.email.validation_token_lifetime);
+    fn mail(
+        &self,
+        kind: &str,
+        address: &str,
+        sid: Option<&str>,
+        link: String,
+        held: bool,
+    ) -> ApiResult<NewMail> {
+        let ctx = self
+            .composer
+            .context(address, link, self.config.email.validation_token_lifetime);
         let composed = self
             .composer
             .compose(kind, &ctx, self.now(), self.secrets.as_ref())
@@ -157,20 +187,32 @@ fn mail_kind(purpose: Purpose) -> &'static str {
 
 /// The shared requestToken: checks everything before anything is written, then creates or
 /// reuses the session and queues its mail in the same transaction. Returns the `sid`.
-pub async fn request_email_token(state: &AppState, req: EmailTokenRequest<'_>) -> ApiResult<String> {
+pub async fn request_email_token(
+    state: &AppState,
+    req: EmailTokenRequest<'_>,
+) -> ApiResult<String> {
     if !state.config.email.enabled {
         return Err(ApiError::new(
             ErrorKind::ThreepidMediumNotSupported,
             "This server does not verify email addresses",
         ));
     }
+    if !vouch_core::threepid::valid_client_secret(req.client_secret) {
+        return Err(ApiError::invalid_param(
+            "client_secret must be 1 to 255 characters of [0-9a-zA-Z.=_-]",
+        ));
+    }
     check_identity_server(state, req.json)?;
     match req.purpose {
         Purpose::Register if !state.config.registration.enabled => {
-            return Err(ApiError::forbidden("Registration has been disabled on this server"));
+            return Err(ApiError::forbidden(
+                "Registration has been disabled on this server",
+            ));
         }
         Purpose::AddThreepid if !state.config.account.threepid_changes => {
-            return Err(ApiError::forbidden("Changing email addresses is disabled on this server"));
+            return Err(ApiError::forbidden(
+                "Changing email addresses is disabled on this server",
+            ));
         }
         _ => {}
     }
@@ -185,12 +227,14 @@ pub async fn request_email_token(state: &AppState, req: EmailTokenRequest<'_>) -
 
     let owner = state.db.threepid_owner("email", email.as_str()).await?;
     let refusal = match (req.purpose, &owner) {
-        (Purpose::Register | Purpose::AddThreepid, Some(_)) => {
-            Some(ApiError::new(ErrorKind::ThreepidInUse, "That email address is already in use"))
-        }
-        (Purpose::PasswordReset, None) => {
-            Some(ApiError::new(ErrorKind::ThreepidNotFound, "No account has that email address"))
-        }
+        (Purpose::Register | Purpose::AddThreepid, Some(_)) => Some(ApiError::new(
+            ErrorKind::ThreepidInUse,
+            "That email address is already in use",
+        )),
+        (Purpose::PasswordReset, None) => Some(ApiError::new(
+            ErrorKind::ThreepidNotFound,
+            "No account has that email address",
+        )),
         _ => None,
     };
     if let Some(refusal) = refusal {
@@ -210,12 +254,29 @@ pub async fn request_email_token(state: &AppState, req: EmailTokenRequest<'_>) -
         let sid = existing.session.sid.clone();
         if existing.session.on_request(req.send_attempt) == SendDecision::Resend {
             state.check_send_limits(email.as_str(), Some(&sid)).await?;
-            let token = random_string(state.secrets.as_ref(), b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", TOKEN_LEN);
+            let token = random_string(
+                state.secrets.as_ref(),
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                TOKEN_LEN,
+            );
             let held = req.purpose == Purpose::Register && state.registration_gated();
-            let mail = state.mail(mail_kind(req.purpose), email.as_str(), Some(&sid), state.email_link(&sid, req.client_secret, &token), held)?;
+            let mail = state.mail(
+                mail_kind(req.purpose),
+                email.as_str(),
+                Some(&sid),
+                state.email_link(&sid, req.client_secret, &token),
+                held,
+            )?;
             if state
                 .db
-                .resend_validation(&sid, req.send_attempt, &token_hash(&token), now + lifetime, &mail, now)
+                .resend_validation(
+                    &sid,
+                    req.send_attempt,
+                    &token_hash(&token),
+                    now + lifetime,
+                    &mail,
+                    now,
+                )
                 .await?
             {
                 state.wake_mailer();
@@ -226,9 +287,19 @@ pub async fn request_email_token(state: &AppState, req: EmailTokenRequest<'_>) -
 
     state.check_send_limits(email.as_str(), None).await?;
     let sid = new_opaque_id(state.secrets.as_ref());
-    let token = random_string(state.secrets.as_ref(), b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", TOKEN_LEN);
+    let token = random_string(
+        state.secrets.as_ref(),
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        TOKEN_LEN,
+    );
     let held = req.purpose == Purpose::Register && state.registration_gated();
-    let mail = state.mail(mail_kind(req.purpose), email.as_str(), Some(&sid), state.email_link(&sid, req.client_secret, &token), held)?;
+    let mail = state.mail(
+        mail_kind(req.purpose),
+        email.as_str(),
+        Some(&sid),
+        state.email_link(&sid, req.client_secret, &token),
+        held,
+    )?;
     let new = NewValidation {
         sid: sid.clone(),
         medium: "email".into(),
@@ -259,7 +330,12 @@ pub async fn request_email_token(state: &AppState, req: EmailTokenRequest<'_>) -
 /// `inhibit_3pid_errors`: answer like a real send. The session is stored (burned, so it
 /// never validates) so that a retry gets the same `sid`, as a real one would; the owner of an
 /// address in use is sent a notice (within the address's send limit) instead of a link.
-async fn decoy(state: &AppState, req: &EmailTokenRequest<'_>, email: &Email, in_use: bool) -> ApiResult<String> {
+async fn decoy(
+    state: &AppState,
+    req: &EmailTokenRequest<'_>,
+    email: &Email,
+    in_use: bool,
+) -> ApiResult<String> {
     if let Some(existing) = state
         .db
         .find_validation("email", email.as_str(), req.client_secret, req.purpose)
@@ -270,7 +346,13 @@ async fn decoy(state: &AppState, req: &EmailTokenRequest<'_>, email: &Email, in_
     let now = state.now();
     let sid = new_opaque_id(state.secrets.as_ref());
     // Rendered in both cases, so both take the time a real request takes.
-    let notice = state.mail("already_in_use", email.as_str(), Some(&sid), String::new(), false)?;
+    let notice = state.mail(
+        "already_in_use",
+        email.as_str(),
+        Some(&sid),
+        String::new(),
+        false,
+    )?;
     let send_notice = in_use && state.check_send_limits(email.as_str(), None).await.is_ok();
     let new = NewValidation {
         sid: sid.clone(),
@@ -284,7 +366,10 @@ async fn decoy(state: &AppState, req: &EmailTokenRequest<'_>, email: &Email, in_
         next_link: None,
         decoy: true,
     };
-    state.db.create_validation(&new, send_notice.then_some(&notice), now).await?;
+    state
+        .db
+        .create_validation(&new, send_notice.then_some(&notice), now)
+        .await?;
     if send_notice {
         state.wake_mailer();
     }
@@ -293,7 +378,11 @@ async fn decoy(state: &AppState, req: &EmailTokenRequest<'_>, email: &Email, in_
 
 /// The validation session a client names with (`sid`, `client_secret`), if it is Vouch's
 /// and the secret matches (compared in constant time).
-pub async fn own_session(state: &Services, sid: &str, client_secret: &str) -> ApiResult<Option<StoredValidation>> {
+pub async fn own_session(
+    state: &Services,
+    sid: &str,
+    client_secret: &str,
+) -> ApiResult<Option<StoredValidation>> {
     Ok(state
         .db
         .validation(sid)
@@ -330,23 +419,37 @@ pub async fn verify_threepid_stage(
     medium: &str,
     auth: &Map<String, Value>,
 ) -> ApiResult<Result<Value, ApiError>> {
-    let creds = match auth.get("threepid_creds").or_else(|| auth.get("threepidCreds")) {
+    let creds = match auth
+        .get("threepid_creds")
+        .or_else(|| auth.get("threepidCreds"))
+    {
         Some(Value::Array(items)) => items.first(),
         other => other,
     };
     let Some(Value::Object(creds)) = creds else {
-        return Ok(Err(ApiError::missing_param("auth.threepid_creds is required")));
+        return Ok(Err(ApiError::missing_param(
+            "auth.threepid_creds is required",
+        )));
     };
     let text = |key: &str| creds.get(key).and_then(Value::as_str);
-    let (Some(sid), Some(client_secret)) = (text("sid"), text("client_secret").or_else(|| text("clientSecret"))) else {
-        return Ok(Err(ApiError::missing_param("threepid_creds needs sid and client_secret")));
+    let (Some(sid), Some(client_secret)) = (
+        text("sid"),
+        text("client_secret").or_else(|| text("clientSecret")),
+    ) else {
+        return Ok(Err(ApiError::missing_param(
+            "threepid_creds needs sid and client_secret",
+        )));
     };
     let Some(stored) = own_session(state, sid, client_secret).await? else {
-        return Ok(Err(unauthorized("Unknown validation session; request a new email")));
+        return Ok(Err(unauthorized(
+            "Unknown validation session; request a new email",
+        )));
     };
     let session = &stored.session;
     if session.medium != medium || session.purpose != purpose_for(op) {
-        return Ok(Err(unauthorized("This validation session was made for something else")));
+        return Ok(Err(unauthorized(
+            "This validation session was made for something else",
+        )));
     }
     let now = state.now();
     if op == Operation::Register && state.registration_gated() {
@@ -364,20 +467,31 @@ pub async fn verify_threepid_stage(
         )));
     }
     if !session.usable_at(now) {
-        return Ok(Err(unauthorized("This validation session cannot be used any more; request a new email")));
+        return Ok(Err(unauthorized(
+            "This validation session cannot be used any more; request a new email",
+        )));
     }
     if state.db.claim_validation(sid, uia_session).await? == Claim::Taken {
-        return Ok(Err(unauthorized("This validation session is in use by another request")));
+        return Ok(Err(unauthorized(
+            "This validation session is in use by another request",
+        )));
     }
     let owner = state.db.threepid_owner(medium, &session.address).await?;
     match (op, caller, &owner) {
         (Operation::Register, _, Some(_)) => {
-            return Ok(Err(ApiError::new(ErrorKind::ThreepidInUse, "That email address is already in use")));
+            return Ok(Err(ApiError::new(
+                ErrorKind::ThreepidInUse,
+                "That email address is already in use",
+            )));
         }
         (Operation::Register, _, None) => {}
         (_, Some(me), Some(o)) if o == me => {}
         (_, None, Some(_)) => {}
-        _ => return Ok(Err(unauthorized("That address does not belong to this account"))),
+        _ => {
+            return Ok(Err(unauthorized(
+                "That address does not belong to this account",
+            )));
+        }
     }
     Ok(Ok(json!({
         "medium": medium,

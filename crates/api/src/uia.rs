@@ -79,11 +79,17 @@ impl Services {
                     token: reg.registration_token_required,
                     terms: !reg.terms.is_empty(),
                     required_3pid_stages: if email_required { stage() } else { Vec::new() },
-                    optional_3pid_stages: if email && !email_required { stage() } else { Vec::new() },
+                    optional_3pid_stages: if email && !email_required {
+                        stage()
+                    } else {
+                        Vec::new()
+                    },
                 })
             }
             // A forgotten password is reset by proving control of an address.
-            Operation::ResetPassword if self.config.email.enabled => vec![vec![EMAIL_IDENTITY.to_owned()]],
+            Operation::ResetPassword if self.config.email.enabled => {
+                vec![vec![EMAIL_IDENTITY.to_owned()]]
+            }
             Operation::ResetPassword => Vec::new(),
             Operation::ChangePassword
             | Operation::Deactivate
@@ -214,7 +220,10 @@ pub async fn authenticate(
     // Registration spends the session in the transaction that creates the account, so a
     // failed creation leaves the session usable. Everything else spends it now: exactly
     // one request gets to act on a completed session.
-    let passed = UiaPassed { session_id: session.id, results };
+    let passed = UiaPassed {
+        session_id: session.id,
+        results,
+    };
     if op != Operation::Register {
         if !state.db.claim_uia_session(&passed.session_id).await? {
             return Err(unknown_session());
@@ -294,7 +303,8 @@ async fn verify_stage(
         }
         PASSWORD => verify_password_stage(state, user_id, auth).await?,
         EMAIL_IDENTITY => {
-            crate::threepid::verify_threepid_stage(state, op, session_id, user_id, "email", auth).await?
+            crate::threepid::verify_threepid_stage(state, op, session_id, user_id, "email", auth)
+                .await?
         }
         other => Err(ApiError::new(
             ErrorKind::Unrecognized,
@@ -376,7 +386,16 @@ pub async fn complete_stage_out_of_band(
     if let Err(rejection) = uia::check_stage(&flows, &stored.session.completed, stage) {
         return Ok(Err(ApiError::forbidden(rejection.to_string())));
     }
-    match verify_stage(state, op, session_id, stored.session.user_id.as_deref(), stage, auth).await? {
+    match verify_stage(
+        state,
+        op,
+        session_id,
+        stored.session.user_id.as_deref(),
+        stage,
+        auth,
+    )
+    .await?
+    {
         Ok(result) => {
             state
                 .db

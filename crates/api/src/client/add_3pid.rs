@@ -23,11 +23,20 @@ pub(crate) async fn add_validated_threepid(
 ) -> ApiResult<()> {
     user.not_guest()?;
     if !state.config.account.threepid_changes {
-        return Err(ApiError::forbidden("Changing email addresses and phone numbers is disabled on this server"));
+        return Err(ApiError::forbidden(
+            "Changing email addresses and phone numbers is disabled on this server",
+        ));
     }
     // Checked before UIA, so nobody types a password for a session that cannot work.
-    let not_validated = || ApiError::new(ErrorKind::ThreepidAuthFailed, "The address has not been validated; follow the link or enter the code first");
-    let stored = own_session(state, sid, client_secret).await?.ok_or_else(not_validated)?;
+    let not_validated = || {
+        ApiError::new(
+            ErrorKind::ThreepidAuthFailed,
+            "The address has not been validated; follow the link or enter the code first",
+        )
+    };
+    let stored = own_session(state, sid, client_secret)
+        .await?
+        .ok_or_else(not_validated)?;
     if stored.session.purpose != Purpose::AddThreepid || !stored.session.usable_at(state.now()) {
         return Err(not_validated());
     }
@@ -35,14 +44,27 @@ pub(crate) async fn add_validated_threepid(
     let validated_at = stored.session.validated_at.unwrap_or_default();
     state
         .db
-        .add_threepid(&user.user_id, &stored.session.medium, &stored.session.address, validated_at, sid, state.now())
+        .add_threepid(
+            &user.user_id,
+            &stored.session.medium,
+            &stored.session.address,
+            validated_at,
+            sid,
+            state.now(),
+        )
         .await
         .map_err(|e| match e {
-            AddThreepidError::InUse => ApiError::new(ErrorKind::ThreepidInUse, "That address is already in use"),
+            AddThreepidError::InUse => {
+                ApiError::new(ErrorKind::ThreepidInUse, "That address is already in use")
+            }
             AddThreepidError::SessionSpent => not_validated(),
             AddThreepidError::Storage(e) => e.into(),
         })?;
-    tracing::info!(user_id = user.user_id, medium = stored.session.medium, "address added");
+    tracing::info!(
+        user_id = user.user_id,
+        medium = stored.session.medium,
+        "address added"
+    );
     Ok(())
 }
 
@@ -52,6 +74,13 @@ pub async fn add_3pid_route(
     user: AuthedUser,
     body: Ruma<add_3pid::v3::Request>,
 ) -> ApiResult<RumaResponse<add_3pid::v3::Response>> {
-    add_validated_threepid(&state, &user, body.sid.as_str(), body.client_secret.as_str(), body.auth.as_ref()).await?;
+    add_validated_threepid(
+        &state,
+        &user,
+        body.sid.as_str(),
+        body.client_secret.as_str(),
+        body.auth.as_ref(),
+    )
+    .await?;
     Ok(RumaResponse(add_3pid::v3::Response::new()))
 }

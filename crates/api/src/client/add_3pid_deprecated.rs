@@ -27,7 +27,9 @@ pub async fn add_3pid_deprecated_route(
         .ok_or_else(|| ApiError::missing_param("three_pid_creds is required"))?;
     let text = |key: &str| creds.get(key).and_then(Value::as_str);
     let (Some(sid), Some(client_secret)) = (text("sid"), text("client_secret")) else {
-        return Err(ApiError::missing_param("three_pid_creds needs sid and client_secret"));
+        return Err(ApiError::missing_param(
+            "three_pid_creds needs sid and client_secret",
+        ));
     };
     add_validated_threepid(&state, &user, sid, client_secret, auth.as_ref()).await?;
     Ok(Json(json!({})))

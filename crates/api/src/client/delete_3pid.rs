@@ -20,15 +20,31 @@ pub async fn delete_3pid_route(
 ) -> ApiResult<RumaResponse<delete_3pid::v3::Response>> {
     user.not_guest()?;
     if !state.config.account.threepid_changes {
-        return Err(ApiError::forbidden("Changing email addresses and phone numbers is disabled on this server"));
+        return Err(ApiError::forbidden(
+            "Changing email addresses and phone numbers is disabled on this server",
+        ));
     }
     let (medium, address) = match &body.medium {
-        Medium::Email => ("email", Email::parse(&body.address).map(|e| e.as_str().to_owned()).unwrap_or_else(|_| body.address.clone())),
-        Medium::Msisdn => ("msisdn", body.address.trim().trim_start_matches('+').to_owned()),
+        Medium::Email => (
+            "email",
+            Email::parse(&body.address)
+                .map(|e| e.as_str().to_owned())
+                .unwrap_or_else(|_| body.address.clone()),
+        ),
+        Medium::Msisdn => (
+            "msisdn",
+            body.address.trim().trim_start_matches('+').to_owned(),
+        ),
         other => return Err(ApiError::invalid_param(format!("unknown medium {other}"))),
     };
-    if state.db.delete_threepid(&user.user_id, medium, &address).await? {
+    if state
+        .db
+        .delete_threepid(&user.user_id, medium, &address)
+        .await?
+    {
         tracing::info!(user_id = user.user_id, medium, "address removed");
     }
-    Ok(RumaResponse(delete_3pid::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport)))
+    Ok(RumaResponse(delete_3pid::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    )))
 }

@@ -72,7 +72,9 @@ pub async fn login_route(
             // Addresses are stored canonical; an unknown or malformed one is a 403 like a
             // bad password (the spec: an unknown 3PID is 403).
             let canonical = match medium {
-                "email" => vouch_core::threepid::Email::parse(&address).ok().map(|e| e.as_str().to_owned()),
+                "email" => vouch_core::threepid::Email::parse(&address)
+                    .ok()
+                    .map(|e| e.as_str().to_owned()),
                 _ => Some(address.trim().trim_start_matches('+').to_owned()),
             };
             match canonical {

@@ -89,10 +89,18 @@ pub async fn register_route(
         is_admin: false,
         displayname: Some(localpart.as_str().to_owned()),
         login: issued.as_ref().map(|i| i.login.clone()),
-        threepids: passed.threepids().into_iter().map(|(m, a, v, _)| (m, a, v)).collect(),
+        threepids: passed
+            .threepids()
+            .into_iter()
+            .map(|(m, a, v, _)| (m, a, v))
+            .collect(),
         registration_token,
         uia_session: Some(passed.session_id.clone()),
-        validations: passed.threepids().into_iter().map(|(_, _, _, sid)| sid).collect(),
+        validations: passed
+            .threepids()
+            .into_iter()
+            .map(|(_, _, _, sid)| sid)
+            .collect(),
     };
     state
         .db

@@ -32,5 +32,7 @@ pub async fn request_3pid_management_token_via_email_route(
     )
     .await?;
     let sid = OwnedSessionId::try_from(sid).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(RumaResponse(request_3pid_management_token_via_email::v3::Response::new(sid)))
+    Ok(RumaResponse(
+        request_3pid_management_token_via_email::v3::Response::new(sid),
+    ))
 }

@@ -13,6 +13,8 @@ use vouch_config::Config;
 use vouch_core::{MockClock, OsSecretSource};
 use vouch_server::Server;
 
+use crate::smtp::SmtpSink;
+
 /// Which engine a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -190,6 +192,8 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> T
     }));
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        // Redirects are asserted, not followed (next_link points outside the test).
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("client");
     TestApp {
@@ -205,6 +209,58 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> T
 /// Starts a server with the test configuration.
 pub async fn spawn(backend: Backend) -> TestApp {
     spawn_with(backend, |_| {}).await
+}
+
+/// Points a configuration's mail at an SMTP sink (plain SMTP on 127.0.0.1).
+pub fn mail_to(config: &mut Config, sink: &SmtpSink) {
+    config.email.transport = vouch_config::EmailTransport::Smtp;
+    config.email.smtp.host = "127.0.0.1".into();
+    config.email.smtp.port = sink.port;
+    config.email.smtp.tls = vouch_config::SmtpTls::None;
+    config.email.smtp.timeout = Duration::from_secs(5);
+    config.email.from = "Vouch Test <noreply@vouch.test>".into();
+    config.email.app_name = "Vouch Test".into();
+}
+
+/// Starts a server whose mail goes over SMTP to a fresh sink.
+pub async fn spawn_with_mail(
+    backend: Backend,
+    adjust: impl FnOnce(&mut Config),
+) -> (TestApp, SmtpSink) {
+    let sink = SmtpSink::start().await;
+    let app = spawn_with(backend, |c| {
+        mail_to(c, &sink);
+        adjust(c);
+    })
+    .await;
+    (app, sink)
+}
+
+/// A page as a browser would see it.
+#[derive(Debug)]
+pub struct Page {
+    pub status: StatusCode,
+    pub html: String,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+/// The value of `<input name="{name}" value="...">` in a page.
+fn input_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\""))?;
+    let rest = &html[at..];
+    let start = rest.find("value=\"")? + 7;
+    let end = rest[start..].find('"')?;
+    Some(unescape(&rest[start..start + end]))
+}
+
+/// Decodes the HTML entities minijinja writes, as a browser does.
+fn unescape(text: &str) -> String {
+    text.replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 impl TestApp {
@@ -269,6 +325,73 @@ impl TestApp {
 
     pub async fn put(&self, path: &str, body: Value, token: Option<&str>) -> Reply {
         self.call(Method::PUT, path, Some(body), token).await
+    }
+
+    /// Opens a page (GET), as a browser or a mail scanner would.
+    pub async fn open(&self, url: &str) -> Page {
+        let res = self.http.get(url).send().await.expect("page loads");
+        Page {
+            status: res.status(),
+            headers: res.headers().clone(),
+            html: res.text().await.unwrap(),
+        }
+    }
+
+    /// Opens a mail's link and presses the confirmation page's button, as a user does.
+    /// Returns the page (or redirect) the button leads to.
+    pub async fn confirm(&self, link: &str) -> Page {
+        let page = self.open(link).await;
+        assert_eq!(
+            page.status,
+            StatusCode::OK,
+            "confirmation page: {}",
+            page.html
+        );
+        let action = unescape(
+            page.html
+                .split("action=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .expect("a form"),
+        );
+        let fields: Vec<(String, String)> = ["sid", "client_secret", "token"]
+            .iter()
+            .map(|n| {
+                (
+                    (*n).to_owned(),
+                    input_value(&page.html, n)
+                        .unwrap_or_else(|| panic!("field {n} in {}", page.html)),
+                )
+            })
+            .collect();
+        let res = self
+            .http
+            .post(format!("{}{action}", self.base))
+            .form(&fields)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("form posts to {action:?}: {e}"));
+        Page {
+            status: res.status(),
+            headers: res.headers().clone(),
+            html: res.text().await.unwrap(),
+        }
+    }
+
+    /// `POST /{kind}/email/requestToken` (`kind`: `register`, `account/password`, `account/3pid`).
+    pub async fn request_email_token(
+        &self,
+        kind: &str,
+        email: &str,
+        client_secret: &str,
+        send_attempt: u64,
+    ) -> Reply {
+        self.post(
+            &format!("/_matrix/client/v3/{kind}/email/requestToken"),
+            json!({ "email": email, "client_secret": client_secret, "send_attempt": send_attempt }),
+            None,
+        )
+        .await
     }
 
     /// Registers `username` through the dummy flow and returns (user_id, access_token, device_id).

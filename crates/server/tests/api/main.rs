@@ -2,11 +2,13 @@
 //! binary (one link step); one module per area.
 
 mod helpers;
+mod smtp;
 
 mod bad_input;
 mod cli;
 mod devices;
 mod discovery;
+mod email;
 mod login;
 mod password;
 mod profile;

@@ -73,9 +73,18 @@ async fn change_password_logs_out_other_devices(db: Backend) {
     app.login_ok("alice", "new battery staple").await;
 
     // Without an access token, the password is reset by proving control of an address.
-    let reset = app.post(PASSWORD, json!({ "new_password": "another good one" }), None).await;
+    let reset = app
+        .post(
+            PASSWORD,
+            json!({ "new_password": "another good one" }),
+            None,
+        )
+        .await;
     assert_eq!(reset.status, 401);
-    assert_eq!(reset.body["flows"], json!([{ "stages": ["m.login.email.identity"] }]));
+    assert_eq!(
+        reset.body["flows"],
+        json!([{ "stages": ["m.login.email.identity"] }])
+    );
 }
 
 async fn keep_devices_when_asked(db: Backend) {

@@ -32,7 +32,10 @@ async fn register_login_whoami_with_the_dummy_flow(db: Backend) {
     let body = json!({ "username": "Alice", "password": "correct horse battery", "initial_device_display_name": "Laptop" });
     let uia = start(&app, body.clone()).await;
     // Email is offered beside the plain flow when no 3PID is required.
-    assert_eq!(uia["flows"], json!([{ "stages": ["m.login.dummy"] }, { "stages": ["m.login.email.identity"] }]));
+    assert_eq!(
+        uia["flows"],
+        json!([{ "stages": ["m.login.dummy"] }, { "stages": ["m.login.email.identity"] }])
+    );
     assert_eq!(uia["params"], json!({}));
     let session = uia["session"].as_str().unwrap();
     assert!(session.len() >= 16);
@@ -274,7 +277,7 @@ async fn registration_token_stage(db: Backend) {
     let uia = start(&app, body.clone()).await;
     assert_eq!(
         uia["flows"],
-        json!([{ "stages": ["m.login.registration_token"] }])
+        json!([{ "stages": ["m.login.registration_token"] }, { "stages": ["m.login.registration_token", "m.login.email.identity"] }])
     );
     let session = uia["session"].clone();
 
@@ -325,7 +328,10 @@ async fn terms_stage_has_policies_in_params(db: Backend) {
     .await;
     let body = json!({ "username": "gina", "password": "correct horse battery" });
     let uia = start(&app, body.clone()).await;
-    assert_eq!(uia["flows"], json!([{ "stages": ["m.login.terms"] }, { "stages": ["m.login.terms", "m.login.email.identity"] }]));
+    assert_eq!(
+        uia["flows"],
+        json!([{ "stages": ["m.login.terms"] }, { "stages": ["m.login.terms", "m.login.email.identity"] }])
+    );
     assert_eq!(
         uia["params"]["m.login.terms"]["policies"]["privacy_policy"],
         json!({ "version": "1.0", "en": { "name": "Privacy Policy", "url": "https://example.org/privacy" } })
