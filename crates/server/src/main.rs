@@ -40,6 +40,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Email tools.
+    Email {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: EmailCommand,
+    },
     /// Administration against the configured database (the server may be running or not).
     Admin {
         #[command(flatten)]
@@ -53,6 +60,15 @@ enum Command {
 enum ConfigCommand {
     /// Validate the configuration and print the effective values (secrets masked).
     Check(ConfigArg),
+}
+
+#[derive(Subcommand)]
+enum EmailCommand {
+    /// Send a test mail through the configured transport, now (not through the outbox).
+    Test {
+        /// Where to send it.
+        address: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +148,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { config, command } => admin(&config, command).await,
+        Command::Email {
+            config,
+            command: EmailCommand::Test { address },
+        } => email_test(&config, &address).await,
     }
 }
 
@@ -174,6 +194,31 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+async fn email_test(arg: &ConfigArg, address: &str) -> anyhow::Result<()> {
+    let config = load_config(arg)?;
+    let email = vouch_core::threepid::Email::parse(address)
+        .map_err(|e| anyhow::anyhow!("{address}: {e}"))?;
+    let e = &config.email;
+    let dir = Some(Path::new(&e.template_dir)).filter(|p| !p.as_os_str().is_empty());
+    let templates = vouch_mail::Templates::new(dir)?;
+    let composer = vouch_mail::Composer::new(
+        Arc::new(templates),
+        &e.from,
+        e.subjects.clone(),
+        e.app_name.clone(),
+        config.server_name.clone(),
+    )?;
+    let transport = vouch_mail::Transport::from_config(e).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ctx = composer.context(email.as_str(), String::new(), Duration::ZERO);
+    let mail = composer.compose("test", &ctx, SystemClock.now_ms(), &OsSecretSource)?;
+    transport
+        .send(&mail.envelope_from, &mail.recipient, &mail.message)
+        .await
+        .map_err(|e| anyhow::anyhow!("sending failed: {e}"))?;
+    println!("test mail sent to {} via {}", email, transport.describe());
+    Ok(())
 }
 
 async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {

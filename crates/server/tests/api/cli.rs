@@ -120,3 +120,109 @@ fn registration_tokens_from_the_command_line() {
             .success()
     );
 }
+
+#[test]
+fn email_test_writes_a_mail_with_the_file_transport_and_reports_smtp_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail_dir = dir.path().join("mail");
+    let out = vouch()
+        .args(["email", "test", "Someone@Example.org"])
+        .env("VOUCH_EMAIL__TRANSPORT", "file")
+        .env("VOUCH_EMAIL__FILE__DIR", &mail_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("someone@example.org"));
+    let files: Vec<_> = std::fs::read_dir(&mail_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let eml = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "eml"))
+        .expect("an .eml file");
+    let text = std::fs::read_to_string(eml).unwrap();
+    assert!(
+        text.contains("To: someone@example.org") && text.contains("Auto-Submitted: auto-generated"),
+        "{text}"
+    );
+
+    // An SMTP server that is not there: a clear failure, not a hang.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = vouch()
+        .args(["email", "test", "someone@example.org"])
+        .env("VOUCH_EMAIL__TRANSPORT", "smtp")
+        .env("VOUCH_EMAIL__SMTP__HOST", "127.0.0.1")
+        .env("VOUCH_EMAIL__SMTP__PORT", port.to_string())
+        .env("VOUCH_EMAIL__SMTP__TLS", "none")
+        .env("VOUCH_EMAIL__SMTP__TIMEOUT", "5s")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("sending failed") && stderr.contains(&format!("127.0.0.1:{port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn serve_logs_a_clear_line_when_smtp_is_unreachable() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = vouch()
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env("VOUCH_HTTP__LISTEN", "127.0.0.1:0")
+        .env("VOUCH_EMAIL__TRANSPORT", "smtp")
+        .env("VOUCH_EMAIL__SMTP__HOST", "127.0.0.1")
+        .env("VOUCH_EMAIL__SMTP__PORT", port.to_string())
+        .env("VOUCH_EMAIL__SMTP__TLS", "none")
+        .env("VOUCH_LOGGING__FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut seen = Vec::new();
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if line.contains("SMTP server unreachable") {
+                    break Some(line);
+                }
+                seen.push(line);
+            }
+            Err(_) => break None,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = found.unwrap_or_else(|| panic!("no SMTP warning in: {seen:#?}"));
+    let json: serde_json::Value =
+        serde_json::from_str(&line).expect("[logging] format = \"json\" gives JSON lines");
+    assert_eq!(json["level"], "WARN");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+}

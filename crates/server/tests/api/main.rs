@@ -5,6 +5,7 @@ mod helpers;
 mod smtp;
 
 mod bad_input;
+mod browser;
 mod cli;
 mod devices;
 mod discovery;
