@@ -10,13 +10,10 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderValue, StatusCode, header};
 use serde::Deserialize;
-use vouch_core::secrets::{constant_time_eq, token_hash};
-use vouch_core::threepid::check_next_link;
-use vouch_core::validation::TokenCheck;
 use vouch_mail::PageContext;
 
 use crate::state::{AppState, Services};
-use crate::threepid::{EMAIL_LINK_PATH, own_session};
+use crate::threepid::{EMAIL_LINK_PATH, Submitted, own_session, submit_secret};
 
 /// The link's parameters.
 #[derive(Debug, Deserialize)]
@@ -137,65 +134,36 @@ async fn validate(
     state: &AppState,
     p: &LinkParams,
 ) -> Result<Response, vouch_storage::StorageError> {
-    let Some(stored) = state.db.validation(&p.sid).await? else {
-        return Ok(failure(state));
-    };
-    let now = state.now();
-    let presented = token_hash(&p.token);
-    let secret_ok = constant_time_eq(&stored.client_secret, &p.client_secret);
-    let token_ok = stored
-        .token_hash
-        .as_deref()
-        .is_some_and(|h| constant_time_eq(h, &presented));
-    let max = i64::from(state.config.email.max_attempts);
-    match stored.session.check_token(secret_ok && token_ok, now, max) {
-        TokenCheck::Validated => {
-            if !state.db.mark_validated(&p.sid, &presented, now).await? {
-                // Someone validated it a moment ago, or it changed under us.
-                return Ok(failure(state));
-            }
-            tracing::info!(sid = p.sid, purpose = %stored.session.purpose, "email address validated");
-            let next = stored.next_link.as_deref().and_then(|l| {
-                check_next_link(l, &state.config.email.next_link_domain_allowlist).ok()
-            });
-            Ok(match next {
-                Some(mut url) => {
-                    url.query_pairs_mut().append_pair("sid", &p.sid);
-                    let mut res = Redirect::to(url.as_str()).into_response();
-                    res.headers_mut()
-                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    res.headers_mut().insert(
-                        header::REFERRER_POLICY,
-                        HeaderValue::from_static("no-referrer"),
-                    );
-                    res
-                }
-                None => render(
-                    state,
-                    StatusCode::OK,
-                    "success",
-                    "Email address confirmed",
-                    PageContext::default(),
-                ),
-            })
-        }
-        TokenCheck::AlreadyValidated => Ok(render(
-            state,
-            StatusCode::OK,
-            "already_validated",
-            "Already confirmed",
-            PageContext::default(),
-        )),
-        TokenCheck::Wrong { burn } => {
-            state.db.record_wrong_token(&p.sid, burn, now).await?;
-            if burn {
-                tracing::warn!(
-                    sid = p.sid,
-                    "validation session burned after too many wrong tokens"
+    Ok(
+        match submit_secret(state, &p.sid, &p.client_secret, &p.token).await? {
+            Submitted::Validated {
+                next_link: Some(mut url),
+            } => {
+                url.query_pairs_mut().append_pair("sid", &p.sid);
+                let mut res = Redirect::to(url.as_str()).into_response();
+                res.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                res.headers_mut().insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
                 );
+                res
             }
-            Ok(failure(state))
-        }
-        TokenCheck::Expired | TokenCheck::Burned => Ok(failure(state)),
-    }
+            Submitted::Validated { next_link: None } => render(
+                state,
+                StatusCode::OK,
+                "success",
+                "Email address confirmed",
+                PageContext::default(),
+            ),
+            Submitted::AlreadyValidated => render(
+                state,
+                StatusCode::OK,
+                "already_validated",
+                "Already confirmed",
+                PageContext::default(),
+            ),
+            Submitted::Wrong | Submitted::Expired | Submitted::Unknown => failure(state),
+        },
+    )
 }

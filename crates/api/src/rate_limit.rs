@@ -117,6 +117,8 @@ pub struct Limiters {
     pub registration_per_ip: RateLimiter,
     /// Email requestToken per client address.
     pub email_per_ip: RateLimiter,
+    /// Phone requestToken per client address.
+    pub sms_per_ip: RateLimiter,
 }
 
 impl Limiters {
@@ -129,6 +131,7 @@ impl Limiters {
             failed_login_per_account: make(config.failed_login_per_account),
             registration_per_ip: make(config.registration_per_ip),
             email_per_ip: make(config.email_per_ip),
+            sms_per_ip: make(config.sms_per_ip),
         }
     }
 }

@@ -78,6 +78,22 @@ pub fn router(state: AppState) -> Router {
         r,
         request_3pid_management_token_via_email::request_3pid_management_token_via_email_route,
     );
+    let r = route::<account::request_registration_token_via_msisdn::v3::Request, _, _>(
+        r,
+        request_registration_token_via_msisdn::request_registration_token_via_msisdn_route,
+    );
+    let r = route::<account::request_password_change_token_via_msisdn::v3::Request, _, _>(
+        r,
+        request_password_change_token_via_msisdn::request_password_change_token_via_msisdn_route,
+    );
+    let r = route::<account::request_3pid_management_token_via_msisdn::v3::Request, _, _>(
+        r,
+        request_3pid_management_token_via_msisdn::request_3pid_management_token_via_msisdn_route,
+    );
+    let r = r.route(
+        &format!("/{}", crate::threepid::SUBMIT_PATH),
+        post(submit_token::submit_token_route),
+    );
     let r = r.route(
         &format!("/{}", crate::threepid::EMAIL_LINK_PATH),
         get(crate::email_validate::get_email_validate_route)

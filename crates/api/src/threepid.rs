@@ -1,6 +1,6 @@
-//! Verifying email addresses: the shared logic behind the three email requestToken
-//! endpoints, the UIA `m.login.email.identity` stage, and the checks of a validated session
-//! before an operation spends it.
+//! Verifying email addresses and phone numbers: the shared logic behind the six requestToken
+//! endpoints, the UIA `m.login.email.identity` / `m.login.msisdn` stages, and the checks of a
+//! validated session before an operation spends it.
 
 use std::net::IpAddr;
 
@@ -9,10 +9,10 @@ use serde_json::{Map, Value, json};
 use vouch_config::IdentityServerRequests;
 use vouch_core::clock::duration_ms;
 use vouch_core::secrets::{constant_time_eq, new_opaque_id, random_string, token_hash};
-use vouch_core::threepid::{Email, check_next_link};
+use vouch_core::threepid::{Email, Msisdn, check_next_link};
 use vouch_core::uia::Operation;
-use vouch_core::validation::{Purpose, SendDecision};
-use vouch_storage::{Claim, NewMail, NewValidation, StoredValidation};
+use vouch_core::validation::{Purpose, SendDecision, TokenCheck};
+use vouch_storage::{Claim, NewMessage, NewValidation, StoredValidation};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Services};
@@ -21,26 +21,11 @@ use crate::state::{AppState, Services};
 /// Matrix spec).
 pub const EMAIL_LINK_PATH: &str = "_vouch/email/validate";
 
-/// Characters of a link token: 32 alphanumerics, about 190 bits.
-const TOKEN_LEN: usize = 32;
+/// The path of Vouch's `submit_url` (the identity-service `submitToken` shape, MSC4183).
+pub const SUBMIT_PATH: &str = "_vouch/submit_token";
 
-/// A requestToken call, as the three endpoints share it.
-pub struct EmailTokenRequest<'a> {
-    /// What the session will be for.
-    pub purpose: Purpose,
-    /// The client's secret (grammar already checked by ruma).
-    pub client_secret: &'a str,
-    /// The address as typed.
-    pub email: &'a str,
-    /// The client's attempt counter.
-    pub send_attempt: i64,
-    /// Where to send the user after validating.
-    pub next_link: Option<&'a str>,
-    /// The raw body, for `id_server` / `id_access_token` (ruma drops a lone `id_server`).
-    pub json: Option<&'a Map<String, Value>>,
-    /// The client's address.
-    pub ip: IpAddr,
-}
+/// Characters of an email link token: 32 alphanumerics, about 190 bits.
+const TOKEN_LEN: usize = 32;
 
 /// MSC2263: `id_server` is optional. When given it needs `id_access_token` (on all three
 /// endpoints alike); with `[identity_server] requests = "reject"` it is refused. In the
@@ -63,6 +48,33 @@ pub fn check_identity_server(state: &Services, json: Option<&Map<String, Value>>
         ));
     }
     Ok(())
+}
+
+/// A validated-to-be address: a canonical email address or phone number.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// An email address.
+    Email(Email),
+    /// A phone number.
+    Msisdn(Msisdn),
+}
+
+impl Target {
+    /// `email` or `msisdn`.
+    pub fn medium(&self) -> &'static str {
+        match self {
+            Target::Email(_) => "email",
+            Target::Msisdn(_) => "msisdn",
+        }
+    }
+
+    /// The canonical address.
+    pub fn address(&self) -> &str {
+        match self {
+            Target::Email(e) => e.as_str(),
+            Target::Msisdn(m) => m.as_str(),
+        }
+    }
 }
 
 impl Services {
@@ -88,6 +100,23 @@ impl Services {
         Ok(email)
     }
 
+    /// Parses a phone number and holds it to the server's country rules.
+    pub fn accept_msisdn(&self, country: &str, number: &str) -> ApiResult<Msisdn> {
+        let msisdn =
+            Msisdn::parse(country, number).map_err(|e| ApiError::invalid_param(e.to_string()))?;
+        let sms = &self.config.sms;
+        let c = msisdn.country();
+        if (!sms.allowed_countries.is_empty() && !sms.allowed_countries.iter().any(|a| a == c))
+            || sms.denied_countries.iter().any(|d| d == c)
+        {
+            return Err(ApiError::new(
+                ErrorKind::ThreepidDenied,
+                "This server does not send codes to numbers in that country",
+            ));
+        }
+        Ok(msisdn)
+    }
+
     /// The link in a verification mail.
     fn email_link(&self, sid: &str, client_secret: &str, token: &str) -> String {
         let mut url = format!("{}{EMAIL_LINK_PATH}?", self.config.public_baseurl());
@@ -108,39 +137,49 @@ impl Services {
             || !self.config.registration.terms.is_empty()
     }
 
-    /// Checks the per-address and per-session send limits, counted in the database so that
-    /// they hold across instances.
-    async fn check_send_limits(&self, address: &str, sid: Option<&str>) -> ApiResult<()> {
+    /// Checks the send limits counted in the database (so they hold across instances):
+    /// per address, per session and, for SMS, per destination country.
+    async fn check_send_limits(&self, target: &Target, sid: Option<&str>) -> ApiResult<()> {
         let limits = &self.config.rate_limits;
         if !limits.enabled {
             return Ok(());
         }
         let now = self.now();
-        let over = |count: i64, oldest: Option<i64>, max: u32, window: i64| {
-            (count >= i64::from(max)).then(|| {
-                let wait = oldest.map_or(window, |o| o + window - now).max(1);
-                ApiError::limit_exceeded(std::time::Duration::from_millis(
-                    u64::try_from(wait).unwrap_or(1),
-                ))
-            })
+        let (per_address, per_session) = match target {
+            Target::Email(_) => (limits.email_per_address, limits.email_per_session),
+            Target::Msisdn(_) => (limits.sms_per_number, limits.sms_per_session),
         };
-        let w = limits.email_per_address;
-        let (n, oldest) = self
-            .db
-            .mails_to_since(address, now - duration_ms(w.window))
-            .await?;
-        if let Some(e) = over(n, oldest, w.max, duration_ms(w.window)) {
-            return Err(e);
-        }
-        if let Some(sid) = sid {
-            let w = limits.email_per_session;
-            let (n, oldest) = self
-                .db
-                .mails_for_session_since(sid, now - duration_ms(w.window))
-                .await?;
-            if let Some(e) = over(n, oldest, w.max, duration_ms(w.window)) {
-                return Err(e);
+        let over = |(count, oldest): (i64, Option<i64>), w: vouch_config::Window| {
+            let window = duration_ms(w.window);
+            if count < i64::from(w.max) {
+                return Ok(());
             }
+            let wait = oldest.map_or(window, |o| o + window - now).max(1);
+            Err(ApiError::limit_exceeded(std::time::Duration::from_millis(
+                u64::try_from(wait).unwrap_or(1),
+            )))
+        };
+        let since = |w: vouch_config::Window| now - duration_ms(w.window);
+        over(
+            self.db
+                .messages_to_since(target.address(), since(per_address))
+                .await?,
+            per_address,
+        )?;
+        if let Some(sid) = sid {
+            over(
+                self.db
+                    .messages_for_session_since(sid, since(per_session))
+                    .await?,
+                per_session,
+            )?;
+        }
+        if let Target::Msisdn(m) = target {
+            let w = limits.sms_per_country;
+            over(
+                self.db.sms_to_country_since(m.country(), since(w)).await?,
+                w,
+            )?;
         }
         Ok(())
     }
@@ -153,7 +192,7 @@ impl Services {
         sid: Option<&str>,
         link: String,
         held: bool,
-    ) -> ApiResult<NewMail> {
+    ) -> ApiResult<NewMessage> {
         let ctx = self
             .composer
             .context(address, link, self.config.email.validation_token_lifetime);
@@ -161,8 +200,10 @@ impl Services {
             .composer
             .compose(kind, &ctx, self.now(), self.secrets.as_ref())
             .map_err(|e| ApiError::internal(format!("composing {kind} mail: {e}")))?;
-        Ok(NewMail {
+        Ok(NewMessage {
             id: new_opaque_id(self.secrets.as_ref()),
+            channel: "email",
+            country: None,
             recipient: composed.recipient,
             sid: sid.map(str::to_owned),
             envelope_from: composed.envelope_from,
@@ -171,11 +212,95 @@ impl Services {
         })
     }
 
+    /// Renders the SMS with `code` to `msisdn` as an outbox row.
+    fn sms(&self, msisdn: &Msisdn, sid: &str, code: &str, held: bool) -> ApiResult<NewMessage> {
+        let sms = &self.config.sms;
+        let ctx = json!({
+            "code": code,
+            "app_name": self.config.email.app_name,
+            "minutes": sms.code_lifetime.as_secs().div_ceil(60),
+        });
+        let body = self
+            .composer
+            .templates()
+            .render_line(&sms.template, &ctx)
+            .map_err(|e| ApiError::internal(format!("rendering the SMS: {e}")))?;
+        Ok(NewMessage {
+            id: new_opaque_id(self.secrets.as_ref()),
+            channel: "sms",
+            country: Some(msisdn.country().to_owned()),
+            recipient: msisdn.as_str().to_owned(),
+            sid: Some(sid.to_owned()),
+            envelope_from: sms
+                .sender_per_country
+                .get(msisdn.country())
+                .cloned()
+                .unwrap_or_default(),
+            message: body,
+            held,
+        })
+    }
+
+    /// A fresh secret for `target` (a link token or a numeric code) and its lifetime.
+    fn new_secret(&self, target: &Target) -> (String, i64) {
+        match target {
+            Target::Email(_) => (
+                random_string(self.secrets.as_ref(), ALPHANUMERIC, TOKEN_LEN),
+                duration_ms(self.config.email.validation_token_lifetime),
+            ),
+            Target::Msisdn(_) => {
+                let len = usize::try_from(self.config.sms.code_length).unwrap_or(6);
+                (
+                    random_string(self.secrets.as_ref(), b"0123456789", len),
+                    duration_ms(self.config.sms.code_lifetime),
+                )
+            }
+        }
+    }
+
+    /// The message carrying `secret` for session `sid`.
+    fn message_for(
+        &self,
+        target: &Target,
+        purpose: Purpose,
+        sid: &str,
+        client_secret: &str,
+        secret: &str,
+        held: bool,
+    ) -> ApiResult<NewMessage> {
+        match target {
+            Target::Email(e) => self.mail(
+                mail_kind(purpose),
+                e.as_str(),
+                Some(sid),
+                self.email_link(sid, client_secret, secret),
+                held,
+            ),
+            Target::Msisdn(m) => self.sms(m, sid, secret, held),
+        }
+    }
+
+    /// Wrong secrets a session of `medium` takes before it is burned.
+    pub fn max_attempts(&self, medium: &str) -> i64 {
+        i64::from(if medium == "msisdn" {
+            self.config.sms.max_attempts
+        } else {
+            self.config.email.max_attempts
+        })
+    }
+
+    /// The `submit_url` given with SMS sessions.
+    pub fn submit_url(&self) -> String {
+        format!("{}{SUBMIT_PATH}", self.config.public_baseurl())
+    }
+
     /// Rings the outbox worker.
     pub fn wake_mailer(&self) {
         self.mail_wake.notify_one();
     }
 }
+
+const ALPHANUMERIC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 fn mail_kind(purpose: Purpose) -> &'static str {
     match purpose {
@@ -185,16 +310,60 @@ fn mail_kind(purpose: Purpose) -> &'static str {
     }
 }
 
+/// Where the address of a requestToken comes from.
+pub enum Raw<'a> {
+    /// `email`.
+    Email(&'a str),
+    /// `country` + `phone_number`.
+    Phone {
+        /// ISO 3166-1 alpha-2.
+        country: &'a str,
+        /// As typed.
+        number: &'a str,
+    },
+}
+
+/// A requestToken call, as the six endpoints share it.
+pub struct TokenRequest<'a> {
+    /// What the session will be for.
+    pub purpose: Purpose,
+    /// The client's secret.
+    pub client_secret: &'a str,
+    /// The address as sent.
+    pub address: Raw<'a>,
+    /// The client's attempt counter.
+    pub send_attempt: i64,
+    /// Where to send the user after validating.
+    pub next_link: Option<&'a str>,
+    /// The raw body, for `id_server` / `id_access_token` (ruma drops a lone `id_server`).
+    pub json: Option<&'a Map<String, Value>>,
+    /// The client's address.
+    pub ip: IpAddr,
+}
+
 /// The shared requestToken: checks everything before anything is written, then creates or
-/// reuses the session and queues its mail in the same transaction. Returns the `sid`.
-pub async fn request_email_token(
-    state: &AppState,
-    req: EmailTokenRequest<'_>,
-) -> ApiResult<String> {
-    if !state.config.email.enabled {
+/// reuses the session and queues its message in the same transaction. Returns the `sid`.
+pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult<String> {
+    let medium = match req.address {
+        Raw::Email(_) => "email",
+        Raw::Phone { .. } => "msisdn",
+    };
+    let enabled = if medium == "email" {
+        state.config.email.enabled
+    } else {
+        state.config.sms.enabled
+    };
+    if !enabled {
         return Err(ApiError::new(
             ErrorKind::ThreepidMediumNotSupported,
-            "This server does not verify email addresses",
+            format!(
+                "This server does not verify {}",
+                if medium == "email" {
+                    "email addresses"
+                } else {
+                    "phone numbers"
+                }
+            ),
         ));
     }
     if !vouch_core::threepid::valid_client_secret(req.client_secret) {
@@ -211,29 +380,35 @@ pub async fn request_email_token(
         }
         Purpose::AddThreepid if !state.config.account.threepid_changes => {
             return Err(ApiError::forbidden(
-                "Changing email addresses is disabled on this server",
+                "Changing email addresses and phone numbers is disabled on this server",
             ));
         }
         _ => {}
     }
-    let email = state.accept_email(req.email)?;
+    let target = match req.address {
+        Raw::Email(raw) => Target::Email(state.accept_email(raw)?),
+        Raw::Phone { country, number } => Target::Msisdn(state.accept_msisdn(country, number)?),
+    };
     let next_link = req
         .next_link
         .map(|l| check_next_link(l, &state.config.email.next_link_domain_allowlist))
         .transpose()
         .map_err(|e| ApiError::invalid_param(e.to_string()))?
         .map(|u| u.to_string());
-    state.limits.email_per_ip.check(&req.ip.to_string())?;
+    match target {
+        Target::Email(_) => state.limits.email_per_ip.check(&req.ip.to_string())?,
+        Target::Msisdn(_) => state.limits.sms_per_ip.check(&req.ip.to_string())?,
+    }
 
-    let owner = state.db.threepid_owner("email", email.as_str()).await?;
+    let owner = state.db.threepid_owner(medium, target.address()).await?;
     let refusal = match (req.purpose, &owner) {
         (Purpose::Register | Purpose::AddThreepid, Some(_)) => Some(ApiError::new(
             ErrorKind::ThreepidInUse,
-            "That email address is already in use",
+            "That address is already in use",
         )),
         (Purpose::PasswordReset, None) => Some(ApiError::new(
             ErrorKind::ThreepidNotFound,
-            "No account has that email address",
+            "No account has that address",
         )),
         _ => None,
     };
@@ -241,43 +416,34 @@ pub async fn request_email_token(
         if !state.config.email.inhibit_3pid_errors {
             return Err(refusal);
         }
-        return decoy(state, &req, &email, owner.is_some()).await;
+        return decoy(state, &req, &target, owner.is_some()).await;
     }
 
     let now = state.now();
-    let lifetime = duration_ms(state.config.email.validation_token_lifetime);
+    let held = req.purpose == Purpose::Register && state.registration_gated();
     if let Some(existing) = state
         .db
-        .find_validation("email", email.as_str(), req.client_secret, req.purpose)
+        .find_validation(medium, target.address(), req.client_secret, req.purpose)
         .await?
     {
         let sid = existing.session.sid.clone();
         if existing.session.on_request(req.send_attempt) == SendDecision::Resend {
-            state.check_send_limits(email.as_str(), Some(&sid)).await?;
-            let token = random_string(
-                state.secrets.as_ref(),
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-                TOKEN_LEN,
-            );
-            let held = req.purpose == Purpose::Register && state.registration_gated();
-            let mail = state.mail(
-                mail_kind(req.purpose),
-                email.as_str(),
-                Some(&sid),
-                state.email_link(&sid, req.client_secret, &token),
-                held,
-            )?;
+            state.check_send_limits(&target, Some(&sid)).await?;
+            let (secret, lifetime) = state.new_secret(&target);
+            let message =
+                state.message_for(&target, req.purpose, &sid, req.client_secret, &secret, held)?;
             if state
                 .db
                 .resend_validation(
                     &sid,
                     req.send_attempt,
-                    &token_hash(&token),
+                    &token_hash(&secret),
                     now + lifetime,
-                    &mail,
+                    &message,
                     now,
                 )
                 .await?
+                && !held
             {
                 state.wake_mailer();
             }
@@ -285,34 +451,28 @@ pub async fn request_email_token(
         return Ok(sid);
     }
 
-    state.check_send_limits(email.as_str(), None).await?;
+    state.check_send_limits(&target, None).await?;
     let sid = new_opaque_id(state.secrets.as_ref());
-    let token = random_string(
-        state.secrets.as_ref(),
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-        TOKEN_LEN,
-    );
-    let held = req.purpose == Purpose::Register && state.registration_gated();
-    let mail = state.mail(
-        mail_kind(req.purpose),
-        email.as_str(),
-        Some(&sid),
-        state.email_link(&sid, req.client_secret, &token),
-        held,
-    )?;
+    let (secret, lifetime) = state.new_secret(&target);
+    let message =
+        state.message_for(&target, req.purpose, &sid, req.client_secret, &secret, held)?;
     let new = NewValidation {
         sid: sid.clone(),
-        medium: "email".into(),
-        address: email.as_str().to_owned(),
+        medium: medium.into(),
+        address: target.address().to_owned(),
         client_secret: req.client_secret.to_owned(),
         purpose: req.purpose,
-        token_hash: Some(token_hash(&token)),
+        token_hash: Some(token_hash(&secret)),
         token_expires_at: now + lifetime,
         send_attempt: req.send_attempt,
         next_link,
         decoy: false,
     };
-    if state.db.create_validation(&new, Some(&mail), now).await? {
+    if state
+        .db
+        .create_validation(&new, Some(&message), now)
+        .await?
+    {
         if !held {
             state.wake_mailer();
         }
@@ -321,43 +481,51 @@ pub async fn request_email_token(
     // A concurrent identical request created the session first: answer with its sid.
     state
         .db
-        .find_validation("email", email.as_str(), req.client_secret, req.purpose)
+        .find_validation(medium, target.address(), req.client_secret, req.purpose)
         .await?
         .map(|s| s.session.sid)
         .ok_or_else(|| ApiError::internal("validation session vanished"))
 }
 
 /// `inhibit_3pid_errors`: answer like a real send. The session is stored (burned, so it
-/// never validates) so that a retry gets the same `sid`, as a real one would; the owner of an
-/// address in use is sent a notice (within the address's send limit) instead of a link.
+/// never validates) so that a retry gets the same `sid`, as a real one would. The owner of
+/// an email address in use is sent a notice (within the address's send limit) instead of a
+/// link; phone numbers get nothing (an SMS notice would cost money and invite pumping).
 async fn decoy(
     state: &AppState,
-    req: &EmailTokenRequest<'_>,
-    email: &Email,
+    req: &TokenRequest<'_>,
+    target: &Target,
     in_use: bool,
 ) -> ApiResult<String> {
+    let medium = target.medium();
     if let Some(existing) = state
         .db
-        .find_validation("email", email.as_str(), req.client_secret, req.purpose)
+        .find_validation(medium, target.address(), req.client_secret, req.purpose)
         .await?
     {
         return Ok(existing.session.sid);
     }
     let now = state.now();
     let sid = new_opaque_id(state.secrets.as_ref());
-    // Rendered in both cases, so both take the time a real request takes.
-    let notice = state.mail(
-        "already_in_use",
-        email.as_str(),
-        Some(&sid),
-        String::new(),
-        false,
-    )?;
-    let send_notice = in_use && state.check_send_limits(email.as_str(), None).await.is_ok();
+    let notice = match target {
+        // Rendered whether or not it is sent, so both answers take the time a real one takes.
+        Target::Email(e) => {
+            let notice = state.mail(
+                "already_in_use",
+                e.as_str(),
+                Some(&sid),
+                String::new(),
+                false,
+            )?;
+            let send = in_use && state.check_send_limits(target, None).await.is_ok();
+            send.then_some(notice)
+        }
+        Target::Msisdn(_) => None,
+    };
     let new = NewValidation {
         sid: sid.clone(),
-        medium: "email".into(),
-        address: email.as_str().to_owned(),
+        medium: medium.into(),
+        address: target.address().to_owned(),
         client_secret: req.client_secret.to_owned(),
         purpose: req.purpose,
         token_hash: None,
@@ -368,12 +536,83 @@ async fn decoy(
     };
     state
         .db
-        .create_validation(&new, send_notice.then_some(&notice), now)
+        .create_validation(&new, notice.as_ref(), now)
         .await?;
-    if send_notice {
+    if notice.is_some() {
         state.wake_mailer();
     }
     Ok(sid)
+}
+
+/// What presenting a token or code to a session did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    /// It validated the session now; `next_link` is where to send the user, if anywhere.
+    Validated {
+        /// The checked `next_link`.
+        next_link: Option<url::Url>,
+    },
+    /// Correct, and the session was validated before.
+    AlreadyValidated,
+    /// Wrong (the session may just have been burned by it).
+    Wrong,
+    /// The code's lifetime is over, or the session is burned or spent.
+    Expired,
+    /// No such session, or the client secret does not match.
+    Unknown,
+}
+
+/// Presents `token` to session `sid`: the link page and `submit_url` share this. The client
+/// secret and the token's hash are compared in constant time; a wrong token counts toward
+/// the session's cap.
+pub async fn submit_secret(
+    state: &Services,
+    sid: &str,
+    client_secret: &str,
+    token: &str,
+) -> Result<Submitted, vouch_storage::StorageError> {
+    let Some(stored) = state.db.validation(sid).await? else {
+        return Ok(Submitted::Unknown);
+    };
+    if !constant_time_eq(&stored.client_secret, client_secret) {
+        return Ok(Submitted::Unknown);
+    }
+    let now = state.now();
+    // People type codes with spaces; links carry tokens verbatim.
+    let token: String = if stored.session.medium == "msisdn" {
+        token.chars().filter(|c| !c.is_whitespace()).collect()
+    } else {
+        token.to_owned()
+    };
+    let presented = token_hash(&token);
+    let matches = stored
+        .token_hash
+        .as_deref()
+        .is_some_and(|h| constant_time_eq(h, &presented));
+    match stored
+        .session
+        .check_token(matches, now, state.max_attempts(&stored.session.medium))
+    {
+        TokenCheck::Validated => {
+            if !state.db.mark_validated(sid, &presented, now).await? {
+                return Ok(Submitted::Expired);
+            }
+            tracing::info!(sid, medium = stored.session.medium, purpose = %stored.session.purpose, "address validated");
+            let next_link = stored.next_link.as_deref().and_then(|l| {
+                check_next_link(l, &state.config.email.next_link_domain_allowlist).ok()
+            });
+            Ok(Submitted::Validated { next_link })
+        }
+        TokenCheck::AlreadyValidated => Ok(Submitted::AlreadyValidated),
+        TokenCheck::Wrong { burn } => {
+            state.db.record_wrong_token(sid, burn, now).await?;
+            if burn {
+                tracing::warn!(sid, "validation session burned after too many wrong tokens");
+            }
+            Ok(Submitted::Wrong)
+        }
+        TokenCheck::Expired | TokenCheck::Burned => Ok(Submitted::Expired),
+    }
 }
 
 /// The validation session a client names with (`sid`, `client_secret`), if it is Vouch's
@@ -442,7 +681,7 @@ pub async fn verify_threepid_stage(
     };
     let Some(stored) = own_session(state, sid, client_secret).await? else {
         return Ok(Err(unauthorized(
-            "Unknown validation session; request a new email",
+            "Unknown validation session; request a new one",
         )));
     };
     let session = &stored.session;
@@ -455,7 +694,7 @@ pub async fn verify_threepid_stage(
     if op == Operation::Register && state.registration_gated() {
         // The flow's order put the token and terms stages before this one, so the
         // registration mail may go out now.
-        if state.db.release_held_mail(sid, now).await? > 0 {
+        if state.db.release_held_messages(sid, now).await? > 0 {
             state.wake_mailer();
         }
     }
@@ -463,12 +702,12 @@ pub async fn verify_threepid_stage(
     let decoy = stored.token_hash.is_none();
     if session.validated_at.is_none() && (decoy || (!session.burned && !session.consumed)) {
         return Ok(Err(unauthorized(
-            "Unable to get validated threepid: follow the link in the email first",
+            "Unable to get validated threepid: follow the link in the email or enter the code first",
         )));
     }
     if !session.usable_at(now) {
         return Ok(Err(unauthorized(
-            "This validation session cannot be used any more; request a new email",
+            "This validation session cannot be used any more; request a new one",
         )));
     }
     if state.db.claim_validation(sid, uia_session).await? == Claim::Taken {

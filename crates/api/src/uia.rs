@@ -13,7 +13,7 @@ use vouch_core::clock::duration_ms;
 use vouch_core::localpart::localpart_of;
 use vouch_core::secrets::new_opaque_id;
 use vouch_core::uia::{
-    self, DUMMY, EMAIL_IDENTITY, Flow, Operation, PASSWORD, REGISTRATION_TOKEN,
+    self, DUMMY, EMAIL_IDENTITY, Flow, MSISDN, Operation, PASSWORD, REGISTRATION_TOKEN,
     RegistrationRequirements, TERMS, UiaSession,
 };
 
@@ -41,7 +41,7 @@ impl UiaPassed {
 
     /// The user a password or 3PID stage identified.
     pub fn identified_user(&self) -> Option<&str> {
-        [PASSWORD, EMAIL_IDENTITY]
+        [PASSWORD, EMAIL_IDENTITY, MSISDN]
             .iter()
             .find_map(|stage| self.result(stage)?.get("user_id")?.as_str())
     }
@@ -50,7 +50,7 @@ impl UiaPassed {
     pub fn threepids(&self) -> Vec<(String, String, i64, String)> {
         self.results
             .iter()
-            .filter(|(stage, _)| stage == EMAIL_IDENTITY)
+            .filter(|(stage, _)| stage == EMAIL_IDENTITY || stage == MSISDN)
             .filter_map(|(_, r)| {
                 Some((
                     r.get("medium")?.as_str()?.to_owned(),
@@ -72,30 +72,47 @@ impl Services {
         match op {
             Operation::Register => {
                 let reg = &self.config.registration;
-                let email = self.config.email.enabled;
-                let email_required = email && reg.require_3pid.iter().any(|m| m == "email");
-                let stage = || vec![EMAIL_IDENTITY.to_owned()];
+                let media = self.threepid_stages();
+                let required: Vec<String> = media
+                    .iter()
+                    .filter(|(medium, _)| reg.require_3pid.iter().any(|m| m == medium))
+                    .map(|(_, stage)| (*stage).to_owned())
+                    .collect();
+                let offered = || media.iter().map(|(_, stage)| (*stage).to_owned()).collect();
                 uia::registration_flows(&RegistrationRequirements {
                     token: reg.registration_token_required,
                     terms: !reg.terms.is_empty(),
-                    required_3pid_stages: if email_required { stage() } else { Vec::new() },
-                    optional_3pid_stages: if email && !email_required {
-                        stage()
+                    optional_3pid_stages: if required.is_empty() {
+                        offered()
                     } else {
                         Vec::new()
                     },
+                    required_3pid_stages: required,
                 })
             }
             // A forgotten password is reset by proving control of an address.
-            Operation::ResetPassword if self.config.email.enabled => {
-                vec![vec![EMAIL_IDENTITY.to_owned()]]
-            }
-            Operation::ResetPassword => Vec::new(),
+            Operation::ResetPassword => self
+                .threepid_stages()
+                .into_iter()
+                .map(|(_, stage)| vec![stage.to_owned()])
+                .collect(),
             Operation::ChangePassword
             | Operation::Deactivate
             | Operation::DeleteDevices
             | Operation::AddThreepid => vec![vec![PASSWORD.to_owned()]],
         }
+    }
+
+    /// The 3PID stages this server can run: (medium, stage), for the media switched on.
+    fn threepid_stages(&self) -> Vec<(&'static str, &'static str)> {
+        let mut stages = Vec::new();
+        if self.config.email.enabled {
+            stages.push(("email", EMAIL_IDENTITY));
+        }
+        if self.config.sms.enabled {
+            stages.push(("msisdn", MSISDN));
+        }
+        stages
     }
 
     /// The `params` of the 401 body: the terms policies when a flow has `m.login.terms`.
@@ -302,8 +319,9 @@ async fn verify_stage(
             }
         }
         PASSWORD => verify_password_stage(state, user_id, auth).await?,
-        EMAIL_IDENTITY => {
-            crate::threepid::verify_threepid_stage(state, op, session_id, user_id, "email", auth)
+        EMAIL_IDENTITY | MSISDN => {
+            let medium = if stage == MSISDN { "msisdn" } else { "email" };
+            crate::threepid::verify_threepid_stage(state, op, session_id, user_id, medium, auth)
                 .await?
         }
         other => Err(ApiError::new(

@@ -43,6 +43,8 @@ pub struct Config {
     pub account: AccountConfig,
     /// Email: verification mails, delivery, templates, policies.
     pub email: EmailConfig,
+    /// Phone numbers: SMS codes, gateways, abuse controls.
+    pub sms: SmsConfig,
     /// What to do with identity servers that clients name.
     pub identity_server: IdentityServerConfig,
     /// Rate limits.
@@ -64,6 +66,7 @@ impl Default for Config {
             session: SessionConfig::default(),
             account: AccountConfig::default(),
             email: EmailConfig::default(),
+            sms: SmsConfig::default(),
             identity_server: IdentityServerConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             logging: LoggingConfig::default(),
@@ -465,6 +468,125 @@ impl Default for FileTransportConfig {
     }
 }
 
+/// `[sms]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmsConfig {
+    /// Whether the server verifies phone numbers at all. Off: the msisdn requestToken
+    /// endpoints answer `M_THREEPID_MEDIUM_NOT_SUPPORTED` and no flow offers SMS.
+    pub enabled: bool,
+    /// `log` (print the code), `twilio` or `webhook`.
+    pub transport: SmsTransport,
+    /// Digits in a code.
+    pub code_length: u32,
+    /// How long a code works.
+    #[serde(with = "humantime_serde")]
+    pub code_lifetime: Duration,
+    /// Wrong codes a session takes before it is burned.
+    pub max_attempts: u32,
+    /// ISO 3166-1 alpha-2 codes of the countries whose numbers are accepted; empty: all.
+    pub allowed_countries: Vec<String>,
+    /// Countries whose numbers are refused (checked after `allowed_countries`).
+    pub denied_countries: Vec<String>,
+    /// The message (minijinja; `code`, `app_name` and `minutes` are available).
+    pub template: String,
+    /// Sender per country (`{ US = "+15551230000" }`); others use the gateway's default.
+    pub sender_per_country: BTreeMap<String, String>,
+    /// `[sms.twilio]`.
+    pub twilio: TwilioConfig,
+    /// `[sms.webhook]`.
+    pub webhook: WebhookConfig,
+}
+
+/// Which gateway sends SMS.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsTransport {
+    /// Print the message to the log (the embedded default).
+    Log,
+    /// Twilio's Messages API.
+    Twilio,
+    /// POST JSON to an operator's URL.
+    Webhook,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            transport: SmsTransport::Log,
+            code_length: 6,
+            code_lifetime: Duration::from_secs(600),
+            max_attempts: 5,
+            allowed_countries: Vec::new(),
+            denied_countries: Vec::new(),
+            template: "Your {{ app_name }} code is {{ code }}. It works for {{ minutes }} minutes."
+                .into(),
+            sender_per_country: BTreeMap::new(),
+            twilio: TwilioConfig::default(),
+            webhook: WebhookConfig::default(),
+        }
+    }
+}
+
+/// `[sms.twilio]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TwilioConfig {
+    /// Account SID (`AC…`), also the basic-auth user.
+    pub account_sid: String,
+    /// Auth token (prefer `auth_token_file`).
+    pub auth_token: String,
+    /// File holding the auth token.
+    pub auth_token_file: String,
+    /// Sender number (`From`), unless `messaging_service_sid` is set.
+    pub from: String,
+    /// Messaging Service SID (`MG…`), used instead of `from` when set.
+    pub messaging_service_sid: String,
+    /// API base URL (tests point it at a fake).
+    pub base_url: String,
+    /// Timeout of one API call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for TwilioConfig {
+    fn default() -> Self {
+        Self {
+            account_sid: String::new(),
+            auth_token: String::new(),
+            auth_token_file: String::new(),
+            from: String::new(),
+            messaging_service_sid: String::new(),
+            base_url: "https://api.twilio.com".into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[sms.webhook]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to POST `{"to", "body", "sid"}`.
+    pub url: String,
+    /// Extra headers, e.g. `{ Authorization = "Bearer …" }`.
+    pub headers: BTreeMap<String, String>,
+    /// Timeout of one call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// `[identity_server]`.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -527,6 +649,14 @@ pub struct RateLimitsConfig {
     pub email_per_address: Window,
     /// Verification mails per validation session (counted in the database).
     pub email_per_session: Window,
+    /// Phone requestToken calls per client IP (per instance).
+    pub sms_per_ip: Rate,
+    /// SMS per number (counted in the database, across instances).
+    pub sms_per_number: Window,
+    /// SMS per validation session (counted in the database).
+    pub sms_per_session: Window,
+    /// SMS per destination country (counted in the database): a brake on SMS pumping.
+    pub sms_per_country: Window,
 }
 
 impl Default for RateLimitsConfig {
@@ -555,6 +685,22 @@ impl Default for RateLimitsConfig {
             },
             email_per_session: Window {
                 max: 3,
+                window: Duration::from_secs(3600),
+            },
+            sms_per_ip: Rate {
+                per_second: 0.05,
+                burst: 3,
+            },
+            sms_per_number: Window {
+                max: 3,
+                window: Duration::from_secs(3600),
+            },
+            sms_per_session: Window {
+                max: 3,
+                window: Duration::from_secs(3600),
+            },
+            sms_per_country: Window {
+                max: 200,
                 window: Duration::from_secs(3600),
             },
         }
@@ -746,6 +892,7 @@ impl Config {
             ("failed_login_per_account", r.failed_login_per_account),
             ("registration_per_ip", r.registration_per_ip),
             ("email_per_ip", r.email_per_ip),
+            ("sms_per_ip", r.sms_per_ip),
         ] {
             if !(rate.per_second > 0.0 && rate.per_second.is_finite()) || rate.burst == 0 {
                 problems.push(format!(
@@ -756,6 +903,9 @@ impl Config {
         for (name, w) in [
             ("email_per_address", r.email_per_address),
             ("email_per_session", r.email_per_session),
+            ("sms_per_number", r.sms_per_number),
+            ("sms_per_session", r.sms_per_session),
+            ("sms_per_country", r.sms_per_country),
         ] {
             if w.max == 0 || w.window.is_zero() {
                 problems.push(format!(
@@ -788,6 +938,50 @@ impl Config {
         }
         if !e.smtp.password.is_empty() && !e.smtp.password_file.is_empty() {
             problems.push("[email.smtp] set password or password_file, not both".into());
+        }
+        let sms = &self.sms;
+        if !(4..=10).contains(&sms.code_length) {
+            problems.push("[sms] code_length must be between 4 and 10".into());
+        }
+        if sms.max_attempts == 0 || sms.code_lifetime.is_zero() {
+            problems.push("[sms] max_attempts and code_lifetime must be more than 0".into());
+        }
+        for c in sms
+            .allowed_countries
+            .iter()
+            .chain(&sms.denied_countries)
+            .chain(sms.sender_per_country.keys())
+        {
+            if c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                problems.push(format!(
+                    "[sms] '{c}' is not an ISO 3166-1 alpha-2 country code like GB"
+                ));
+            }
+        }
+        if sms.transport == SmsTransport::Twilio {
+            let t = &sms.twilio;
+            if t.account_sid.is_empty() || (t.auth_token.is_empty() && t.auth_token_file.is_empty())
+            {
+                problems.push(
+                    "[sms.twilio] account_sid and auth_token (or auth_token_file) are required"
+                        .into(),
+                );
+            }
+            if t.from.is_empty()
+                && t.messaging_service_sid.is_empty()
+                && sms.sender_per_country.is_empty()
+            {
+                problems.push("[sms.twilio] set from or messaging_service_sid".into());
+            }
+        }
+        if sms.transport == SmsTransport::Webhook
+            && !(sms.webhook.url.starts_with("http://") || sms.webhook.url.starts_with("https://"))
+        {
+            problems.push("[sms.webhook] url must be an http(s) URL".into());
+        }
+        if self.registration.require_3pid.iter().any(|m| m == "msisdn") && !sms.enabled {
+            problems
+                .push("[registration] require_3pid names msisdn, but [sms] enabled = false".into());
         }
         if self.registration.require_3pid.iter().any(|m| m == "email") && !e.enabled {
             problems.push(
@@ -840,6 +1034,12 @@ impl Config {
         }
         if !masked.email.smtp.password.is_empty() {
             masked.email.smtp.password = MASK.into();
+        }
+        if !masked.sms.twilio.auth_token.is_empty() {
+            masked.sms.twilio.auth_token = MASK.into();
+        }
+        for value in masked.sms.webhook.headers.values_mut() {
+            *value = MASK.into();
         }
         masked.database.url = mask_url_password(&masked.database.url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))

@@ -82,6 +82,82 @@ impl fmt::Display for Email {
     }
 }
 
+/// Why a phone number is refused (`M_INVALID_PARAM`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPhone {
+    /// `country` is not an ISO 3166-1 alpha-2 code the numbering data knows.
+    #[error("country must be a two-letter ISO 3166-1 code such as GB or US")]
+    Country,
+    /// The number does not parse, or is not a valid number in its country's numbering plan.
+    #[error("that is not a valid phone number")]
+    Number,
+}
+
+/// A phone number in the spec's MSISDN form: E.164 digits without the `+`
+/// (`447400123456`), parsed with real numbering data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Msisdn {
+    digits: String,
+    country: String,
+}
+
+impl Msisdn {
+    /// Parses a number as typed, dialled from `country` (e.g. `GB` + `07400 123456`).
+    /// International input (`+44 …`) works from any country.
+    pub fn parse(country: &str, number: &str) -> Result<Self, InvalidPhone> {
+        let id: phonenumber::country::Id = country
+            .trim()
+            .to_ascii_uppercase()
+            .parse()
+            .map_err(|_| InvalidPhone::Country)?;
+        Self::from_parsed(
+            phonenumber::parse(Some(id), number.trim()).map_err(|_| InvalidPhone::Number)?,
+        )
+    }
+
+    /// Parses a number already in MSISDN or E.164 form (`447400123456`, `+447400123456`).
+    pub fn parse_international(number: &str) -> Result<Self, InvalidPhone> {
+        let digits = number.trim().trim_start_matches('+');
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidPhone::Number);
+        }
+        Self::from_parsed(
+            phonenumber::parse(None, format!("+{digits}")).map_err(|_| InvalidPhone::Number)?,
+        )
+    }
+
+    fn from_parsed(parsed: phonenumber::PhoneNumber) -> Result<Self, InvalidPhone> {
+        if !parsed.is_valid() {
+            return Err(InvalidPhone::Number);
+        }
+        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
+        let country = parsed
+            .country()
+            .id()
+            .map(|id| id.as_ref().to_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            digits: e164.trim_start_matches('+').to_owned(),
+            country,
+        })
+    }
+
+    /// The MSISDN digits (no `+`): the canonical form stored and shown.
+    pub fn as_str(&self) -> &str {
+        &self.digits
+    }
+
+    /// `+` and the digits, as gateways want it.
+    pub fn e164(&self) -> String {
+        format!("+{}", self.digits)
+    }
+
+    /// The number's country (ISO 3166-1 alpha-2), from the numbering data.
+    pub fn country(&self) -> &str {
+        &self.country
+    }
+}
+
 /// Why a `next_link` is refused (`M_INVALID_PARAM`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidNextLink {
@@ -173,6 +249,46 @@ mod tests {
         }
         let long = format!("{}@example.org", "a".repeat(500));
         assert_eq!(Email::parse(&long), Err(InvalidEmail::Length));
+    }
+
+    #[test]
+    fn phone_numbers() {
+        let gb = Msisdn::parse("GB", "07400 123456").unwrap();
+        assert_eq!(gb.as_str(), "447400123456");
+        assert_eq!(gb.e164(), "+447400123456");
+        assert_eq!(gb.country(), "GB");
+        assert_eq!(Msisdn::parse("gb", "+44 7400 123456").unwrap(), gb);
+        assert_eq!(
+            Msisdn::parse("US", "+44 7400 123456").unwrap(),
+            gb,
+            "international input from anywhere"
+        );
+        assert_eq!(Msisdn::parse_international("447400123456").unwrap(), gb);
+        assert_eq!(Msisdn::parse_international("+447400123456").unwrap(), gb);
+        let de = Msisdn::parse("DE", "0151 23456789").unwrap();
+        assert_eq!((de.as_str(), de.country()), ("4915123456789", "DE"));
+        assert_eq!(
+            Msisdn::parse("XX", "07400 123456"),
+            Err(InvalidPhone::Country)
+        );
+        assert_eq!(
+            Msisdn::parse("GBR", "07400 123456"),
+            Err(InvalidPhone::Country)
+        );
+        assert_eq!(Msisdn::parse("GB", "123"), Err(InvalidPhone::Number));
+        assert_eq!(
+            Msisdn::parse("GB", "not a number"),
+            Err(InvalidPhone::Number)
+        );
+        // Ofcom's drama range parses but is not a valid number.
+        assert_eq!(
+            Msisdn::parse("GB", "07700 900123"),
+            Err(InvalidPhone::Number)
+        );
+        assert_eq!(
+            Msisdn::parse_international("44abc"),
+            Err(InvalidPhone::Number)
+        );
     }
 
     #[test]

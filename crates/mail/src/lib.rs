@@ -3,12 +3,11 @@
 //! outbox worker that delivers queued mail with retries.
 //!
 //! Requests never send mail themselves: they write the message to the outbox in the same
-//! transaction as the state it belongs to, and [`worker::run`] delivers it.
+//! transaction as the state it belongs to, and the outbox worker (`vouch-outbox`) delivers it.
 
 pub mod compose;
 pub mod templates;
 pub mod transport;
-pub mod worker;
 
 pub use compose::{ComposeError, Composed, Composer};
 pub use templates::{MailContext, PageContext, TemplateError, Templates};

@@ -19,7 +19,7 @@ pub struct Server {
     addrs: Vec<SocketAddr>,
     router: Router,
     db: Db,
-    worker: vouch_mail::worker::Worker,
+    worker: vouch_outbox::Worker,
 }
 
 /// How often the outbox worker looks for due mail when nothing wakes it.
@@ -55,11 +55,14 @@ impl Server {
         }
         let transport = vouch_mail::Transport::from_config(&config.email)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let sms =
+            vouch_sms::Gateway::from_config(&config.sms).map_err(|e| anyhow::anyhow!("{e}"))?;
         let services = vouch_api::Services::new(config, db.clone(), clock.clone(), secrets)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let worker = vouch_mail::worker::Worker {
+        let worker = vouch_outbox::Worker {
             db: db.clone(),
             transport,
+            sms,
             clock,
             wake: services.mail_wake.clone(),
             poll: OUTBOX_POLL,

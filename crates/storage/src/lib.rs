@@ -14,7 +14,7 @@ mod threepids;
 mod uia;
 mod validation;
 
-pub use outbox::{NewMail, QueuedMail};
+pub use outbox::{NewMessage, QueuedMessage};
 pub use uia::StoredUiaSession;
 pub use validation::{Claim, NewValidation, StoredValidation};
 

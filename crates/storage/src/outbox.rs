@@ -8,9 +8,13 @@ use crate::{Backend, Db, StorageError};
 
 /// A message to queue.
 #[derive(Debug, Clone)]
-pub struct NewMail {
+pub struct NewMessage {
     /// Row ID.
     pub id: String,
+    /// `email` or `sms`.
+    pub channel: &'static str,
+    /// For SMS, the destination's country (ISO 3166-1 alpha-2).
+    pub country: Option<String>,
     /// The address it goes to (canonical).
     pub recipient: String,
     /// The validation session it belongs to.
@@ -25,14 +29,18 @@ pub struct NewMail {
 
 /// A message claimed for sending.
 #[derive(Debug, Clone)]
-pub struct QueuedMail {
+pub struct QueuedMessage {
     /// Row ID.
     pub id: String,
     /// Recipient.
     pub recipient: String,
-    /// Envelope sender.
+    /// `email` or `sms`.
+    pub channel: String,
+    /// The validation session it belongs to.
+    pub sid: Option<String>,
+    /// Envelope sender (mail) or sender override (SMS; empty: the gateway's default).
     pub envelope_from: String,
-    /// The formatted message.
+    /// The formatted message (mail) or the text (SMS).
     pub message: String,
     /// Attempts so far (before this one).
     pub attempts: i64,
@@ -40,22 +48,24 @@ pub struct QueuedMail {
     pub created_at: i64,
 }
 
-pub(crate) async fn insert_mail(
+pub(crate) async fn insert_message(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    mail: &NewMail,
+    mail: &NewMessage,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at)
-         VALUES ($1, 'email', $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&mail.id)
+    .bind(mail.channel)
     .bind(&mail.recipient)
     .bind(&mail.sid)
     .bind(&mail.envelope_from)
     .bind(&mail.message)
     .bind(now)
     .bind((!mail.held).then_some(now))
+    .bind(&mail.country)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -63,15 +73,15 @@ pub(crate) async fn insert_mail(
 
 impl Db {
     /// Queues a mail on its own (notices, test mails).
-    pub async fn enqueue_mail(&self, mail: &NewMail, now: i64) -> Result<(), StorageError> {
+    pub async fn enqueue_message(&self, mail: &NewMessage, now: i64) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
-        insert_mail(&mut tx, mail, now).await?;
+        insert_message(&mut tx, mail, now).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Releases held mail of a validation session; returns how many were released.
-    pub async fn release_held_mail(&self, sid: &str, now: i64) -> Result<u64, StorageError> {
+    pub async fn release_held_messages(&self, sid: &str, now: i64) -> Result<u64, StorageError> {
         let done = sqlx::query(
             "UPDATE outbox SET next_attempt_at = $1
              WHERE sid = $2 AND next_attempt_at IS NULL AND sent_at IS NULL AND failed_at IS NULL",
@@ -86,12 +96,12 @@ impl Db {
     /// Claims up to `limit` due mails for `lease_ms`: no other worker (on this instance or
     /// another) takes them until the lease runs out. A worker that dies mid-send leaves its
     /// claims to be retried after the lease.
-    pub async fn claim_due_mail(
+    pub async fn claim_due_messages(
         &self,
         now: i64,
         lease_ms: i64,
         limit: i64,
-    ) -> Result<Vec<QueuedMail>, StorageError> {
+    ) -> Result<Vec<QueuedMessage>, StorageError> {
         let skip_locked = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             // SQLite serialises writers; BEGIN IMMEDIATE already excludes other claimers.
@@ -105,7 +115,7 @@ impl Db {
                  WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at IS NOT NULL
                    AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2)
                  ORDER BY next_attempt_at LIMIT $3 {skip_locked})
-             RETURNING id, recipient, envelope_from, message, attempts, created_at"
+             RETURNING id, channel, sid, recipient, envelope_from, message, attempts, created_at"
         )))
         .bind(now.saturating_add(lease_ms))
         .bind(now)
@@ -115,9 +125,11 @@ impl Db {
         tx.commit().await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
-            out.push(QueuedMail {
+            out.push(QueuedMessage {
                 id: r.try_get("id")?,
                 recipient: r.try_get("recipient")?,
+                channel: r.try_get("channel")?,
+                sid: r.try_get("sid")?,
                 envelope_from: r.try_get("envelope_from")?,
                 message: r.try_get("message")?,
                 attempts: r.try_get("attempts")?,
@@ -128,7 +140,7 @@ impl Db {
     }
 
     /// Records a delivery.
-    pub async fn mark_mail_sent(&self, id: &str, now: i64) -> Result<(), StorageError> {
+    pub async fn mark_message_sent(&self, id: &str, now: i64) -> Result<(), StorageError> {
         sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL WHERE id = $2")
             .bind(now)
             .bind(id)
@@ -138,7 +150,7 @@ impl Db {
     }
 
     /// Records a failed attempt: retry at `next_attempt_at`, or give up when it is `None`.
-    pub async fn mark_mail_failed(
+    pub async fn mark_message_failed(
         &self,
         id: &str,
         error: &str,
@@ -161,7 +173,7 @@ impl Db {
     }
 
     /// Mails queued for `recipient` since `since`, and the oldest of them (for the retry time).
-    pub async fn mails_to_since(
+    pub async fn messages_to_since(
         &self,
         recipient: &str,
         since: i64,
@@ -175,7 +187,7 @@ impl Db {
     }
 
     /// Mails queued for validation session `sid` since `since`, and the oldest of them.
-    pub async fn mails_for_session_since(
+    pub async fn messages_for_session_since(
         &self,
         sid: &str,
         since: i64,
@@ -188,8 +200,24 @@ impl Db {
         Ok((row.try_get("n")?, row.try_get("oldest")?))
     }
 
+    /// SMS queued to `country` since `since`, and the oldest of them.
+    pub async fn sms_to_country_since(
+        &self,
+        country: &str,
+        since: i64,
+    ) -> Result<(i64, Option<i64>), StorageError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE channel = 'sms' AND country = $1 AND created_at > $2",
+        )
+        .bind(country)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("oldest")?))
+    }
+
     /// How many mails wait to be sent (due or held), for logs and tests.
-    pub async fn pending_mail_count(&self) -> Result<i64, StorageError> {
+    pub async fn pending_message_count(&self) -> Result<i64, StorageError> {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
         )

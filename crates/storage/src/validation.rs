@@ -4,7 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use vouch_core::validation::{Purpose, ValidationSession};
 
-use crate::outbox::{NewMail, insert_mail};
+use crate::outbox::{NewMessage, insert_message};
 use crate::{Db, StorageError, is_unique_violation, parse_col};
 
 /// A stored session with the fields the rules do not need to see.
@@ -118,7 +118,7 @@ impl Db {
     pub async fn create_validation(
         &self,
         new: &NewValidation,
-        mail: Option<&NewMail>,
+        mail: Option<&NewMessage>,
         now: i64,
     ) -> Result<bool, StorageError> {
         let mut tx = self.begin_write().await?;
@@ -145,7 +145,7 @@ impl Db {
             other => other?,
         };
         if let Some(mail) = mail {
-            insert_mail(&mut tx, mail, now).await?;
+            insert_message(&mut tx, mail, now).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -159,7 +159,7 @@ impl Db {
         send_attempt: i64,
         token_hash: &str,
         token_expires_at: i64,
-        mail: &NewMail,
+        mail: &NewMessage,
         now: i64,
     ) -> Result<bool, StorageError> {
         let mut tx = self.begin_write().await?;
@@ -177,7 +177,7 @@ impl Db {
         if done.rows_affected() != 1 {
             return Ok(false);
         }
-        insert_mail(&mut tx, mail, now).await?;
+        insert_message(&mut tx, mail, now).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -1,7 +1,7 @@
 use axum::extract::State;
 use ruma::api::client::account::{ThirdPartyIdRemovalStatus, delete_3pid};
 use ruma::thirdparty::Medium;
-use vouch_core::threepid::Email;
+use vouch_core::threepid::{Email, Msisdn};
 
 use crate::auth::AuthedUser;
 use crate::error::{ApiError, ApiResult};
@@ -33,7 +33,9 @@ pub async fn delete_3pid_route(
         ),
         Medium::Msisdn => (
             "msisdn",
-            body.address.trim().trim_start_matches('+').to_owned(),
+            Msisdn::parse_international(&body.address)
+                .map(|m| m.as_str().to_owned())
+                .unwrap_or_else(|_| body.address.clone()),
         ),
         other => return Err(ApiError::invalid_param(format!("unknown medium {other}"))),
     };

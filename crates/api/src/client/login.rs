@@ -6,6 +6,7 @@ use ruma::api::client::session::login::{
 use ruma::api::client::uiaa::UserIdentifier;
 use ruma::api::error::ErrorKind;
 use vouch_core::localpart::localpart_of;
+use vouch_core::threepid::{Email, Msisdn};
 
 use crate::client::own_user_id;
 use crate::client_ip::ClientIp;
@@ -20,6 +21,8 @@ const BAD_CREDENTIALS: &str = "Invalid username or password";
 enum Named {
     /// A localpart or user ID.
     User(String),
+    /// `m.id.phone`: (country, number as typed).
+    Phone(String, String),
     /// A 3PID: (medium, address as sent).
     Threepid(&'static str, String),
 }
@@ -49,6 +52,9 @@ pub async fn login_route(
         (Some(UserIdentifier::Matrix(m)), _, _, _) => Named::User(m.user.clone()),
         (Some(UserIdentifier::Email(e)), _, _, _) => Named::Threepid("email", e.address.clone()),
         (Some(UserIdentifier::Msisdn(m)), _, _, _) => Named::Threepid("msisdn", m.number.clone()),
+        (Some(UserIdentifier::PhoneNumber(p)), _, _, _) => {
+            Named::Phone(p.country.clone(), p.phone.clone())
+        }
         (Some(other), _, _, _) => {
             return Err(ApiError::invalid_param(format!(
                 "Login with identifier type {} is not supported",
@@ -72,16 +78,20 @@ pub async fn login_route(
             // Addresses are stored canonical; an unknown or malformed one is a 403 like a
             // bad password (the spec: an unknown 3PID is 403).
             let canonical = match medium {
-                "email" => vouch_core::threepid::Email::parse(&address)
+                "email" => Email::parse(&address).ok().map(|e| e.as_str().to_owned()),
+                _ => Msisdn::parse_international(&address)
                     .ok()
-                    .map(|e| e.as_str().to_owned()),
-                _ => Some(address.trim().trim_start_matches('+').to_owned()),
+                    .map(|m| m.as_str().to_owned()),
             };
             match canonical {
                 Some(c) => state.db.threepid_owner(medium, &c).await?,
                 None => None,
             }
         }
+        Named::Phone(country, number) => match Msisdn::parse(&country, &number) {
+            Ok(m) => state.db.threepid_owner("msisdn", m.as_str()).await?,
+            Err(_) => None,
+        },
     };
     // A user on another server or an unknown 3PID still costs one hash, like a real check.
     let Some(user_id) = user_id else {

@@ -26,11 +26,15 @@ pub mod logout_all;
 pub mod refresh_token;
 pub mod register;
 pub mod request_3pid_management_token_via_email;
+pub mod request_3pid_management_token_via_msisdn;
 pub mod request_password_change_token_via_email;
+pub mod request_password_change_token_via_msisdn;
 pub mod request_registration_token_via_email;
+pub mod request_registration_token_via_msisdn;
 pub mod session;
 pub mod set_avatar_url;
 pub mod set_display_name;
+pub mod submit_token;
 pub mod update_device;
 pub mod whoami;
 

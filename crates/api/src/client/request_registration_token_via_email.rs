@@ -7,7 +7,7 @@ use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
-use crate::threepid::{EmailTokenRequest, request_email_token};
+use crate::threepid::{Raw, TokenRequest, request_token};
 
 /// # `POST /_matrix/client/v3/register/email/requestToken`
 ///
@@ -18,12 +18,12 @@ pub async fn request_registration_token_via_email_route(
     body: Ruma<request_registration_token_via_email::v3::Request>,
 ) -> ApiResult<RumaResponse<request_registration_token_via_email::v3::Response>> {
     let request = &body.body;
-    let sid = request_email_token(
+    let sid = request_token(
         &state,
-        EmailTokenRequest {
+        TokenRequest {
             purpose: Purpose::Register,
             client_secret: request.client_secret.as_str(),
-            email: &request.email,
+            address: Raw::Email(&request.email),
             send_attempt: i64::try_from(u64::from(request.send_attempt)).unwrap_or(i64::MAX),
             next_link: request.next_link.as_deref(),
             json: body.json.as_ref(),

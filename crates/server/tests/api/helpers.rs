@@ -165,6 +165,9 @@ pub fn test_config() -> Config {
     };
     config.http.listen = vouch_config::OneOrMany::One("127.0.0.1:0".into());
     config.rate_limits.enabled = false;
+    // Phone verification is on by default (codes go to the log); the SMS tests switch it on
+    // with a fake gateway, the others test an email-only server.
+    config.sms.enabled = false;
     config.password.argon2_m_cost_kib = 1024;
     config.password.argon2_t_cost = 1;
     config.password.bcrypt_cost = 4;

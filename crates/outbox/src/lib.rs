@@ -1,16 +1,17 @@
-//! The outbox worker: claims due mail with a lease, delivers it, and reschedules failures
-//! with exponential backoff. Several workers (one per instance) share one outbox; a lease
-//! keeps two from sending the same mail, and a worker that dies leaves its claims to the
-//! others when the lease runs out.
+//! The outbox worker: claims due messages (mail and SMS) with a lease, delivers them, and
+//! reschedules failures with exponential backoff. Several workers (one per instance) share
+//! one outbox; a lease keeps two from sending the same message, and a worker that dies
+//! leaves its claims to the others when the lease runs out.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use vouch_core::Clock;
-use vouch_storage::{Db, QueuedMail};
+use vouch_storage::{Db, QueuedMessage};
 
-use crate::transport::Transport;
+use vouch_mail::Transport;
+use vouch_sms::Gateway;
 
 /// How long a claim holds before another worker may retry the mail.
 pub const LEASE_MS: i64 = 120_000;
@@ -40,6 +41,8 @@ pub struct Worker {
     pub db: Db,
     /// Where mail goes.
     pub transport: Transport,
+    /// Where SMS go.
+    pub sms: Gateway,
     /// The injected clock (due times and backoff are in its time).
     pub clock: Arc<dyn Clock>,
     /// Rung when a mail is queued, so it goes out at once.
@@ -61,7 +64,7 @@ impl Worker {
             }
             let claimed = match self
                 .db
-                .claim_due_mail(self.clock.now_ms(), LEASE_MS, BATCH)
+                .claim_due_messages(self.clock.now_ms(), LEASE_MS, BATCH)
                 .await
             {
                 Ok(mails) => mails,
@@ -83,42 +86,55 @@ impl Worker {
                 _ = shutdown.changed() => {}
             }
         }
-        tracing::info!("mail outbox worker stopped");
+        tracing::info!("outbox worker stopped");
     }
 
-    async fn deliver(&self, mail: QueuedMail) {
-        let result = self
-            .transport
-            .send(&mail.envelope_from, &mail.recipient, &mail.message)
-            .await;
+    async fn deliver(&self, mail: QueuedMessage) {
+        let result = match mail.channel.as_str() {
+            "sms" => {
+                let from = Some(mail.envelope_from.as_str()).filter(|f| !f.is_empty());
+                let to = format!("+{}", mail.recipient);
+                self.sms
+                    .send(&to, from, &mail.message, mail.sid.as_deref())
+                    .await
+                    .map_err(|e| (e.message, e.permanent))
+            }
+            _ => self
+                .transport
+                .send(&mail.envelope_from, &mail.recipient, &mail.message)
+                .await
+                .map_err(|e| (e.message, e.permanent)),
+        };
         let now = self.clock.now_ms();
+        let attempts = mail.attempts + 1;
         let recorded = match result {
             Ok(()) => {
                 tracing::info!(
                     id = mail.id,
+                    channel = mail.channel,
                     to = mail.recipient,
-                    attempt = mail.attempts + 1,
-                    "mail delivered"
+                    attempts,
+                    "delivered"
                 );
-                self.db.mark_mail_sent(&mail.id, now).await
+                self.db.mark_message_sent(&mail.id, now).await
             }
-            Err(e) => {
-                let attempts = mail.attempts + 1;
-                let give_up = now - mail.created_at >= GIVE_UP_AFTER_MS
-                    || (e.permanent && attempts >= PERMANENT_ATTEMPTS);
-                let next = (!give_up).then(|| now + retry_delay_ms(attempts - 1));
+            Err((message, permanent)) => {
+                let too_old = now - mail.created_at >= GIVE_UP_AFTER_MS;
+                let give_up = too_old || (permanent && attempts >= PERMANENT_ATTEMPTS);
+                let retry_in = retry_delay_ms(attempts - 1);
                 if give_up {
-                    tracing::error!(id = mail.id, to = mail.recipient, attempts, error = %e.message, "mail delivery failed; giving up");
+                    tracing::error!(id = mail.id, channel = mail.channel, to = mail.recipient, attempts, error = %message, "delivery failed; giving up");
                 } else {
-                    tracing::warn!(id = mail.id, to = mail.recipient, attempts, retry_in_ms = retry_delay_ms(attempts - 1), permanent = e.permanent, error = %e.message, "mail delivery failed; will retry");
+                    tracing::warn!(id = mail.id, channel = mail.channel, to = mail.recipient, attempts, retry_in_ms = retry_in, permanent, error = %message, "delivery failed; will retry");
                 }
+                let next = (!give_up).then_some(now + retry_in);
                 self.db
-                    .mark_mail_failed(&mail.id, &e.message, next, now)
+                    .mark_message_failed(&mail.id, &message, next, now)
                     .await
             }
         };
         if let Err(e) = recorded {
-            // The lease runs out and the mail is tried again: at worst sent twice, never lost.
+            // The lease runs out and the message is tried again: at worst sent twice, never lost.
             tracing::warn!(id = mail.id, error = %e, "outbox: cannot record the delivery outcome");
         }
     }

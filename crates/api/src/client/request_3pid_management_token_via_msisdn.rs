@@ -1,0 +1,42 @@
+use axum::extract::State;
+use ruma::OwnedSessionId;
+use ruma::api::client::account::request_3pid_management_token_via_msisdn;
+use vouch_core::validation::Purpose;
+
+use crate::client_ip::ClientIp;
+use crate::error::{ApiError, ApiResult};
+use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::state::AppState;
+use crate::threepid::{Raw, TokenRequest, request_token};
+
+/// # `POST /_matrix/client/v3/account/3pid/msisdn/requestToken`
+///
+/// Vouch sends the code by SMS itself and answers a `submit_url` of its own where the client
+/// posts the code the user types; `id_server` is optional (MSC2263).
+pub async fn request_3pid_management_token_via_msisdn_route(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    body: Ruma<request_3pid_management_token_via_msisdn::v3::Request>,
+) -> ApiResult<RumaResponse<request_3pid_management_token_via_msisdn::v3::Response>> {
+    let request = &body.body;
+    let sid = request_token(
+        &state,
+        TokenRequest {
+            purpose: Purpose::AddThreepid,
+            client_secret: request.client_secret.as_str(),
+            address: Raw::Phone {
+                country: &request.country,
+                number: &request.phone_number,
+            },
+            send_attempt: i64::try_from(u64::from(request.send_attempt)).unwrap_or(i64::MAX),
+            next_link: request.next_link.as_deref(),
+            json: body.json.as_ref(),
+            ip,
+        },
+    )
+    .await?;
+    let sid = OwnedSessionId::try_from(sid).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut response = request_3pid_management_token_via_msisdn::v3::Response::new(sid);
+    response.submit_url = Some(state.submit_url());
+    Ok(RumaResponse(response))
+}
