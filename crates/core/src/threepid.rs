@@ -117,7 +117,11 @@ impl Msisdn {
 
     /// Parses a number already in MSISDN or E.164 form (`447400123456`, `+447400123456`).
     pub fn parse_international(number: &str) -> Result<Self, InvalidPhone> {
-        let digits = number.trim().trim_start_matches('+');
+        let compact: String = number
+            .chars()
+            .filter(|c| !c.is_whitespace() && !matches!(c, '-' | '.' | '(' | ')'))
+            .collect();
+        let digits = compact.trim_start_matches('+');
         if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return Err(InvalidPhone::Number);
         }
@@ -265,6 +269,7 @@ mod tests {
         );
         assert_eq!(Msisdn::parse_international("447400123456").unwrap(), gb);
         assert_eq!(Msisdn::parse_international("+447400123456").unwrap(), gb);
+        assert_eq!(Msisdn::parse_international("+44 7400 123-456").unwrap(), gb);
         let de = Msisdn::parse("DE", "0151 23456789").unwrap();
         assert_eq!((de.as_str(), de.country()), ("4915123456789", "DE"));
         assert_eq!(

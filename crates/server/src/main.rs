@@ -47,6 +47,13 @@ enum Command {
         #[command(subcommand)]
         command: EmailCommand,
     },
+    /// SMS tools.
+    Sms {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: SmsCommand,
+    },
     /// Administration against the configured database (the server may be running or not).
     Admin {
         #[command(flatten)]
@@ -68,6 +75,15 @@ enum EmailCommand {
     Test {
         /// Where to send it.
         address: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SmsCommand {
+    /// Send a test SMS through the configured gateway, now (not through the outbox).
+    Test {
+        /// The number in international form, e.g. +447400123456.
+        number: String,
     },
 }
 
@@ -148,6 +164,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { config, command } => admin(&config, command).await,
+        Command::Sms {
+            config,
+            command: SmsCommand::Test { number },
+        } => sms_test(&config, &number).await,
         Command::Email {
             config,
             command: EmailCommand::Test { address },
@@ -218,6 +238,34 @@ async fn email_test(arg: &ConfigArg, address: &str) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("sending failed: {e}"))?;
     println!("test mail sent to {} via {}", email, transport.describe());
+    Ok(())
+}
+
+async fn sms_test(arg: &ConfigArg, number: &str) -> anyhow::Result<()> {
+    let config = load_config(arg)?;
+    let msisdn = vouch_core::threepid::Msisdn::parse_international(number).map_err(|e| {
+        anyhow::anyhow!("{number}: {e} (use the international form, e.g. +447400123456)")
+    })?;
+    let gateway =
+        vouch_sms::Gateway::from_config(&config.sms).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let from = config
+        .sms
+        .sender_per_country
+        .get(msisdn.country())
+        .map(String::as_str);
+    let body = format!(
+        "This is a test message from {}. SMS delivery works.",
+        config.email.app_name
+    );
+    gateway
+        .send(&msisdn.e164(), from, &body, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("sending failed: {e}"))?;
+    println!(
+        "test SMS sent to {} via {}",
+        msisdn.e164(),
+        gateway.describe()
+    );
     Ok(())
 }
 

@@ -226,3 +226,37 @@ fn serve_logs_a_clear_line_when_smtp_is_unreachable() {
     assert_eq!(json["level"], "WARN");
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
 }
+
+#[test]
+fn sms_test_sends_through_the_gateway_and_checks_the_number() {
+    let out = vouch()
+        .args(["sms", "test", "+44 7400 123456"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("+447400123456 via log"));
+    let bad = vouch().args(["sms", "test", "12"]).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("international form"));
+    // A webhook that is not there: a clear failure.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = vouch()
+        .args(["sms", "test", "+447400123456"])
+        .env("VOUCH_SMS__TRANSPORT", "webhook")
+        .env(
+            "VOUCH_SMS__WEBHOOK__URL",
+            format!("http://127.0.0.1:{port}/send"),
+        )
+        .output()
+        .unwrap();
+    assert!(!down.status.success());
+    assert!(String::from_utf8_lossy(&down.stderr).contains("sending failed"));
+}

@@ -14,4 +14,5 @@ mod login;
 mod password;
 mod profile;
 mod register;
+mod sms;
 mod uia;
