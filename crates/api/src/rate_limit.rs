@@ -24,6 +24,7 @@ struct Bucket {
 
 /// One keyed limiter.
 pub struct RateLimiter {
+    name: &'static str,
     rate: Rate,
     enabled: bool,
     clock: Arc<dyn Clock>,
@@ -32,13 +33,21 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// A limiter allowing `rate`; a disabled one allows everything.
-    pub fn new(rate: Rate, enabled: bool, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(name: &'static str, rate: Rate, enabled: bool, clock: Arc<dyn Clock>) -> Self {
         Self {
+            name,
             rate,
             enabled,
             clock,
             buckets: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn refuse(&self, bucket: &Bucket) -> ApiError {
+        vouch_metrics::RATE_LIMITED
+            .with_label_values(&[self.name])
+            .inc();
+        ApiError::limit_exceeded(self.wait_for_one(bucket))
     }
 
     fn refill(&self, bucket: &mut Bucket, now: i64) {
@@ -79,7 +88,7 @@ impl RateLimiter {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(ApiError::limit_exceeded(self.wait_for_one(bucket)))
+            Err(self.refuse(bucket))
         }
     }
 
@@ -100,7 +109,7 @@ impl RateLimiter {
         if bucket.tokens >= 1.0 {
             Ok(())
         } else {
-            Err(ApiError::limit_exceeded(self.wait_for_one(bucket)))
+            Err(self.refuse(bucket))
         }
     }
 }
@@ -124,14 +133,17 @@ pub struct Limiters {
 impl Limiters {
     /// Builds the limiters from `[rate_limits]`.
     pub fn new(config: &RateLimitsConfig, clock: Arc<dyn Clock>) -> Self {
-        let make = |rate| RateLimiter::new(rate, config.enabled, clock.clone());
+        let make = |name, rate| RateLimiter::new(name, rate, config.enabled, clock.clone());
         Self {
-            login_per_ip: make(config.login_per_ip),
-            login_per_account: make(config.login_per_account),
-            failed_login_per_account: make(config.failed_login_per_account),
-            registration_per_ip: make(config.registration_per_ip),
-            email_per_ip: make(config.email_per_ip),
-            sms_per_ip: make(config.sms_per_ip),
+            login_per_ip: make("login_per_ip", config.login_per_ip),
+            login_per_account: make("login_per_account", config.login_per_account),
+            failed_login_per_account: make(
+                "failed_login_per_account",
+                config.failed_login_per_account,
+            ),
+            registration_per_ip: make("registration_per_ip", config.registration_per_ip),
+            email_per_ip: make("email_per_ip", config.email_per_ip),
+            sms_per_ip: make("sms_per_ip", config.sms_per_ip),
         }
     }
 }
@@ -145,6 +157,7 @@ mod tests {
     fn bucket_empties_and_refills_with_the_clock() {
         let clock = Arc::new(MockClock::default());
         let limiter = RateLimiter::new(
+            "test",
             Rate {
                 per_second: 0.5,
                 burst: 2,
@@ -168,6 +181,7 @@ mod tests {
     #[test]
     fn disabled_limiter_allows_everything() {
         let limiter = RateLimiter::new(
+            "test",
             Rate {
                 per_second: 0.01,
                 burst: 1,

@@ -138,6 +138,42 @@ pub fn router(state: AppState) -> Router {
         )
     });
 
+    let r = r
+        .route(
+            "/_synapse/admin/v2/users",
+            get(crate::admin::users::list_users_route),
+        )
+        .route(
+            "/_synapse/admin/v2/users/{user_id}",
+            get(crate::admin::users::get_user_route).put(crate::admin::users::put_user_route),
+        )
+        .route(
+            "/_synapse/admin/v1/threepid/{medium}/users/{address}",
+            get(crate::admin::threepid_lookup::threepid_lookup_route),
+        )
+        .route(
+            "/_synapse/admin/v1/reset_password/{user_id}",
+            post(crate::admin::reset_password::reset_password_route),
+        )
+        .route(
+            "/_synapse/admin/v1/deactivate/{user_id}",
+            post(crate::admin::deactivate::deactivate_route),
+        )
+        .route(
+            "/_synapse/admin/v1/registration_tokens",
+            get(crate::admin::registration_tokens::list_route),
+        )
+        .route(
+            "/_synapse/admin/v1/registration_tokens/new",
+            post(crate::admin::registration_tokens::new_route),
+        )
+        .route(
+            "/_synapse/admin/v1/registration_tokens/{token}",
+            get(crate::admin::registration_tokens::get_route)
+                .put(crate::admin::registration_tokens::put_route)
+                .delete(crate::admin::registration_tokens::delete_route),
+        );
+
     r.fallback(|| async { ApiError::unrecognized() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
@@ -146,6 +182,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::internal("a request handler panicked").into_response()
         }))
         .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(record_metrics))
         .layer(
             TraceLayer::new_for_http()
                 // The path only: the query may hold an access token.
@@ -153,6 +190,25 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
                 }),
         )
+}
+
+/// Counts requests and their latency by route pattern (not by concrete path, so user IDs
+/// and tokens never become label values).
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let started = std::time::Instant::now();
+    let res = next.run(req).await;
+    vouch_metrics::HTTP_DURATION
+        .with_label_values(&[endpoint.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    vouch_metrics::HTTP_REQUESTS
+        .with_label_values(&[endpoint.as_str(), method.as_str(), res.status().as_str()])
+        .inc();
+    res
 }
 
 /// CORS as the spec recommends, on every response; `OPTIONS` is answered here without

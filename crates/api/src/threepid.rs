@@ -145,40 +145,48 @@ impl Services {
             return Ok(());
         }
         let now = self.now();
-        let (per_address, per_session) = match target {
-            Target::Email(_) => (limits.email_per_address, limits.email_per_session),
-            Target::Msisdn(_) => (limits.sms_per_number, limits.sms_per_session),
+        let (per_address, per_session, names) = match target {
+            Target::Email(_) => (
+                limits.email_per_address,
+                limits.email_per_session,
+                ["email_per_address", "email_per_session"],
+            ),
+            Target::Msisdn(_) => (
+                limits.sms_per_number,
+                limits.sms_per_session,
+                ["sms_per_number", "sms_per_session"],
+            ),
         };
-        let over = |(count, oldest): (i64, Option<i64>), w: vouch_config::Window| {
+        let over = |(count, oldest): (i64, Option<i64>), w: vouch_config::Window, name: &str| {
             let window = duration_ms(w.window);
             if count < i64::from(w.max) {
                 return Ok(());
             }
+            vouch_metrics::RATE_LIMITED.with_label_values(&[name]).inc();
             let wait = oldest.map_or(window, |o| o + window - now).max(1);
             Err(ApiError::limit_exceeded(std::time::Duration::from_millis(
                 u64::try_from(wait).unwrap_or(1),
             )))
         };
         let since = |w: vouch_config::Window| now - duration_ms(w.window);
-        over(
-            self.db
-                .messages_to_since(target.address(), since(per_address))
-                .await?,
-            per_address,
-        )?;
+        let sent = self
+            .db
+            .messages_to_since(target.address(), since(per_address))
+            .await?;
+        over(sent, per_address, names[0])?;
         if let Some(sid) = sid {
-            over(
-                self.db
-                    .messages_for_session_since(sid, since(per_session))
-                    .await?,
-                per_session,
-            )?;
+            let sent = self
+                .db
+                .messages_for_session_since(sid, since(per_session))
+                .await?;
+            over(sent, per_session, names[1])?;
         }
         if let Target::Msisdn(m) = target {
             let w = limits.sms_per_country;
             over(
                 self.db.sms_to_country_since(m.country(), since(w)).await?,
                 w,
+                "sms_per_country",
             )?;
         }
         Ok(())
@@ -432,7 +440,7 @@ pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult
             let (secret, lifetime) = state.new_secret(&target);
             let message =
                 state.message_for(&target, req.purpose, &sid, req.client_secret, &secret, held)?;
-            if state
+            let resent = state
                 .db
                 .resend_validation(
                     &sid,
@@ -442,10 +450,14 @@ pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult
                     &message,
                     now,
                 )
-                .await?
-                && !held
-            {
-                state.wake_mailer();
+                .await?;
+            if resent {
+                vouch_metrics::OUTBOX
+                    .with_label_values(&[message.channel, "queued"])
+                    .inc();
+                if !held {
+                    state.wake_mailer();
+                }
             }
         }
         return Ok(sid);
@@ -473,6 +485,12 @@ pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult
         .create_validation(&new, Some(&message), now)
         .await?
     {
+        vouch_metrics::VALIDATION
+            .with_label_values(&[medium, "created"])
+            .inc();
+        vouch_metrics::OUTBOX
+            .with_label_values(&[message.channel, "queued"])
+            .inc();
         if !held {
             state.wake_mailer();
         }
@@ -539,6 +557,9 @@ async fn decoy(
         .create_validation(&new, notice.as_ref(), now)
         .await?;
     if notice.is_some() {
+        vouch_metrics::OUTBOX
+            .with_label_values(&["email", "queued"])
+            .inc();
         state.wake_mailer();
     }
     Ok(sid)
@@ -597,6 +618,9 @@ pub async fn submit_secret(
             if !state.db.mark_validated(sid, &presented, now).await? {
                 return Ok(Submitted::Expired);
             }
+            vouch_metrics::VALIDATION
+                .with_label_values(&[stored.session.medium.as_str(), "validated"])
+                .inc();
             tracing::info!(sid, medium = stored.session.medium, purpose = %stored.session.purpose, "address validated");
             let next_link = stored.next_link.as_deref().and_then(|l| {
                 check_next_link(l, &state.config.email.next_link_domain_allowlist).ok()
@@ -607,11 +631,19 @@ pub async fn submit_secret(
         TokenCheck::Wrong { burn } => {
             state.db.record_wrong_token(sid, burn, now).await?;
             if burn {
+                vouch_metrics::VALIDATION
+                    .with_label_values(&[stored.session.medium.as_str(), "burned"])
+                    .inc();
                 tracing::warn!(sid, "validation session burned after too many wrong tokens");
             }
             Ok(Submitted::Wrong)
         }
-        TokenCheck::Expired | TokenCheck::Burned => Ok(Submitted::Expired),
+        TokenCheck::Expired | TokenCheck::Burned => {
+            vouch_metrics::VALIDATION
+                .with_label_values(&[stored.session.medium.as_str(), "expired"])
+                .inc();
+            Ok(Submitted::Expired)
+        }
     }
 }
 

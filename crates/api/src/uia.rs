@@ -218,7 +218,12 @@ pub async fn authenticate(
                         completed.push(stage.clone());
                     }
                 }
-                Err(err) => return Err(state.uia_info(&flows, &session.id, &completed, Some(err))),
+                Err(err) => {
+                    vouch_metrics::UIA
+                        .with_label_values(&[op.as_str(), "stage_failed"])
+                        .inc();
+                    return Err(state.uia_info(&flows, &session.id, &completed, Some(err)));
+                }
             }
         }
         Some(_) => {
@@ -249,6 +254,9 @@ pub async fn authenticate(
             state.db.consume_validation(&sid, now).await?;
         }
     }
+    vouch_metrics::UIA
+        .with_label_values(&[op.as_str(), "completed"])
+        .inc();
     Ok(passed)
 }
 
@@ -272,6 +280,9 @@ async fn start_session(
         .db
         .create_uia_session(&id, op, user_id, now, expires_at)
         .await?;
+    vouch_metrics::UIA
+        .with_label_values(&[op.as_str(), "started"])
+        .inc();
     Ok(UiaSession {
         id,
         operation: op,

@@ -51,6 +51,10 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     /// Logging.
     pub logging: LoggingConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+    /// Background removal of expired state.
+    pub housekeeping: HousekeepingConfig,
 }
 
 impl Default for Config {
@@ -70,6 +74,8 @@ impl Default for Config {
             identity_server: IdentityServerConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             logging: LoggingConfig::default(),
+            metrics: MetricsConfig::default(),
+            housekeeping: HousekeepingConfig::default(),
         }
     }
 }
@@ -707,6 +713,39 @@ impl Default for RateLimitsConfig {
     }
 }
 
+/// `[metrics]`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` for Prometheus text at `/metrics`; empty (the default): off. Keep it
+    /// off the public network.
+    pub listen: String,
+}
+
+/// `[housekeeping]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HousekeepingConfig {
+    /// How often expired state is removed.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Rows removed per statement (bounded, so a large backlog never blocks the database).
+    pub batch_size: u32,
+    /// How long delivered or given-up messages stay in the outbox (for inspection).
+    #[serde(with = "humantime_serde")]
+    pub keep_sent_messages: Duration,
+}
+
+impl Default for HousekeepingConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+            batch_size: 1000,
+            keep_sent_messages: Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
 /// `[logging]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -987,6 +1026,15 @@ impl Config {
             problems.push(
                 "[registration] require_3pid names email, but [email] enabled = false".into(),
             );
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<SocketAddr>().is_err() {
+            problems.push(format!(
+                "[metrics] listen '{}' is not a host:port address",
+                self.metrics.listen
+            ));
+        }
+        if self.housekeeping.batch_size == 0 || self.housekeeping.interval.is_zero() {
+            problems.push("[housekeeping] interval and batch_size must be more than 0".into());
         }
         if problems.is_empty() {
             Ok(())

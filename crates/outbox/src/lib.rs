@@ -116,6 +116,9 @@ impl Worker {
                     attempts,
                     "delivered"
                 );
+                vouch_metrics::OUTBOX
+                    .with_label_values(&[mail.channel.as_str(), "sent"])
+                    .inc();
                 self.db.mark_message_sent(&mail.id, now).await
             }
             Err((message, permanent)) => {
@@ -127,6 +130,10 @@ impl Worker {
                 } else {
                     tracing::warn!(id = mail.id, channel = mail.channel, to = mail.recipient, attempts, retry_in_ms = retry_in, permanent, error = %message, "delivery failed; will retry");
                 }
+                let event = if give_up { "failed" } else { "retried" };
+                vouch_metrics::OUTBOX
+                    .with_label_values(&[mail.channel.as_str(), event])
+                    .inc();
                 let next = (!give_up).then_some(now + retry_in);
                 self.db
                     .mark_message_failed(&mail.id, &message, next, now)

@@ -20,6 +20,73 @@ pub struct Server {
     router: Router,
     db: Db,
     worker: vouch_outbox::Worker,
+    housekeeping: Housekeeping,
+    metrics: Option<(TcpListener, SocketAddr)>,
+}
+
+/// The periodic removal of expired state.
+struct Housekeeping {
+    db: Db,
+    clock: Arc<dyn Clock>,
+    config: vouch_config::HousekeepingConfig,
+}
+
+impl Housekeeping {
+    async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(self.config.interval) => {}
+                _ = stop.changed() => return,
+            }
+            let keep =
+                i64::try_from(self.config.keep_sent_messages.as_millis()).unwrap_or(i64::MAX);
+            let batch = i64::from(self.config.batch_size);
+            match self.db.housekeeping(self.clock.now_ms(), batch, keep).await {
+                Ok(p) => {
+                    for (kind, n) in [
+                        ("validation_sessions", p.validation_sessions),
+                        ("uia_sessions", p.uia_sessions),
+                        ("access_tokens", p.access_tokens),
+                        ("refresh_tokens", p.refresh_tokens),
+                        ("outbox", p.outbox),
+                    ] {
+                        vouch_metrics::HOUSEKEEPING
+                            .with_label_values(&[kind])
+                            .inc_by(n);
+                    }
+                    if p != vouch_storage::Purged::default() {
+                        tracing::info!(?p, "housekeeping removed expired state");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "housekeeping failed; will try again"),
+            }
+        }
+    }
+}
+
+/// `GET /metrics`: Prometheus text, with the outbox gauges read from the database.
+async fn metrics_handler(
+    axum::extract::State((db, clock)): axum::extract::State<(Db, Arc<dyn Clock>)>,
+) -> String {
+    let now = clock.now_ms();
+    match db.pending_by_channel().await {
+        Ok(pending) => {
+            for channel in ["email", "sms"] {
+                let p = pending.iter().find(|p| p.channel == channel);
+                vouch_metrics::OUTBOX_PENDING
+                    .with_label_values(&[channel])
+                    .set(p.map_or(0, |p| p.count));
+                let age = p
+                    .and_then(|p| p.oldest)
+                    .map_or(0, |o| (now - o).max(0) / 1000);
+                vouch_metrics::OUTBOX_OLDEST_AGE
+                    .with_label_values(&[channel])
+                    .set(age);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the outbox"),
+    }
+    vouch_metrics::render()
 }
 
 /// How often the outbox worker looks for due mail when nothing wakes it.
@@ -63,10 +130,26 @@ impl Server {
             db: db.clone(),
             transport,
             sms,
-            clock,
+            clock: clock.clone(),
             wake: services.mail_wake.clone(),
             poll: OUTBOX_POLL,
         };
+        let housekeeping = Housekeeping {
+            db: db.clone(),
+            clock: clock.clone(),
+            config: services.config.housekeeping.clone(),
+        };
+        let metrics = match services.config.metrics.listen.as_str() {
+            "" => None,
+            addr => {
+                let listener = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+                let bound = listener.local_addr()?;
+                Some((listener, bound))
+            }
+        };
+        vouch_metrics::init();
         let router = vouch_api::router(Arc::new(services));
         Ok(Self {
             listeners,
@@ -74,7 +157,14 @@ impl Server {
             router,
             db,
             worker,
+            housekeeping,
+            metrics,
         })
+    }
+
+    /// Where Prometheus metrics are served, if `[metrics] listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     /// The bound addresses (with real ports when the configuration said port 0).
@@ -97,7 +187,23 @@ impl Server {
             }
         });
         let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
-        let worker = tokio::spawn(self.worker.run(worker_stopped));
+        let clock = self.worker.clock.clone();
+        let worker = tokio::spawn(self.worker.run(worker_stopped.clone()));
+        let housekeeping = tokio::spawn(self.housekeeping.run(worker_stopped.clone()));
+        if let Some((listener, addr)) = self.metrics {
+            let app = Router::new()
+                .route("/metrics", axum::routing::get(metrics_handler))
+                .with_state((self.db.clone(), clock));
+            let mut stop = worker_stopped.clone();
+            tracing::info!("metrics on http://{addr}/metrics");
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+            });
+        }
         let (tx, _) = tokio::sync::broadcast::channel::<()>(1);
         let mut tasks = Vec::new();
         for listener in self.listeners {
@@ -123,6 +229,7 @@ impl Server {
         }
         let _ = stop_worker.send(true);
         let _ = worker.await;
+        let _ = housekeeping.await;
         self.db.close().await;
         Ok(())
     }

@@ -54,6 +54,13 @@ enum Command {
         #[command(subcommand)]
         command: SmsCommand,
     },
+    /// Move accounts in from another homeserver.
+    Import {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Administration against the configured database (the server may be running or not).
     Admin {
         #[command(flatten)]
@@ -79,6 +86,17 @@ enum EmailCommand {
 }
 
 #[derive(Subcommand)]
+enum ImportCommand {
+    /// Copy users, password hashes, admin flags, deactivation, profiles and addresses from a
+    /// Synapse database. Safe to run again: existing accounts are left alone.
+    Synapse {
+        /// Synapse's SQLite file or its `postgres://` URL.
+        #[arg(long)]
+        from: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum SmsCommand {
     /// Send a test SMS through the configured gateway, now (not through the outbox).
     Test {
@@ -92,6 +110,62 @@ enum AdminCommand {
     /// Registration tokens (`m.login.registration_token`).
     #[command(name = "registration-token", subcommand)]
     RegistrationToken(TokenCommand),
+    /// Create an account.
+    CreateUser {
+        /// Localpart or full user ID.
+        user: String,
+        /// The password (or --password-file; without either, read from standard input).
+        #[arg(long)]
+        password: Option<String>,
+        /// A file holding the password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Make the account a server admin.
+        #[arg(long)]
+        admin: bool,
+        /// Attach a (verified) email address.
+        #[arg(long)]
+        email: Vec<String>,
+    },
+    /// Set an account's password; every device is logged out unless --keep-devices.
+    SetPassword {
+        /// Localpart or full user ID.
+        user: String,
+        /// The password (or --password-file; without either, read from standard input).
+        #[arg(long)]
+        password: Option<String>,
+        /// A file holding the password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// Keep the account's devices logged in.
+        #[arg(long)]
+        keep_devices: bool,
+    },
+    /// Attach an email address or phone number to an account.
+    #[command(name = "add-3pid")]
+    AddThreepid {
+        /// Localpart or full user ID.
+        user: String,
+        /// `email` or `msisdn`.
+        medium: String,
+        /// The address (phone numbers in international form).
+        address: String,
+    },
+    /// Remove an email address or phone number from an account.
+    #[command(name = "remove-3pid")]
+    RemoveThreepid {
+        /// Localpart or full user ID.
+        user: String,
+        /// `email` or `msisdn`.
+        medium: String,
+        /// The address.
+        address: String,
+    },
+    /// Show an account, found by user ID, email address or phone number.
+    ShowUser {
+        /// `@user:server`, `localpart`, `someone@example.org` or `+447400123456`.
+        who: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,8 +225,18 @@ fn init_logging(config: &Config) {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable line for operators; no backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(arg) => serve(&arg).await,
         Command::Config {
@@ -164,6 +248,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { config, command } => admin(&config, command).await,
+        Command::Import {
+            config,
+            command: ImportCommand::Synapse { from },
+        } => import_synapse(&config, &from).await,
         Command::Sms {
             config,
             command: SmsCommand::Test { number },
@@ -269,6 +357,129 @@ async fn sms_test(arg: &ConfigArg, number: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Result<()> {
+    let config = load_config(arg)?;
+    let source = vouch_storage::SynapseSource::open(from)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the Synapse database {}",
+                vouch_server::redact(from)
+            )
+        })?;
+    let (names, total) = source.server_names().await?;
+    if let Some(other) = names.iter().find(|n| **n != config.server_name) {
+        anyhow::bail!(
+            "the Synapse database holds users of '{other}', but this server is '{}': refusing to mix two servers' names (set server_name = \"{other}\")",
+            config.server_name
+        );
+    }
+    let db = Db::connect(&config.database.url, 4)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                vouch_server::redact(&config.database.url)
+            )
+        })?;
+    eprintln!(
+        "importing {total} users from Synapse into {}",
+        vouch_server::redact(&config.database.url)
+    );
+    let (mut seen, mut created, mut existing, mut threepids, mut conflicts) = (0_i64, 0, 0, 0, 0);
+    let mut after = String::new();
+    loop {
+        let page = source.users_after(&after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = last.user_id.clone();
+        for user in &page {
+            let outcome = db.import_user(user).await?;
+            if outcome.created {
+                created += 1
+            } else {
+                existing += 1
+            }
+            threepids += outcome.threepids_added;
+            conflicts += outcome.threepids_conflicting;
+            if outcome.threepids_conflicting > 0 {
+                eprintln!(
+                    "  {}: an address of theirs belongs to another account here; left out",
+                    user.user_id
+                );
+            }
+        }
+        seen += i64::try_from(page.len()).unwrap_or(0);
+        eprintln!("  {seen}/{total} users");
+    }
+    println!(
+        "imported {created} users ({existing} already here), {threepids} addresses ({conflicts} conflicting, left out)"
+    );
+    db.close().await;
+    Ok(())
+}
+
+/// The services, for commands that hash passwords or render users without serving.
+fn offline_services(config: &Config, db: Db) -> anyhow::Result<Arc<vouch_api::Services>> {
+    let services = vouch_api::Services::new(
+        config.clone(),
+        db,
+        Arc::new(SystemClock),
+        Arc::new(OsSecretSource),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(services))
+}
+
+/// `alice` or `@alice:server` as a full user ID.
+fn full_user_id(config: &Config, user: &str) -> String {
+    if user.starts_with('@') {
+        user.to_owned()
+    } else {
+        format!("@{}:{}", user.to_lowercase(), config.server_name)
+    }
+}
+
+async fn existing_user(db: &Db, config: &Config, user: &str) -> anyhow::Result<String> {
+    let user_id = full_user_id(config, user);
+    db.user(&user_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no account {user_id}"))?;
+    Ok(user_id)
+}
+
+/// An address in its canonical form.
+fn canonical(medium: &str, address: &str) -> anyhow::Result<String> {
+    Ok(match medium {
+        "email" => vouch_core::threepid::Email::parse(address)?
+            .as_str()
+            .to_owned(),
+        "msisdn" => vouch_core::threepid::Msisdn::parse_international(address)?
+            .as_str()
+            .to_owned(),
+        other => anyhow::bail!("unknown medium {other} (email or msisdn)"),
+    })
+}
+
+/// The password from the flag, the file, or standard input (one line); never echoed or logged.
+fn read_password(password: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    if let Some(p) = password {
+        return Ok(p);
+    }
+    if let Some(f) = file {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let p = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(
+        !p.is_empty(),
+        "no password given (use --password, --password-file or standard input)"
+    );
+    Ok(p)
+}
+
 async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {
     let config = load_config(arg)?;
     let db = Db::connect(&config.database.url, 2)
@@ -281,6 +492,134 @@ async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {
         })?;
     let now = SystemClock.now_ms();
     match command {
+        AdminCommand::CreateUser {
+            user,
+            password,
+            password_file,
+            admin,
+            email,
+        } => {
+            let services = offline_services(&config, db.clone())?;
+            let user_id = full_user_id(&config, &user);
+            let localpart = user_id
+                .trim_start_matches('@')
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let parsed = vouch_core::localpart::Localpart::parse(&localpart, &config.server_name)?;
+            anyhow::ensure!(parsed.as_str() == localpart, "user IDs must be lower-case");
+            let password = read_password(password, password_file)?;
+            services.policy.check(&password)?;
+            let hash = services
+                .hash_password(password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let threepids = email
+                .iter()
+                .map(|e| canonical("email", e).map(|a| ("email".to_owned(), a, now)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let account = vouch_storage::NewAccount {
+                user_id: user_id.clone(),
+                localpart: localpart.clone(),
+                password_hash: Some(hash),
+                is_guest: false,
+                is_admin: admin,
+                displayname: Some(localpart),
+                login: None,
+                threepids,
+                registration_token: None,
+                uia_session: None,
+                validations: Vec::new(),
+            };
+            db.create_account(&account, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create {user_id}: {e}"))?;
+            println!(
+                "created {user_id}{}",
+                if admin { " (server admin)" } else { "" }
+            );
+        }
+        AdminCommand::SetPassword {
+            user,
+            password,
+            password_file,
+            keep_devices,
+        } => {
+            let services = offline_services(&config, db.clone())?;
+            let user_id = existing_user(&db, &config, &user).await?;
+            let password = read_password(password, password_file)?;
+            services.policy.check(&password)?;
+            let hash = services
+                .hash_password(password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            db.set_password(&user_id, &hash, !keep_devices, None)
+                .await?;
+            println!(
+                "password of {user_id} changed{}",
+                if keep_devices {
+                    ""
+                } else {
+                    "; all devices logged out"
+                }
+            );
+        }
+        AdminCommand::AddThreepid {
+            user,
+            medium,
+            address,
+        } => {
+            let user_id = existing_user(&db, &config, &user).await?;
+            let address = canonical(&medium, &address)?;
+            if let Some(owner) = db.threepid_owner(&medium, &address).await? {
+                anyhow::bail!("{address} already belongs to {owner}");
+            }
+            let mut list: Vec<(String, String)> = db
+                .threepids(&user_id)
+                .await?
+                .into_iter()
+                .map(|t| (t.medium, t.address))
+                .collect();
+            list.push((medium.clone(), address.clone()));
+            anyhow::ensure!(
+                db.replace_threepids(&user_id, &list, now).await?,
+                "{address} is already in use"
+            );
+            println!("added {medium} {address} to {user_id}");
+        }
+        AdminCommand::RemoveThreepid {
+            user,
+            medium,
+            address,
+        } => {
+            let user_id = existing_user(&db, &config, &user).await?;
+            let address = canonical(&medium, &address)?;
+            anyhow::ensure!(
+                db.delete_threepid(&user_id, &medium, &address).await?,
+                "{user_id} has no {medium} {address}"
+            );
+            println!("removed {medium} {address} from {user_id}");
+        }
+        AdminCommand::ShowUser { who } => {
+            let services = offline_services(&config, db.clone())?;
+            let user_id = if who.starts_with('@') || !(who.contains('@') || who.starts_with('+')) {
+                full_user_id(&config, &who)
+            } else {
+                let medium = if who.contains('@') { "email" } else { "msisdn" };
+                db.threepid_owner(medium, &canonical(medium, &who)?)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no account has {who}"))?
+            };
+            let user = db
+                .user(&user_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no account {user_id}"))?;
+            let json = vouch_api::admin::users::user_json(&services, &user)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
         AdminCommand::RegistrationToken(TokenCommand::Create {
             token,
             uses,

@@ -402,3 +402,199 @@ impl Db {
         Ok(())
     }
 }
+
+/// Filters for listing accounts (the admin API).
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Substring of the user ID or display name.
+    pub name: Option<String>,
+    /// Include deactivated accounts.
+    pub deactivated: bool,
+    /// Include guests.
+    pub guests: bool,
+}
+
+impl Db {
+    /// A page of accounts ordered by user ID, and the total matching the filter.
+    pub async fn list_users(
+        &self,
+        filter: &UserFilter,
+        from: i64,
+        limit: i64,
+    ) -> Result<(Vec<User>, i64), StorageError> {
+        let pattern = filter
+            .name
+            .as_ref()
+            .map(|n| format!("%{}%", n.to_lowercase()));
+        let conditions =
+            "($1 IS NULL OR LOWER(user_id) LIKE $1 OR LOWER(COALESCE(displayname, '')) LIKE $1)
+             AND ($2 = 1 OR deactivated_at IS NULL) AND ($3 = 1 OR is_guest = 0)";
+        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS n FROM users WHERE {conditions}"
+        )))
+        .bind(&pattern)
+        .bind(i64::from(filter.deactivated))
+        .bind(i64::from(filter.guests))
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE {conditions} ORDER BY user_id LIMIT $4 OFFSET $5"
+        )))
+        .bind(&pattern)
+        .bind(i64::from(filter.deactivated))
+        .bind(i64::from(filter.guests))
+        .bind(limit)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok((
+            rows.iter().map(User::from_row).collect::<Result<_, _>>()?,
+            total,
+        ))
+    }
+
+    /// Grants or revokes server-admin rights.
+    pub async fn set_admin(&self, user_id: &str, admin: bool) -> Result<(), StorageError> {
+        sqlx::query("UPDATE users SET is_admin = $1 WHERE user_id = $2")
+            .bind(i64::from(admin))
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Reactivates a deactivated account (an admin action; it has no password until one is set).
+    pub async fn reactivate(&self, user_id: &str) -> Result<(), StorageError> {
+        sqlx::query("UPDATE users SET deactivated_at = NULL WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces the account's addresses with `threepids` (medium, canonical address) in one
+    /// transaction; an address held by another account fails it with `Ok(false)`.
+    pub async fn replace_threepids(
+        &self,
+        user_id: &str,
+        threepids: &[(String, String)],
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM user_threepids WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        for (medium, address) in threepids {
+            let added = sqlx::query(
+                "INSERT INTO user_threepids (medium, address, user_id, validated_at, added_at) VALUES ($1, $2, $3, $4, $4)",
+            )
+            .bind(medium)
+            .bind(address)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match added {
+                Err(e) if is_unique_violation(&e) => return Ok(false),
+                other => other?,
+            };
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+/// An account brought over from another server (`vouch import synapse`).
+#[derive(Debug, Clone)]
+pub struct ImportedUser {
+    /// Full user ID.
+    pub user_id: String,
+    /// Localpart.
+    pub localpart: String,
+    /// The other server's password hash (bcrypt from Synapse; it keeps working).
+    pub password_hash: Option<String>,
+    /// Creation time (ms).
+    pub created_at: i64,
+    /// Server admin.
+    pub is_admin: bool,
+    /// Guest.
+    pub is_guest: bool,
+    /// Deactivation time (ms), if deactivated.
+    pub deactivated_at: Option<i64>,
+    /// Display name.
+    pub displayname: Option<String>,
+    /// Avatar URL.
+    pub avatar_url: Option<String>,
+    /// (medium, canonical address, validated_at, added_at).
+    pub threepids: Vec<(String, String, i64, i64)>,
+}
+
+/// What importing one account did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ImportOutcome {
+    /// The account was new and written.
+    pub created: bool,
+    /// Addresses written.
+    pub threepids_added: u64,
+    /// Addresses skipped because another account holds them.
+    pub threepids_conflicting: u64,
+}
+
+impl Db {
+    /// Writes an imported account unless it exists; its addresses are added unless already
+    /// there. Running it twice changes nothing the second time.
+    pub async fn import_user(&self, u: &ImportedUser) -> Result<ImportOutcome, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query(
+            "INSERT INTO users (user_id, localpart, password_hash, displayname, avatar_url, is_guest, is_admin, created_at, deactivated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(&u.user_id)
+        .bind(&u.localpart)
+        .bind(&u.password_hash)
+        .bind(&u.displayname)
+        .bind(&u.avatar_url)
+        .bind(i64::from(u.is_guest))
+        .bind(i64::from(u.is_admin))
+        .bind(u.created_at)
+        .bind(u.deactivated_at)
+        .execute(&mut *tx)
+        .await?;
+        let mut outcome = ImportOutcome {
+            created: done.rows_affected() == 1,
+            ..ImportOutcome::default()
+        };
+        for (medium, address, validated_at, added_at) in &u.threepids {
+            let owner: Option<String> = sqlx::query(
+                "SELECT user_id FROM user_threepids WHERE medium = $1 AND address = $2",
+            )
+            .bind(medium)
+            .bind(address)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| r.try_get("user_id"))
+            .transpose()?;
+            match owner {
+                Some(o) if o == u.user_id => {}
+                Some(_) => outcome.threepids_conflicting += 1,
+                None => {
+                    sqlx::query(
+                        "INSERT INTO user_threepids (medium, address, user_id, validated_at, added_at) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(medium)
+                    .bind(address)
+                    .bind(&u.user_id)
+                    .bind(validated_at)
+                    .bind(added_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    outcome.threepids_added += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}

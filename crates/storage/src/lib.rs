@@ -8,13 +8,16 @@
 
 mod accounts;
 mod devices;
+mod housekeeping;
 mod outbox;
 mod registration_tokens;
+mod synapse;
 mod threepids;
 mod uia;
 mod validation;
 
-pub use outbox::{NewMessage, QueuedMessage};
+pub use housekeeping::Purged;
+pub use outbox::{NewMessage, Pending, QueuedMessage};
 pub use uia::StoredUiaSession;
 pub use validation::{Claim, NewValidation, StoredValidation};
 
@@ -24,9 +27,12 @@ use std::str::FromStr;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row, Transaction};
 
-pub use accounts::{CreateAccountError, NewAccount, NewLogin, User};
+pub use accounts::{
+    CreateAccountError, ImportOutcome, ImportedUser, NewAccount, NewLogin, User, UserFilter,
+};
 pub use devices::{AccessTokenInfo, Device, RefreshedSession};
 pub use registration_tokens::RegistrationToken;
+pub use synapse::SynapseSource;
 pub use threepids::{AddThreepidError, Threepid};
 
 /// The embedded migrations (`crates/storage/migrations`).

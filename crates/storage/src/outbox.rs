@@ -226,3 +226,35 @@ impl Db {
         Ok(row.try_get("n")?)
     }
 }
+
+/// Waiting messages of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// `email` or `sms`.
+    pub channel: String,
+    /// How many wait (due or held).
+    pub count: i64,
+    /// When the oldest was queued (ms).
+    pub oldest: Option<i64>,
+}
+
+impl Db {
+    /// Waiting messages by channel, for metrics.
+    pub async fn pending_by_channel(&self) -> Result<Vec<Pending>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT channel, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox
+             WHERE sent_at IS NULL AND failed_at IS NULL GROUP BY channel",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            out.push(Pending {
+                channel: r.try_get("channel")?,
+                count: r.try_get("n")?,
+                oldest: r.try_get("oldest")?,
+            });
+        }
+        Ok(out)
+    }
+}

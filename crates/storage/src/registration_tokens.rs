@@ -93,6 +93,30 @@ impl Db {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Changes a token's uses and expiry (`None`: leave as is; `Some(None)`: unlimited /
+    /// never). `false` if there is no such token.
+    pub async fn update_registration_token(
+        &self,
+        token: &str,
+        uses_allowed: Option<Option<i64>>,
+        expiry_time: Option<Option<i64>>,
+    ) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE registration_tokens SET
+                 uses_allowed = CASE WHEN $1 = 1 THEN $2 ELSE uses_allowed END,
+                 expiry_time = CASE WHEN $3 = 1 THEN $4 ELSE expiry_time END
+             WHERE token = $5",
+        )
+        .bind(i64::from(uses_allowed.is_some()))
+        .bind(uses_allowed.flatten())
+        .bind(i64::from(expiry_time.is_some()))
+        .bind(expiry_time.flatten())
+        .bind(token)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Deletes a token; `false` if there was none.
     pub async fn delete_registration_token(&self, token: &str) -> Result<bool, StorageError> {
         let done = sqlx::query("DELETE FROM registration_tokens WHERE token = $1")

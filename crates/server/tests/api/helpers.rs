@@ -110,6 +110,8 @@ pub struct TestApp {
     pub config: Config,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// `http://<addr>/metrics`, when `[metrics] listen` was set.
+    pub metrics_url: Option<String>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -189,6 +191,7 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> T
         .await
         .expect("server starts");
     let base = format!("http://{}", server.local_addrs()[0]);
+    let metrics_url = server.metrics_addr().map(|a| format!("http://{a}/metrics"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run_until(async move {
         let _ = stopped.await;
@@ -200,6 +203,7 @@ pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> T
         .build()
         .expect("client");
     TestApp {
+        metrics_url,
         base,
         clock,
         config,

@@ -11,6 +11,7 @@ mod devices;
 mod discovery;
 mod email;
 mod login;
+mod operate;
 mod password;
 mod profile;
 mod register;

@@ -1,0 +1,38 @@
+//! `POST /_synapse/admin/v1/deactivate/{user_id}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde_json::{Value, json};
+
+use crate::admin::{Admin, local_user_id};
+use crate::error::{ApiError, ApiResult};
+use crate::ruma_axum::JsonBody;
+use crate::state::AppState;
+
+/// # `POST /_synapse/admin/v1/deactivate/{user_id}`
+pub async fn deactivate_route(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(user_id): Path<String>,
+    JsonBody { body, .. }: JsonBody,
+) -> ApiResult<Json<Value>> {
+    let user_id = local_user_id(&state, &user_id)?;
+    let erase = match body.get("erase") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_json("erase must be true or false")),
+    };
+    state
+        .db
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("User not found"))?;
+    state.db.deactivate(&user_id, erase, state.now()).await?;
+    tracing::info!(
+        admin = admin.user_id,
+        target = user_id,
+        erase,
+        "admin: deactivated user"
+    );
+    Ok(Json(json!({ "id_server_unbind_result": "success" })))
+}
