@@ -32,6 +32,13 @@ pub enum ApiError {
         /// Human-readable text.
         message: String,
     },
+    /// An identity server's Matrix error, passed through as it was.
+    Passthrough {
+        /// HTTP status.
+        status: StatusCode,
+        /// `{errcode, error}`.
+        body: serde_json::Value,
+    },
     /// A UIA 401 with flows, session and progress.
     Uia(Box<UiaaInfo>),
     /// Something broke inside; logged in full, answered as `M_UNKNOWN` without details.
@@ -155,6 +162,9 @@ impl ApiError {
             ApiError::Matrix { kind, .. } => kind.errcode().to_string(),
             ApiError::Custom { errcode, .. } => (*errcode).to_owned(),
             ApiError::Uia(_) => "UIA".into(),
+            ApiError::Passthrough { body, .. } => {
+                body["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned()
+            }
             ApiError::Internal(_) => "M_UNKNOWN".into(),
         }
     }
@@ -184,6 +194,9 @@ impl IntoResponse for ApiError {
                 UiaaResponse::MatrixError(MatrixError::new(status, body))
             }
             ApiError::Uia(info) => UiaaResponse::AuthResponse(*info),
+            ApiError::Passthrough { status, body } => {
+                UiaaResponse::MatrixError(MatrixError::new(status, ErrorBody::Json(body)))
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 let body = ErrorBody::Standard(StandardErrorBody::new(

@@ -60,6 +60,12 @@ pub fn router(state: AppState) -> Router {
     let r = route::<account::get_3pids::v3::Request, _, _>(r, get_3pids::get_3pids_route);
     let r = route::<account::add_3pid::v3::Request, _, _>(r, add_3pid::add_3pid_route);
     let r = route::<account::delete_3pid::v3::Request, _, _>(r, delete_3pid::delete_3pid_route);
+    let r = route::<account::bind_3pid::v3::Request, _, _>(r, bind_3pid::bind_3pid_route);
+    let r = route::<account::unbind_3pid::v3::Request, _, _>(r, unbind_3pid::unbind_3pid_route);
+    let r = r.route(
+        "/_matrix/key/v2/server",
+        get(crate::identity::get_server_keys_route),
+    );
     let r = ["r0", "v3"].into_iter().fold(r, |r, v| {
         r.route(
             &format!("/_matrix/client/{v}/account/3pid"),

@@ -35,6 +35,8 @@ pub struct Services {
     pub composer: Composer,
     /// Rung when mail is queued, so the outbox worker sends it at once.
     pub mail_wake: Arc<tokio::sync::Notify>,
+    /// The server's signing key (unbind requests, `/_matrix/key/v2/server`).
+    pub signing_key: crate::identity::SigningKey,
     /// `[email] allowed_3pids`, compiled.
     pub allowed_3pids: Vec<regex::Regex>,
     /// A hash checked against when a login names an unknown user, so that unknown and known
@@ -49,6 +51,7 @@ impl Services {
         db: Db,
         clock: Arc<dyn Clock>,
         secrets: Arc<dyn SecretSource>,
+        signing_key: crate::identity::SigningKey,
     ) -> Result<Self, String> {
         let p = &config.password;
         let hasher = PasswordHasher {
@@ -103,6 +106,7 @@ impl Services {
             composer,
             mail_wake: Arc::new(tokio::sync::Notify::new()),
             allowed_3pids,
+            signing_key,
             dummy_hash,
         })
     }

@@ -351,7 +351,7 @@ pub struct TokenRequest<'a> {
 
 /// The shared requestToken: checks everything before anything is written, then creates or
 /// reuses the session and queues its message in the same transaction. Returns the `sid`.
-pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult<String> {
+pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Requested> {
     let medium = match req.address {
         Raw::Email(_) => "email",
         Raw::Phone { .. } => "msisdn",
@@ -424,7 +424,13 @@ pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult
         if !state.config.email.inhibit_3pid_errors {
             return Err(refusal);
         }
-        return decoy(state, &req, &target, owner.is_some()).await;
+        return decoy(state, &req, &target, owner.is_some())
+            .await
+            .map(Requested::local);
+    }
+
+    if let Some((server, token)) = delegation(state, medium, req.json)? {
+        return delegate_request(state, &req, &target, &server, &token).await;
     }
 
     let now = state.now();
@@ -460,7 +466,7 @@ pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult
                 }
             }
         }
-        return Ok(sid);
+        return Ok(Requested::local(sid));
     }
 
     state.check_send_limits(&target, None).await?;
@@ -494,15 +500,257 @@ pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult
         if !held {
             state.wake_mailer();
         }
-        return Ok(sid);
+        return Ok(Requested::local(sid));
     }
     // A concurrent identical request created the session first: answer with its sid.
     state
         .db
         .find_validation(medium, target.address(), req.client_secret, req.purpose)
         .await?
-        .map(|s| s.session.sid)
+        .map(|s| Requested::local(s.session.sid))
         .ok_or_else(|| ApiError::internal("validation session vanished"))
+}
+
+/// What a requestToken answers.
+#[derive(Debug, Clone)]
+pub struct Requested {
+    /// The session ID.
+    pub sid: String,
+    /// Where a code goes, when an identity server runs the session and gave one.
+    pub submit_url: Option<String>,
+    /// An identity server runs the session.
+    pub delegated: bool,
+}
+
+impl Requested {
+    fn local(sid: String) -> Self {
+        Self {
+            sid,
+            submit_url: None,
+            delegated: false,
+        }
+    }
+}
+
+/// Whether this requestToken goes to an identity server, and with which token: the
+/// operator's delegate for the medium, or (`requests = "delegate"`) the trusted server the
+/// client named with its own token.
+fn delegation(
+    state: &Services,
+    medium: &str,
+    json: Option<&Map<String, Value>>,
+) -> ApiResult<Option<(crate::identity::IdentityServer, String)>> {
+    let cfg = &state.config.identity_server;
+    if let Some(d) = cfg.delegate.get(medium) {
+        let server = state.require_trusted(&d.base_url)?;
+        return Ok(Some((server, d.access_token.clone())));
+    }
+    let text = |k: &str| json.and_then(|j| j.get(k)).and_then(Value::as_str);
+    match (cfg.requests, text("id_server"), text("id_access_token")) {
+        (IdentityServerRequests::Delegate, Some(id_server), Some(token)) => {
+            Ok(Some((state.require_trusted(id_server)?, token.to_owned())))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Proxies a requestToken to an identity server (v2 API, Bearer token) and records the
+/// session it runs, so the UIA stage and `/account/3pid/add` can ask it later.
+async fn delegate_request(
+    state: &AppState,
+    req: &TokenRequest<'_>,
+    target: &Target,
+    server: &crate::identity::IdentityServer,
+    token: &str,
+) -> ApiResult<Requested> {
+    let medium = target.medium();
+    let mut body = json!({ "client_secret": req.client_secret, "send_attempt": req.send_attempt });
+    match (&req.address, target) {
+        (Raw::Phone { country, number }, _) => {
+            body["country"] = json!(country);
+            body["phone_number"] = json!(number);
+        }
+        (_, t) => body["email"] = json!(t.address()),
+    }
+    if let Some(link) = req.next_link {
+        body["next_link"] = json!(link);
+    }
+    let path = format!("/_matrix/identity/v2/validate/{medium}/requestToken");
+    let (status, answer) = state
+        .identity_call(
+            server,
+            http::Method::POST,
+            &path,
+            Some(format!("Bearer {token}")),
+            Some(&body),
+        )
+        .await?;
+    if !status.is_success() {
+        return Err(state.identity_error(status, &answer));
+    }
+    let sid = answer
+        .get("sid")
+        .and_then(Value::as_str)
+        .filter(|s| vouch_core::threepid::valid_client_secret(s))
+        .ok_or_else(|| ApiError::Custom {
+            status: http::StatusCode::BAD_GATEWAY,
+            errcode: "M_UNKNOWN",
+            message: "The identity server answered without a usable sid".into(),
+        })?
+        .to_owned();
+    let base = server.base.to_string();
+    state
+        .db
+        .create_delegated_validation(
+            &sid,
+            medium,
+            target.address(),
+            req.client_secret,
+            req.purpose,
+            &base,
+            state.now(),
+        )
+        .await?;
+    tracing::info!(
+        medium,
+        id_server = server.name,
+        "requestToken delegated to an identity server"
+    );
+    let submit_url = answer
+        .get("submit_url")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    Ok(Requested {
+        sid,
+        submit_url,
+        delegated: true,
+    })
+}
+
+/// Asks the identity server that runs `sid` (recorded at requestToken, or named in the
+/// client's `threepid_creds` with `requests = "delegate"`) whether it is validated, and
+/// records the answer. `Ok(Err)`: not usable, with the error for the client.
+pub async fn refresh_delegated(
+    state: &AppState,
+    op: Operation,
+    sid: &str,
+    client_secret: &str,
+    creds: Option<&Map<String, Value>>,
+) -> ApiResult<Result<(), ApiError>> {
+    let cfg = &state.config.identity_server;
+    let text = |k: &str| creds.and_then(|c| c.get(k)).and_then(Value::as_str);
+    let (server, known) = match state.db.delegated_to(sid).await? {
+        Some(base) => match state.trusted_identity_server(&base) {
+            Some(s) => (s, true),
+            None => {
+                return Ok(Err(ApiError::new(
+                    ErrorKind::ServerNotTrusted,
+                    "That identity server is no longer trusted",
+                )));
+            }
+        },
+        None => match (cfg.requests, text("id_server")) {
+            (IdentityServerRequests::Delegate, Some(is)) => match state.trusted_identity_server(is)
+            {
+                Some(s) => (s, false),
+                None => {
+                    return Ok(Err(ApiError::new(
+                        ErrorKind::ServerNotTrusted,
+                        format!("This server does not trust {is}"),
+                    )));
+                }
+            },
+            (IdentityServerRequests::Reject, Some(_)) => {
+                return Ok(Err(ApiError::new(
+                    ErrorKind::ServerNotTrusted,
+                    "This server does not use identity servers",
+                )));
+            }
+            _ => {
+                return Ok(Err(unauthorized(
+                    "Unknown validation session; request a new one",
+                )));
+            }
+        },
+    };
+    let operator = cfg.delegate.values().find(|d| {
+        state
+            .trusted_identity_server(&d.base_url)
+            .is_some_and(|s| s.name == server.name)
+    });
+    let Some(token) = text("id_access_token")
+        .map(str::to_owned)
+        .or_else(|| operator.map(|d| d.access_token.clone()))
+    else {
+        return Ok(Err(ApiError::missing_param(
+            "threepid_creds.id_access_token is needed for a session an identity server runs",
+        )));
+    };
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("sid", sid)
+        .append_pair("client_secret", client_secret)
+        .finish();
+    let path = format!("/_matrix/identity/v2/3pid/getValidated3pid?{query}");
+    let (status, answer) = state
+        .identity_call(
+            &server,
+            http::Method::GET,
+            &path,
+            Some(format!("Bearer {token}")),
+            None,
+        )
+        .await?;
+    if !status.is_success() {
+        let why = answer
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("not validated");
+        return Ok(Err(unauthorized(&format!(
+            "Unable to get validated threepid from the identity server: {why}"
+        ))));
+    }
+    let (Some(medium), Some(address), Some(validated_at)) = (
+        answer.get("medium").and_then(Value::as_str),
+        answer.get("address").and_then(Value::as_str),
+        answer.get("validated_at").and_then(Value::as_i64),
+    ) else {
+        return Ok(Err(unauthorized(
+            "The identity server's answer was incomplete",
+        )));
+    };
+    let canonical = match medium {
+        "email" => Email::parse(address).map(|e| e.as_str().to_owned()).ok(),
+        "msisdn" => Msisdn::parse_international(address)
+            .map(|m| m.as_str().to_owned())
+            .ok(),
+        _ => None,
+    };
+    let Some(address) = canonical else {
+        return Ok(Err(unauthorized(
+            "The identity server reported an address Vouch cannot use",
+        )));
+    };
+    let now = state.now();
+    if !known {
+        let base = server.base.to_string();
+        state
+            .db
+            .create_delegated_validation(
+                sid,
+                medium,
+                &address,
+                client_secret,
+                purpose_for(op),
+                &base,
+                now,
+            )
+            .await?;
+    }
+    state
+        .db
+        .mark_delegated_validated(sid, &address, validated_at, now)
+        .await?;
+    Ok(Ok(()))
 }
 
 /// `inhibit_3pid_errors`: answer like a real send. The session is stored (burned, so it
@@ -711,6 +959,18 @@ pub async fn verify_threepid_stage(
             "threepid_creds needs sid and client_secret",
         )));
     };
+    let local = own_session(state, sid, client_secret).await?;
+    let needs_identity_server = match &local {
+        None => true,
+        Some(s) => s.session.validated_at.is_none() && state.db.delegated_to(sid).await?.is_some(),
+    };
+    let refreshed = match needs_identity_server {
+        true => refresh_delegated(state, op, sid, client_secret, Some(creds)).await?,
+        false => Ok(()),
+    };
+    if let Err(e) = refreshed {
+        return Ok(Err(e));
+    }
     let Some(stored) = own_session(state, sid, client_secret).await? else {
         return Ok(Err(unauthorized(
             "Unknown validation session; request a new one",

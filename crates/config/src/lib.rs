@@ -594,12 +594,49 @@ impl Default for WebhookConfig {
 }
 
 /// `[identity_server]`.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdentityServerConfig {
-    /// `ignore`: verify locally and never contact a client-named server; `reject`: answer
-    /// an `id_server` on requestToken with 400 `M_SERVER_NOT_TRUSTED`.
+    /// What to do with a client-supplied `id_server` on requestToken and in UIA
+    /// `threepid_creds` for sessions Vouch did not issue: `ignore` (verify locally, never
+    /// contact it), `reject` (400 `M_SERVER_NOT_TRUSTED`), `delegate` (proxy to it if it is
+    /// in `trusted`, else 400 `M_SERVER_NOT_TRUSTED`).
     pub requests: IdentityServerRequests,
+    /// The only identity servers Vouch ever talks to: `host[:port]` (https, and the name
+    /// must resolve to public addresses) or an explicit base URL (`https://…` or `http://…`;
+    /// taken as written, private addresses included).
+    pub trusted: Vec<String>,
+    /// Timeout of one call to an identity server.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Largest answer read from an identity server, in bytes.
+    pub max_response_bytes: usize,
+    /// Operator delegates per medium (`email`, `msisdn`): requestToken for that medium goes
+    /// to this identity server with the operator's token (Synapse's
+    /// `account_threepid_delegates`, over the v2 API). For migrations.
+    pub delegate: BTreeMap<String, OperatorDelegate>,
+}
+
+impl Default for IdentityServerConfig {
+    fn default() -> Self {
+        Self {
+            requests: IdentityServerRequests::Ignore,
+            trusted: Vec::new(),
+            timeout: Duration::from_secs(10),
+            max_response_bytes: 64 * 1024,
+            delegate: BTreeMap::new(),
+        }
+    }
+}
+
+/// An operator's identity-server delegate for one medium.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorDelegate {
+    /// Base URL (also put it in `trusted`).
+    pub base_url: String,
+    /// The operator's access token on that server (v2 API).
+    pub access_token: String,
 }
 
 /// How a client-supplied `id_server` is treated.
@@ -611,6 +648,8 @@ pub enum IdentityServerRequests {
     Ignore,
     /// Refuse requests that name an identity server.
     Reject,
+    /// Proxy to the named server when it is trusted.
+    Delegate,
 }
 
 /// A limit counted in the database, so that it holds across instances: at most `max`
@@ -1036,6 +1075,33 @@ impl Config {
         if self.housekeeping.batch_size == 0 || self.housekeeping.interval.is_zero() {
             problems.push("[housekeeping] interval and batch_size must be more than 0".into());
         }
+        for entry in &self.identity_server.trusted {
+            let explicit = entry.starts_with("https://") || entry.starts_with("http://");
+            let parsed = if explicit {
+                url::Url::parse(entry)
+            } else {
+                url::Url::parse(&format!("https://{entry}"))
+            };
+            if !parsed
+                .is_ok_and(|u| u.host_str().is_some() && (u.path() == "/" || u.path().is_empty()))
+            {
+                problems.push(format!(
+                    "[identity_server] trusted: '{entry}' is not host[:port] or a base URL"
+                ));
+            }
+        }
+        for (medium, d) in &self.identity_server.delegate {
+            if medium != "email" && medium != "msisdn" {
+                problems.push(format!(
+                    "[identity_server.delegate] unknown medium '{medium}'"
+                ));
+            }
+            if !(d.base_url.starts_with("https://") || d.base_url.starts_with("http://"))
+                || d.access_token.is_empty()
+            {
+                problems.push(format!("[identity_server.delegate] {medium}: base_url (http/https) and access_token are required"));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -1082,6 +1148,9 @@ impl Config {
         }
         if !masked.email.smtp.password.is_empty() {
             masked.email.smtp.password = MASK.into();
+        }
+        for d in masked.identity_server.delegate.values_mut() {
+            d.access_token = MASK.into();
         }
         if !masked.sms.twilio.auth_token.is_empty() {
             masked.sms.twilio.auth_token = MASK.into();

@@ -124,8 +124,13 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let sms =
             vouch_sms::Gateway::from_config(&config.sms).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let services = vouch_api::Services::new(config, db.clone(), clock.clone(), secrets)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let signing_key =
+            vouch_api::identity::SigningKey::load(&db, secrets.as_ref(), clock.now_ms())
+                .await
+                .map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
+        let services =
+            vouch_api::Services::new(config, db.clone(), clock.clone(), secrets, signing_key)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let worker = vouch_outbox::Worker {
             db: db.clone(),
             transport,

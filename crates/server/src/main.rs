@@ -419,12 +419,16 @@ async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Result<()> {
 }
 
 /// The services, for commands that hash passwords or render users without serving.
-fn offline_services(config: &Config, db: Db) -> anyhow::Result<Arc<vouch_api::Services>> {
+async fn offline_services(config: &Config, db: Db) -> anyhow::Result<Arc<vouch_api::Services>> {
+    let key = vouch_api::identity::SigningKey::load(&db, &OsSecretSource, SystemClock.now_ms())
+        .await
+        .map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
     let services = vouch_api::Services::new(
         config.clone(),
         db,
         Arc::new(SystemClock),
         Arc::new(OsSecretSource),
+        key,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Arc::new(services))
@@ -499,7 +503,7 @@ async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {
             admin,
             email,
         } => {
-            let services = offline_services(&config, db.clone())?;
+            let services = offline_services(&config, db.clone()).await?;
             let user_id = full_user_id(&config, &user);
             let localpart = user_id
                 .trim_start_matches('@')
@@ -546,7 +550,7 @@ async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {
             password_file,
             keep_devices,
         } => {
-            let services = offline_services(&config, db.clone())?;
+            let services = offline_services(&config, db.clone()).await?;
             let user_id = existing_user(&db, &config, &user).await?;
             let password = read_password(password, password_file)?;
             services.policy.check(&password)?;
@@ -602,7 +606,7 @@ async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {
             println!("removed {medium} {address} from {user_id}");
         }
         AdminCommand::ShowUser { who } => {
-            let services = offline_services(&config, db.clone())?;
+            let services = offline_services(&config, db.clone()).await?;
             let user_id = if who.starts_with('@') || !(who.contains('@') || who.starts_with('+')) {
                 full_user_id(&config, &who)
             } else {

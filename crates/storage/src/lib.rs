@@ -9,6 +9,7 @@
 mod accounts;
 mod devices;
 mod housekeeping;
+mod identity;
 mod outbox;
 mod registration_tokens;
 mod synapse;
@@ -17,6 +18,7 @@ mod uia;
 mod validation;
 
 pub use housekeeping::Purged;
+pub use identity::Binding;
 pub use outbox::{NewMessage, Pending, QueuedMessage};
 pub use uia::StoredUiaSession;
 pub use validation::{Claim, NewValidation, StoredValidation};

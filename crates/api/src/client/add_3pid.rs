@@ -9,7 +9,7 @@ use crate::auth::AuthedUser;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
-use crate::threepid::own_session;
+use crate::threepid::{own_session, refresh_delegated};
 use crate::uia::authenticate;
 
 /// Adds the address of a validated `/account/3pid/{medium}/requestToken` session to the
@@ -20,6 +20,7 @@ pub(crate) async fn add_validated_threepid(
     sid: &str,
     client_secret: &str,
     auth: Option<&serde_json::Value>,
+    creds: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> ApiResult<()> {
     user.not_guest()?;
     if !state.config.account.threepid_changes {
@@ -34,6 +35,15 @@ pub(crate) async fn add_validated_threepid(
             "The address has not been validated; follow the link or enter the code first",
         )
     };
+    // A session an identity server runs is asked about first (with the operator's token,
+    // or the client's from the deprecated endpoint's `three_pid_creds`).
+    let local = own_session(state, sid, client_secret).await?;
+    if local
+        .as_ref()
+        .is_none_or(|s| s.session.validated_at.is_none())
+    {
+        let _ = refresh_delegated(state, Operation::AddThreepid, sid, client_secret, creds).await?;
+    }
     let stored = own_session(state, sid, client_secret)
         .await?
         .ok_or_else(not_validated)?;
@@ -80,6 +90,7 @@ pub async fn add_3pid_route(
         body.sid.as_str(),
         body.client_secret.as_str(),
         body.auth.as_ref(),
+        None,
     )
     .await?;
     Ok(RumaResponse(add_3pid::v3::Response::new()))

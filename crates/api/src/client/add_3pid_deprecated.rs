@@ -31,6 +31,14 @@ pub async fn add_3pid_deprecated_route(
             "three_pid_creds needs sid and client_secret",
         ));
     };
-    add_validated_threepid(&state, &user, sid, client_secret, auth.as_ref()).await?;
+    add_validated_threepid(
+        &state,
+        &user,
+        sid,
+        client_secret,
+        auth.as_ref(),
+        Some(creds),
+    )
+    .await?;
     Ok(Json(json!({})))
 }

@@ -31,12 +31,23 @@ pub async fn deactivate_route(
             ));
         }
     };
+    // Unbind first, while the bindings are known; the spec wants `success` when there was
+    // nothing to unbind.
+    let mut bindings = state.db.bindings(&user_id, None).await?;
+    if let Some(named) = body.id_server.as_deref() {
+        let server = state.require_trusted(named)?;
+        bindings.retain(|b| b.id_server == server.name);
+    }
+    let unbound = state.unbind_all(&bindings).await?;
     state
         .db
         .deactivate(&user_id, body.erase, state.now())
         .await?;
     tracing::info!(user_id, erase = body.erase, "account deactivated");
-    Ok(RumaResponse(deactivate::v3::Response::new(
-        ThirdPartyIdRemovalStatus::Success,
-    )))
+    let result = if unbound {
+        ThirdPartyIdRemovalStatus::Success
+    } else {
+        ThirdPartyIdRemovalStatus::NoSupport
+    };
+    Ok(RumaResponse(deactivate::v3::Response::new(result)))
 }

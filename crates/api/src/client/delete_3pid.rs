@@ -1,18 +1,17 @@
 use axum::extract::State;
-use ruma::api::client::account::{ThirdPartyIdRemovalStatus, delete_3pid};
-use ruma::thirdparty::Medium;
-use vouch_core::threepid::{Email, Msisdn};
+use ruma::api::client::account::delete_3pid;
 
 use crate::auth::AuthedUser;
+use crate::client::unbind_3pid::{canonical, unbind_address};
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
 
 /// # `POST /_matrix/client/v3/account/3pid/delete`
 ///
-/// Removes the address from the account (200 even if it was not there, as Synapse does).
-/// Vouch never bound it to an identity server, so there is nothing it could unbind:
-/// `no-support`.
+/// Removes the address from the account (200 even if it was not there, as Synapse does) and
+/// unbinds it from the identity servers it was bound to through Vouch (or the one named):
+/// `success` when every unbind succeeded, `no-support` when it was never bound or one failed.
 pub async fn delete_3pid_route(
     State(state): State<AppState>,
     user: AuthedUser,
@@ -24,21 +23,7 @@ pub async fn delete_3pid_route(
             "Changing email addresses and phone numbers is disabled on this server",
         ));
     }
-    let (medium, address) = match &body.medium {
-        Medium::Email => (
-            "email",
-            Email::parse(&body.address)
-                .map(|e| e.as_str().to_owned())
-                .unwrap_or_else(|_| body.address.clone()),
-        ),
-        Medium::Msisdn => (
-            "msisdn",
-            Msisdn::parse_international(&body.address)
-                .map(|m| m.as_str().to_owned())
-                .unwrap_or_else(|_| body.address.clone()),
-        ),
-        other => return Err(ApiError::invalid_param(format!("unknown medium {other}"))),
-    };
+    let (medium, address) = canonical(&body.medium, &body.address)?;
     if state
         .db
         .delete_threepid(&user.user_id, medium, &address)
@@ -46,7 +31,13 @@ pub async fn delete_3pid_route(
     {
         tracing::info!(user_id = user.user_id, medium, "address removed");
     }
-    Ok(RumaResponse(delete_3pid::v3::Response::new(
-        ThirdPartyIdRemovalStatus::NoSupport,
-    )))
+    let result = unbind_address(
+        &state,
+        &user.user_id,
+        medium,
+        &address,
+        body.id_server.as_deref(),
+    )
+    .await?;
+    Ok(RumaResponse(delete_3pid::v3::Response::new(result)))
 }

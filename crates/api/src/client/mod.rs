@@ -2,6 +2,7 @@
 
 pub mod add_3pid;
 pub mod add_3pid_deprecated;
+pub mod bind_3pid;
 pub mod change_password;
 pub mod check_registration_token_validity;
 pub mod deactivate;
@@ -35,6 +36,7 @@ pub mod session;
 pub mod set_avatar_url;
 pub mod set_display_name;
 pub mod submit_token;
+pub mod unbind_3pid;
 pub mod update_device;
 pub mod whoami;
 

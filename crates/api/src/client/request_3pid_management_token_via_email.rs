@@ -18,7 +18,7 @@ pub async fn request_3pid_management_token_via_email_route(
     body: Ruma<request_3pid_management_token_via_email::v3::Request>,
 ) -> ApiResult<RumaResponse<request_3pid_management_token_via_email::v3::Response>> {
     let request = &body.body;
-    let sid = request_token(
+    let requested = request_token(
         &state,
         TokenRequest {
             purpose: Purpose::AddThreepid,
@@ -31,8 +31,9 @@ pub async fn request_3pid_management_token_via_email_route(
         },
     )
     .await?;
-    let sid = OwnedSessionId::try_from(sid).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(RumaResponse(
-        request_3pid_management_token_via_email::v3::Response::new(sid),
-    ))
+    let sid =
+        OwnedSessionId::try_from(requested.sid).map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut response = request_3pid_management_token_via_email::v3::Response::new(sid);
+    response.submit_url = requested.submit_url;
+    Ok(RumaResponse(response))
 }

@@ -19,7 +19,7 @@ pub async fn request_password_change_token_via_msisdn_route(
     body: Ruma<request_password_change_token_via_msisdn::v3::Request>,
 ) -> ApiResult<RumaResponse<request_password_change_token_via_msisdn::v3::Response>> {
     let request = &body.body;
-    let sid = request_token(
+    let requested = request_token(
         &state,
         TokenRequest {
             purpose: Purpose::PasswordReset,
@@ -35,8 +35,14 @@ pub async fn request_password_change_token_via_msisdn_route(
         },
     )
     .await?;
-    let sid = OwnedSessionId::try_from(sid).map_err(|e| ApiError::internal(e.to_string()))?;
+    let sid =
+        OwnedSessionId::try_from(requested.sid).map_err(|e| ApiError::internal(e.to_string()))?;
     let mut response = request_password_change_token_via_msisdn::v3::Response::new(sid);
-    response.submit_url = Some(state.submit_url());
+    // Vouch's own submit_url for its sessions; an identity server's, if it runs the session.
+    response.submit_url = if requested.delegated {
+        requested.submit_url
+    } else {
+        Some(state.submit_url())
+    };
     Ok(RumaResponse(response))
 }
