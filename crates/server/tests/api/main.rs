@@ -10,6 +10,7 @@ mod cli;
 mod devices;
 mod discovery;
 mod email;
+mod identity;
 mod login;
 mod operate;
 mod password;
