@@ -11,6 +11,7 @@ mod devices;
 mod discovery;
 mod email;
 mod identity;
+mod instances;
 mod login;
 mod operate;
 mod password;
