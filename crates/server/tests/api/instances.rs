@@ -43,6 +43,11 @@ impl Instance {
             .spawn()
             .expect("vouch starts");
         let stdout = child.stdout.take().unwrap();
+        // Owned by the Instance from here on, so it is killed and reaped whatever happens.
+        let mut instance = Instance {
+            child,
+            base: String::new(),
+        };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -60,10 +65,8 @@ impl Instance {
                     .chars()
                     .take_while(|c| !c.is_whitespace() && *c != '"')
                     .collect();
-                return Instance {
-                    child,
-                    base: format!("http://{addr}"),
-                };
+                instance.base = format!("http://{addr}");
+                return instance;
             }
         }
     }
