@@ -13,173 +13,103 @@ use tower_http::trace::TraceLayer;
 
 use crate::client::*;
 use crate::error::ApiError;
-use crate::ruma_axum::route;
+use crate::ruma_axum::Routes;
 use crate::state::AppState;
 
-/// Builds the router over `state`.
-pub fn router(state: AppState) -> Router {
-    let r = Router::new();
-    let r = route::<discovery::get_supported_versions::Request, _, _>(
-        r,
-        get_supported_versions::get_supported_versions_route,
-    );
-    let r = route::<discovery::get_capabilities::v3::Request, _, _>(
-        r,
-        get_capabilities::get_capabilities_route,
-    );
-    let r = r.route(
-        "/.well-known/matrix/client",
-        get(discover_homeserver::discover_homeserver_route),
-    );
+/// Every route Vouch serves: (method, path). The conformance test checks each against the
+/// Matrix spec's definitions.
+pub fn route_table() -> Vec<(Method, String)> {
+    routes().table
+}
 
-    let r = route::<session::get_login_types::v3::Request, _, _>(
-        r,
-        get_login_types::get_login_types_route,
-    );
-    let r = route::<session::login::v3::Request, _, _>(r, login::login_route);
-    let r =
-        route::<session::refresh_token::v3::Request, _, _>(r, refresh_token::refresh_token_route);
-    let r = route::<session::logout::v3::Request, _, _>(r, logout::logout_route);
-    let r = route::<session::logout_all::v3::Request, _, _>(r, logout_all::logout_all_route);
-
-    let r = route::<account::whoami::v3::Request, _, _>(r, whoami::whoami_route);
-    let r = route::<account::register::v3::Request, _, _>(r, register::register_route);
-    let r = route::<account::get_username_availability::v3::Request, _, _>(
-        r,
-        get_username_availability::get_username_availability_route,
-    );
-    let r = route::<account::check_registration_token_validity::v1::Request, _, _>(
-        r,
-        check_registration_token_validity::check_registration_token_validity_route,
-    );
-    let r = route::<account::change_password::v3::Request, _, _>(
-        r,
-        change_password::change_password_route,
-    );
-    let r = route::<account::deactivate::v3::Request, _, _>(r, deactivate::deactivate_route);
-    let r = route::<account::get_3pids::v3::Request, _, _>(r, get_3pids::get_3pids_route);
-    let r = route::<account::add_3pid::v3::Request, _, _>(r, add_3pid::add_3pid_route);
-    let r = route::<account::delete_3pid::v3::Request, _, _>(r, delete_3pid::delete_3pid_route);
-    let r = route::<account::bind_3pid::v3::Request, _, _>(r, bind_3pid::bind_3pid_route);
-    let r = route::<account::unbind_3pid::v3::Request, _, _>(r, unbind_3pid::unbind_3pid_route);
-    let r = r.route(
-        "/_matrix/key/v2/server",
-        get(crate::identity::get_server_keys_route),
-    );
-    let r = ["r0", "v3"].into_iter().fold(r, |r, v| {
-        r.route(
-            &format!("/_matrix/client/{v}/account/3pid"),
-            post(add_3pid_deprecated::add_3pid_deprecated_route),
+fn routes() -> Routes {
+    Routes::new()
+        .ruma::<discovery::get_supported_versions::Request, _, _>(get_supported_versions::get_supported_versions_route)
+        .ruma::<discovery::get_capabilities::v3::Request, _, _>(get_capabilities::get_capabilities_route)
+        .ruma::<session::get_login_types::v3::Request, _, _>(get_login_types::get_login_types_route)
+        .ruma::<session::login::v3::Request, _, _>(login::login_route)
+        .ruma::<session::refresh_token::v3::Request, _, _>(refresh_token::refresh_token_route)
+        .ruma::<session::logout::v3::Request, _, _>(logout::logout_route)
+        .ruma::<session::logout_all::v3::Request, _, _>(logout_all::logout_all_route)
+        .ruma::<account::whoami::v3::Request, _, _>(whoami::whoami_route)
+        .ruma::<account::register::v3::Request, _, _>(register::register_route)
+        .ruma::<account::get_username_availability::v3::Request, _, _>(get_username_availability::get_username_availability_route)
+        .ruma::<account::check_registration_token_validity::v1::Request, _, _>(check_registration_token_validity::check_registration_token_validity_route)
+        .ruma::<account::change_password::v3::Request, _, _>(change_password::change_password_route)
+        .ruma::<account::deactivate::v3::Request, _, _>(deactivate::deactivate_route)
+        .ruma::<account::get_3pids::v3::Request, _, _>(get_3pids::get_3pids_route)
+        .ruma::<account::add_3pid::v3::Request, _, _>(add_3pid::add_3pid_route)
+        .ruma::<account::delete_3pid::v3::Request, _, _>(delete_3pid::delete_3pid_route)
+        .ruma::<account::bind_3pid::v3::Request, _, _>(bind_3pid::bind_3pid_route)
+        .ruma::<account::unbind_3pid::v3::Request, _, _>(unbind_3pid::unbind_3pid_route)
+        .ruma::<account::request_registration_token_via_email::v3::Request, _, _>(request_registration_token_via_email::request_registration_token_via_email_route)
+        .ruma::<account::request_password_change_token_via_email::v3::Request, _, _>(request_password_change_token_via_email::request_password_change_token_via_email_route)
+        .ruma::<account::request_3pid_management_token_via_email::v3::Request, _, _>(request_3pid_management_token_via_email::request_3pid_management_token_via_email_route)
+        .ruma::<account::request_registration_token_via_msisdn::v3::Request, _, _>(request_registration_token_via_msisdn::request_registration_token_via_msisdn_route)
+        .ruma::<account::request_password_change_token_via_msisdn::v3::Request, _, _>(request_password_change_token_via_msisdn::request_password_change_token_via_msisdn_route)
+        .ruma::<account::request_3pid_management_token_via_msisdn::v3::Request, _, _>(request_3pid_management_token_via_msisdn::request_3pid_management_token_via_msisdn_route)
+        .ruma::<device::get_devices::v3::Request, _, _>(get_devices::get_devices_route)
+        .ruma::<device::get_device::v3::Request, _, _>(get_device::get_device_route)
+        .ruma::<device::update_device::v3::Request, _, _>(update_device::update_device_route)
+        .ruma::<device::delete_device::v3::Request, _, _>(delete_device::delete_device_route)
+        .ruma::<device::delete_devices::v3::Request, _, _>(delete_devices::delete_devices_route)
+        .ruma::<profile::get_profile::v3::Request, _, _>(get_profile::get_profile_route)
+        .ruma::<profile::get_display_name::v3::Request, _, _>(get_display_name::get_display_name_route)
+        .ruma::<profile::set_display_name::v3::Request, _, _>(set_display_name::set_display_name_route)
+        .ruma::<profile::get_avatar_url::v3::Request, _, _>(get_avatar_url::get_avatar_url_route)
+        .ruma::<profile::set_avatar_url::v3::Request, _, _>(set_avatar_url::set_avatar_url_route)
+        .ruma::<uiaa::get_uiaa_fallback_page::v3::Request, _, _>(get_uiaa_fallback_page::get_uiaa_fallback_page_route)
+        .add("/.well-known/matrix/client", &[Method::GET], get(discover_homeserver::discover_homeserver_route))
+        .add("/_matrix/key/v2/server", &[Method::GET], get(crate::identity::get_server_keys_route))
+        .add("/_matrix/client/r0/account/3pid", &[Method::POST], post(add_3pid_deprecated::add_3pid_deprecated_route))
+        .add("/_matrix/client/v3/account/3pid", &[Method::POST], post(add_3pid_deprecated::add_3pid_deprecated_route))
+        .add(&format!("/{}", crate::threepid::SUBMIT_PATH), &[Method::POST], post(submit_token::submit_token_route))
+        .add(
+            &format!("/{}", crate::threepid::EMAIL_LINK_PATH),
+            &[Method::GET, Method::POST],
+            get(crate::email_validate::get_email_validate_route).post(crate::email_validate::post_email_validate_route),
         )
-    });
-    let r = route::<account::request_registration_token_via_email::v3::Request, _, _>(
-        r,
-        request_registration_token_via_email::request_registration_token_via_email_route,
-    );
-    let r = route::<account::request_password_change_token_via_email::v3::Request, _, _>(
-        r,
-        request_password_change_token_via_email::request_password_change_token_via_email_route,
-    );
-    let r = route::<account::request_3pid_management_token_via_email::v3::Request, _, _>(
-        r,
-        request_3pid_management_token_via_email::request_3pid_management_token_via_email_route,
-    );
-    let r = route::<account::request_registration_token_via_msisdn::v3::Request, _, _>(
-        r,
-        request_registration_token_via_msisdn::request_registration_token_via_msisdn_route,
-    );
-    let r = route::<account::request_password_change_token_via_msisdn::v3::Request, _, _>(
-        r,
-        request_password_change_token_via_msisdn::request_password_change_token_via_msisdn_route,
-    );
-    let r = route::<account::request_3pid_management_token_via_msisdn::v3::Request, _, _>(
-        r,
-        request_3pid_management_token_via_msisdn::request_3pid_management_token_via_msisdn_route,
-    );
-    let r = r.route(
-        &format!("/{}", crate::threepid::SUBMIT_PATH),
-        post(submit_token::submit_token_route),
-    );
-    let r = r.route(
-        &format!("/{}", crate::threepid::EMAIL_LINK_PATH),
-        get(crate::email_validate::get_email_validate_route)
-            .post(crate::email_validate::post_email_validate_route),
-    );
-
-    let r = route::<device::get_devices::v3::Request, _, _>(r, get_devices::get_devices_route);
-    let r = route::<device::get_device::v3::Request, _, _>(r, get_device::get_device_route);
-    let r =
-        route::<device::update_device::v3::Request, _, _>(r, update_device::update_device_route);
-    let r =
-        route::<device::delete_device::v3::Request, _, _>(r, delete_device::delete_device_route);
-    let r =
-        route::<device::delete_devices::v3::Request, _, _>(r, delete_devices::delete_devices_route);
-
-    let r = route::<profile::get_profile::v3::Request, _, _>(r, get_profile::get_profile_route);
-    let r = route::<profile::get_display_name::v3::Request, _, _>(
-        r,
-        get_display_name::get_display_name_route,
-    );
-    let r = route::<profile::set_display_name::v3::Request, _, _>(
-        r,
-        set_display_name::set_display_name_route,
-    );
-    let r = route::<profile::get_avatar_url::v3::Request, _, _>(
-        r,
-        get_avatar_url::get_avatar_url_route,
-    );
-    let r = route::<profile::set_avatar_url::v3::Request, _, _>(
-        r,
-        set_avatar_url::set_avatar_url_route,
-    );
-
-    let r = route::<uiaa::get_uiaa_fallback_page::v3::Request, _, _>(
-        r,
-        get_uiaa_fallback_page::get_uiaa_fallback_page_route,
-    );
-    let r = ["r0", "v3"].into_iter().fold(r, |r, v| {
-        r.route(
-            &format!("/_matrix/client/{v}/auth/{{auth_type}}/fallback/web"),
+        .add(
+            "/_matrix/client/r0/auth/{auth_type}/fallback/web",
+            &[Method::POST],
             post(get_uiaa_fallback_page::post_uiaa_fallback_page_route),
         )
-    });
-
-    let r = r
-        .route(
-            "/_synapse/admin/v2/users",
-            get(crate::admin::users::list_users_route),
+        .add(
+            "/_matrix/client/v3/auth/{auth_type}/fallback/web",
+            &[Method::POST],
+            post(get_uiaa_fallback_page::post_uiaa_fallback_page_route),
         )
-        .route(
+        .add("/_synapse/admin/v2/users", &[Method::GET], get(crate::admin::users::list_users_route))
+        .add(
             "/_synapse/admin/v2/users/{user_id}",
+            &[Method::GET, Method::PUT],
             get(crate::admin::users::get_user_route).put(crate::admin::users::put_user_route),
         )
-        .route(
+        .add(
             "/_synapse/admin/v1/threepid/{medium}/users/{address}",
+            &[Method::GET],
             get(crate::admin::threepid_lookup::threepid_lookup_route),
         )
-        .route(
+        .add(
             "/_synapse/admin/v1/reset_password/{user_id}",
+            &[Method::POST],
             post(crate::admin::reset_password::reset_password_route),
         )
-        .route(
-            "/_synapse/admin/v1/deactivate/{user_id}",
-            post(crate::admin::deactivate::deactivate_route),
-        )
-        .route(
-            "/_synapse/admin/v1/registration_tokens",
-            get(crate::admin::registration_tokens::list_route),
-        )
-        .route(
-            "/_synapse/admin/v1/registration_tokens/new",
-            post(crate::admin::registration_tokens::new_route),
-        )
-        .route(
+        .add("/_synapse/admin/v1/deactivate/{user_id}", &[Method::POST], post(crate::admin::deactivate::deactivate_route))
+        .add("/_synapse/admin/v1/registration_tokens", &[Method::GET], get(crate::admin::registration_tokens::list_route))
+        .add("/_synapse/admin/v1/registration_tokens/new", &[Method::POST], post(crate::admin::registration_tokens::new_route))
+        .add(
             "/_synapse/admin/v1/registration_tokens/{token}",
+            &[Method::GET, Method::PUT, Method::DELETE],
             get(crate::admin::registration_tokens::get_route)
                 .put(crate::admin::registration_tokens::put_route)
                 .delete(crate::admin::registration_tokens::delete_route),
-        );
+        )
+}
 
+/// Builds the router over `state`.
+pub fn router(state: AppState) -> Router {
+    let r = routes().router;
     r.fallback(|| async { ApiError::unrecognized() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)

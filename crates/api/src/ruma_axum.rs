@@ -238,15 +238,54 @@ pub fn without_nulls<T: OutgoingResponse>(response: T) -> Response {
     Response::from_parts(parts, Body::from(body))
 }
 
-/// Mounts `handler` on every path of the ruma endpoint `T` with its method.
-pub fn route<T, H, M>(router: Router<AppState>, handler: H) -> Router<AppState>
-where
-    T: Metadata,
-    H: Handler<M, AppState>,
-    M: 'static,
-{
-    let filter = MethodFilter::try_from(T::METHOD).unwrap_or(MethodFilter::GET);
-    T::PATH_BUILDER.all_paths().fold(router, |router, path| {
-        router.route(path, on(filter, handler.clone()))
-    })
+/// The route table being built: the axum router and a record of every (method, path).
+pub struct Routes {
+    /// The router.
+    pub router: Router<AppState>,
+    /// Every (method, path) mounted.
+    pub table: Vec<(Method, String)>,
+}
+
+impl Routes {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self {
+            router: Router::new(),
+            table: Vec::new(),
+        }
+    }
+
+    /// Mounts `handler` on every path (r0, v3, unstable) of the ruma endpoint `T`.
+    pub fn ruma<T, H, M>(mut self, handler: H) -> Self
+    where
+        T: Metadata,
+        H: Handler<M, AppState>,
+        M: 'static,
+    {
+        let filter = MethodFilter::try_from(T::METHOD).unwrap_or(MethodFilter::GET);
+        for path in T::PATH_BUILDER.all_paths() {
+            self.router = self.router.route(path, on(filter, handler.clone()));
+            self.table.push((T::METHOD, path.to_owned()));
+        }
+        self
+    }
+
+    /// Mounts a route that has no ruma type, recording `methods`.
+    pub fn add(
+        mut self,
+        path: &str,
+        methods: &[Method],
+        route: axum::routing::MethodRouter<AppState>,
+    ) -> Self {
+        self.router = self.router.route(path, route);
+        self.table
+            .extend(methods.iter().map(|m| (m.clone(), path.to_owned())));
+        self
+    }
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self::new()
+    }
 }

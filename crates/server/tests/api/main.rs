@@ -7,6 +7,7 @@ mod smtp;
 mod bad_input;
 mod browser;
 mod cli;
+mod conformance;
 mod devices;
 mod discovery;
 mod email;
