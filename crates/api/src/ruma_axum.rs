@@ -218,8 +218,23 @@ impl<T: OutgoingResponse> IntoResponse for RumaResponse<T> {
     }
 }
 
+/// Leaves out object fields that are `null`, at every depth.
+fn strip_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(strip_nulls).collect()),
+        other => other,
+    }
+}
+
 /// A ruma response as JSON with its `null` fields left out, for responses whose ruma type
-/// writes `null` where the spec says "omitted" (register with `inhibit_login`).
+/// writes `null` where the spec says "absent" (register with `inhibit_login`, devices
+/// without a display name).
 pub fn without_nulls<T: OutgoingResponse>(response: T) -> Response {
     let res = match response.try_into_http_response::<Vec<u8>>() {
         Ok(res) => res,
@@ -229,11 +244,8 @@ pub fn without_nulls<T: OutgoingResponse>(response: T) -> Response {
     };
     let (parts, body) = res.into_parts();
     let body = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(mut map)) => {
-            map.retain(|_, v| !v.is_null());
-            serde_json::to_vec(&map).unwrap_or(body)
-        }
-        _ => body,
+        Ok(value) => serde_json::to_vec(&strip_nulls(value)).unwrap_or(body),
+        Err(_) => body,
     };
     Response::from_parts(parts, Body::from(body))
 }

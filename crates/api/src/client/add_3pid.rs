@@ -29,11 +29,18 @@ pub(crate) async fn add_validated_threepid(
         ));
     }
     // Checked before UIA, so nobody types a password for a session that cannot work.
+    // The deprecated endpoint documents 403 for this; `/3pid/add` lists no such error, so
+    // it gets the generic 400 for a request that cannot be honoured.
     let not_validated = || {
-        ApiError::new(
-            ErrorKind::ThreepidAuthFailed,
-            "The address has not been validated; follow the link or enter the code first",
-        )
+        let message = "The address has not been validated; follow the link or enter the code first";
+        match creds {
+            Some(_) => ApiError::new(ErrorKind::ThreepidAuthFailed, message),
+            None => ApiError::Custom {
+                status: http::StatusCode::BAD_REQUEST,
+                errcode: "M_THREEPID_AUTH_FAILED",
+                message: message.into(),
+            },
+        }
     };
     // A session an identity server runs is asked about first (with the operator's token,
     // or the client's from the deprecated endpoint's `three_pid_creds`).

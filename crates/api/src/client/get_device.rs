@@ -4,7 +4,7 @@ use ruma::api::client::device::get_device;
 use crate::auth::AuthedUser;
 use crate::client::get_devices::to_ruma;
 use crate::error::{ApiError, ApiResult};
-use crate::ruma_axum::{Ruma, RumaResponse};
+use crate::ruma_axum::{Ruma, without_nulls};
 use crate::state::AppState;
 
 /// # `GET /_matrix/client/v3/devices/{deviceId}`
@@ -12,11 +12,13 @@ pub async fn get_device_route(
     State(state): State<AppState>,
     user: AuthedUser,
     body: Ruma<get_device::v3::Request>,
-) -> ApiResult<RumaResponse<get_device::v3::Response>> {
+) -> ApiResult<axum::response::Response> {
     let device = state
         .db
         .device(&user.user_id, body.device_id.as_str())
         .await?
         .ok_or_else(|| ApiError::not_found("No such device"))?;
-    Ok(RumaResponse(get_device::v3::Response::new(to_ruma(device))))
+    Ok(without_nulls(get_device::v3::Response::new(to_ruma(
+        device,
+    ))))
 }

@@ -4,7 +4,7 @@ use ruma::{MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt};
 
 use crate::auth::AuthedUser;
 use crate::error::ApiResult;
-use crate::ruma_axum::RumaResponse;
+use crate::ruma_axum::without_nulls;
 use crate::state::AppState;
 
 /// Storage's device as ruma's.
@@ -23,9 +23,9 @@ pub(crate) fn to_ruma(d: vouch_storage::Device) -> device::Device {
 pub async fn get_devices_route(
     State(state): State<AppState>,
     user: AuthedUser,
-) -> ApiResult<RumaResponse<get_devices::v3::Response>> {
+) -> ApiResult<axum::response::Response> {
     let devices = state.db.devices(&user.user_id).await?;
-    Ok(RumaResponse(get_devices::v3::Response::new(
+    Ok(without_nulls(get_devices::v3::Response::new(
         devices.into_iter().map(to_ruma).collect(),
     )))
 }

@@ -298,7 +298,7 @@ async fn add_and_delete_addresses(db: Backend) {
         Some(&token),
     )
     .await
-    .assert_error(403, "M_THREEPID_AUTH_FAILED");
+    .assert_error(400, "M_THREEPID_AUTH_FAILED");
     app.confirm(&mail.link()).await;
     // A wrong client_secret does not find the session.
     app.post(
@@ -307,7 +307,7 @@ async fn add_and_delete_addresses(db: Backend) {
         Some(&token),
     )
     .await
-    .assert_error(403, "M_THREEPID_AUTH_FAILED");
+    .assert_error(400, "M_THREEPID_AUTH_FAILED");
     let added = app
         .with_password_uia(
             Method::POST,
@@ -326,7 +326,7 @@ async fn add_and_delete_addresses(db: Backend) {
     // Spent: adding again fails.
     app.post("/_matrix/client/v3/account/3pid/add", add, Some(&token))
         .await
-        .assert_error(403, "M_THREEPID_AUTH_FAILED");
+        .assert_error(400, "M_THREEPID_AUTH_FAILED");
 
     let del = app
         .post(

@@ -308,7 +308,7 @@ async fn add_and_remove_numbers(db: Backend) {
         Some(&token),
     )
     .await
-    .assert_error(403, "M_THREEPID_AUTH_FAILED");
+    .assert_error(400, "M_THREEPID_AUTH_FAILED");
     submit(&app, &url, &sid, "n1", &code).await.ok();
     app.with_password_uia(
         Method::POST,
