@@ -99,37 +99,49 @@ where
             .collect();
         let (body_bytes, auth, json) = read_body(&parts, body, limit).await?;
 
-        let mut builder = http::Request::builder()
-            .method(parts.method.clone())
-            .uri(parts.uri.clone());
-        for (name, value) in &parts.headers {
-            builder = builder.header(name, value);
-        }
-        let request = builder
-            .body(body_bytes.as_slice())
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-        // ruma's hand-written deserializers index JSON maps and panic on some malformed
-        // bodies (a login without `type`); such a body is bad input, never a dropped
-        // connection.
-        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            T::try_from_http_request(request, &args)
-        }));
-        let body = match parsed {
-            Ok(result) => result.map_err(|e| deserialization_error(e, json.as_ref()))?,
-            Err(_) => {
-                let has_type = json
-                    .as_ref()
-                    .is_some_and(|m| m.get("type").is_some_and(Value::is_string));
-                return Err(if has_type {
-                    ApiError::bad_json("The body does not have the expected shape")
-                } else {
-                    ApiError::missing_param("type is required and must be a string")
-                });
-            }
-        };
-        Ok(Ruma { body, auth, json })
+        into_ruma(&parts, &body_bytes, auth, json, &path_args)
     }
+}
+
+/// Turns a prepared body into ruma's request type, with the Matrix error a client should
+/// see for anything ruma refuses (or panics on).
+pub fn into_ruma<T: IncomingRequest>(
+    parts: &http::request::Parts,
+    body_bytes: &[u8],
+    auth: Option<Value>,
+    json: Option<serde_json::Map<String, Value>>,
+    path_args: &[String],
+) -> Result<Ruma<T>, ApiError> {
+    let mut builder = http::Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone());
+    for (name, value) in &parts.headers {
+        builder = builder.header(name, value);
+    }
+    let request = builder
+        .body(body_bytes)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
+    // ruma's hand-written deserializers index JSON maps and panic on some malformed
+    // bodies (a login without `type`); such a body is bad input, never a dropped
+    // connection.
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        T::try_from_http_request(request, &args)
+    }));
+    let body = match parsed {
+        Ok(result) => result.map_err(|e| deserialization_error(e, json.as_ref()))?,
+        Err(_) => {
+            let has_type = json
+                .as_ref()
+                .is_some_and(|m| m.get("type").is_some_and(Value::is_string));
+            return Err(if has_type {
+                ApiError::bad_json("The body does not have the expected shape")
+            } else {
+                ApiError::missing_param("type is required and must be a string")
+            });
+        }
+    };
+    Ok(Ruma { body, auth, json })
 }
 
 /// Reads a request body: at most `limit` bytes (else 413 `M_TOO_LARGE`). For methods with a
@@ -158,14 +170,34 @@ async fn read_body(
     let bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| too_large(limit))?;
-    if !matches!(parts.method, Method::POST | Method::PUT | Method::DELETE) {
+    prepare_body(&parts.method, &bytes)
+}
+
+/// The body as handed on: for methods with a body it must be a JSON object (an empty body
+/// counts as `{}`, as Synapse does, so UIA can start with no body), and its `auth` dict is
+/// taken out. Returns the bytes to hand on, the `auth` dict and the object.
+#[expect(
+    clippy::type_complexity,
+    reason = "three outputs, named in the doc comment"
+)]
+pub fn prepare_body(
+    method: &Method,
+    bytes: &[u8],
+) -> Result<
+    (
+        Vec<u8>,
+        Option<Value>,
+        Option<serde_json::Map<String, Value>>,
+    ),
+    ApiError,
+> {
+    if !matches!(*method, Method::POST | Method::PUT | Method::DELETE) {
         return Ok((bytes.to_vec(), None, None));
     }
-    // An empty body is `{}` (Synapse does the same), so UIA can start with no body.
     let value: Value = if bytes.iter().all(u8::is_ascii_whitespace) {
         Value::Object(serde_json::Map::new())
     } else {
-        serde_json::from_slice(&bytes)
+        serde_json::from_slice(bytes)
             .map_err(|e| ApiError::not_json(format!("The body is not valid JSON: {e}")))?
     };
     let Value::Object(mut map) = value else {

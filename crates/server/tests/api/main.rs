@@ -18,5 +18,6 @@ mod operate;
 mod password;
 mod profile;
 mod register;
+mod security;
 mod sms;
 mod uia;
