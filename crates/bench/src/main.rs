@@ -1,0 +1,581 @@
+//! `vouch-bench`: starts the release `vouch` binary (SQLite, or PostgreSQL with
+//! `--postgres`) with an SMTP sink, drives it over HTTP with a fixed concurrency for a fixed
+//! time, and prints requests/s, p50, p99 and the server's peak RSS per scenario. A bare hyper
+//! server answering a fixed JSON body is measured in the same run: the machine's limit, and
+//! the proof that the load generator is not the bottleneck.
+//!
+//! ```sh
+//! cargo build --release -p vouch -p vouch-bench
+//! target/release/vouch-bench --duration 10 --sweep 1,4,16,64 --out bench.json
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(about = "Benchmarks a release vouch binary over HTTP")]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrency of the main table.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Concurrencies for the chart (comma-separated); empty: none.
+    #[arg(long, default_value = "")]
+    sweep: String,
+    /// PostgreSQL URL of a database to use (emptied first); default: SQLite in a temp dir.
+    #[arg(long)]
+    postgres: Option<String>,
+    /// The vouch binary.
+    #[arg(long, default_value = "target/release/vouch")]
+    vouch: PathBuf,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Scenarios to run (comma-separated); default: all.
+    #[arg(
+        long,
+        default_value = "bare,versions,login,register,request_token,email_registration"
+    )]
+    scenarios: String,
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// One measurement.
+#[derive(Debug, Clone, Serialize)]
+struct Measurement {
+    scenario: String,
+    concurrency: usize,
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// A bare hyper server answering a fixed JSON body.
+async fn bare_server() -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(|_req: Request<hyper::body::Incoming>| async {
+                        Ok::<_, Infallible>(
+                            Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from_static(
+                                    br#"{"versions":["v1.1","v1.19"]}"#,
+                                )))
+                                .expect("response"),
+                        )
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// An SMTP sink that keeps the confirmation link of each mail, by recipient.
+async fn smtp_sink(links: Arc<Mutex<HashMap<String, String>>>) -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let links = links.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read);
+                let _ = write.write_all(b"220 bench ESMTP\r\n").await;
+                let mut line = String::new();
+                let mut to = String::new();
+                loop {
+                    line.clear();
+                    if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let upper = line.to_ascii_uppercase();
+                    let reply: &[u8] = if upper.starts_with("EHLO") {
+                        b"250-bench\r\n250 8BITMIME\r\n"
+                    } else if upper.starts_with("RCPT TO") {
+                        to = line[8..].trim().trim_matches(['<', '>']).to_owned();
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("DATA") {
+                        let _ = write.write_all(b"354 go\r\n").await;
+                        let mut raw = String::new();
+                        loop {
+                            line.clear();
+                            if lines.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if line == ".\r\n" {
+                                break;
+                            }
+                            raw.push_str(line.strip_prefix('.').unwrap_or(&line));
+                        }
+                        if let Some(link) = link_in(&raw) {
+                            links.lock().expect("links").insert(to.clone(), link);
+                        }
+                        b"250 OK\r\n"
+                    } else if upper.starts_with("QUIT") {
+                        let _ = write.write_all(b"221 bye\r\n").await;
+                        return;
+                    } else {
+                        b"250 OK\r\n"
+                    };
+                    if write.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+fn link_in(raw: &str) -> Option<String> {
+    let mail = mailparse::parse_mail(raw.as_bytes()).ok()?;
+    let text = mail.subparts.first()?.get_body().ok()?;
+    text.split_whitespace()
+        .find(|w| w.contains("/_vouch/email/validate?"))
+        .map(str::to_owned)
+}
+
+/// The vouch child process.
+struct Vouch {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for Vouch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Vouch {
+    /// Starts it and waits until it answers; returns it and the time that took.
+    async fn start(
+        bin: &PathBuf,
+        config: &PathBuf,
+        port: u16,
+        http: &HttpClient,
+    ) -> anyhow::Result<(Vouch, Duration)> {
+        let started = Instant::now();
+        let child = std::process::Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let vouch = Vouch {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        for _ in 0..2000 {
+            if let Ok((200, _)) = call(
+                http,
+                "GET",
+                &format!("{}/_matrix/client/versions", vouch.base),
+                None,
+            )
+            .await
+            {
+                return Ok((vouch, started.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        anyhow::bail!("vouch did not start")
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .map(str::to_owned)
+            })
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    }
+}
+
+async fn call(
+    http: &HttpClient,
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<(u16, Value)> {
+    let mut req = Request::builder().method(method).uri(url);
+    let bytes = match body {
+        Some(b) => {
+            req = req.header("content-type", "application/json");
+            Bytes::from(serde_json::to_vec(b)?)
+        }
+        None => Bytes::new(),
+    };
+    let res = http.request(req.body(Full::new(bytes))?).await?;
+    let status = res.status().as_u16();
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+async fn form(http: &HttpClient, url: &str, fields: &[(&str, &str)]) -> anyhow::Result<u16> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let req = Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(body)))?;
+    let res = http.request(req).await?;
+    let status = res.status().as_u16();
+    let _ = res.into_body().collect().await?;
+    Ok(status)
+}
+
+/// One unit of work of a scenario: `Ok(true)` counts, `Ok(false)` is an error answer.
+async fn run_once(
+    scenario: &str,
+    http: &HttpClient,
+    base: &str,
+    n: u64,
+    links: &Mutex<HashMap<String, String>>,
+) -> anyhow::Result<bool> {
+    match scenario {
+        "bare" | "versions" => Ok(call(
+            http,
+            "GET",
+            &format!("{base}/_matrix/client/versions"),
+            None,
+        )
+        .await?
+        .0 == 200),
+        "login" => {
+            let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bench" }, "password": "bench battery staple" });
+            Ok(call(
+                http,
+                "POST",
+                &format!("{base}/_matrix/client/v3/login"),
+                Some(&body),
+            )
+            .await?
+            .0 == 200)
+        }
+        "register" => {
+            let name = format!("r{n}x{}", std::process::id());
+            let body = json!({ "username": name, "password": "bench battery staple", "inhibit_login": true });
+            let url = format!("{base}/_matrix/client/v3/register");
+            let (_, first) = call(http, "POST", &url, Some(&body)).await?;
+            let mut b = body;
+            b["auth"] = json!({ "type": "m.login.dummy", "session": first["session"] });
+            Ok(call(http, "POST", &url, Some(&b)).await?.0 == 200)
+        }
+        "request_token" => {
+            let body = json!({ "email": format!("rt{n}@bench.example"), "client_secret": format!("cs{n}"), "send_attempt": 1 });
+            Ok(call(
+                http,
+                "POST",
+                &format!("{base}/_matrix/client/v3/account/3pid/email/requestToken"),
+                Some(&body),
+            )
+            .await?
+            .0 == 200)
+        }
+        "email_registration" => {
+            let email = format!("er{n}@bench.example");
+            let secret = format!("ecs{n}");
+            let reg = format!("{base}/_matrix/client/v3/register");
+            let body = json!({ "username": format!("e{n}x{}", std::process::id()), "password": "bench battery staple", "inhibit_login": true });
+            let (_, first) = call(http, "POST", &reg, Some(&body)).await?;
+            let (status, token) = call(
+                http,
+                "POST",
+                &format!("{base}/_matrix/client/v3/register/email/requestToken"),
+                Some(&json!({ "email": email, "client_secret": secret, "send_attempt": 1 })),
+            )
+            .await?;
+            if status != 200 {
+                return Ok(false);
+            }
+            let mut link = None;
+            for _ in 0..10_000 {
+                link = links.lock().expect("links").remove(&email);
+                if link.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let Some(link) = link else { return Ok(false) };
+            let parsed = url::Url::parse(&link)?;
+            let q: HashMap<String, String> = parsed.query_pairs().into_owned().collect();
+            let (page, _) = call(http, "GET", &link, None).await?;
+            if page != 200 {
+                return Ok(false);
+            }
+            let confirm = form(
+                http,
+                &format!("{base}/_vouch/email/validate"),
+                &[
+                    ("sid", &q["sid"]),
+                    ("client_secret", &q["client_secret"]),
+                    ("token", &q["token"]),
+                ],
+            )
+            .await?;
+            if confirm != 200 {
+                return Ok(false);
+            }
+            let mut b = body;
+            b["auth"] = json!({ "type": "m.login.email.identity", "session": first["session"], "threepid_creds": { "sid": token["sid"], "client_secret": secret } });
+            Ok(call(http, "POST", &reg, Some(&b)).await?.0 == 200)
+        }
+        other => anyhow::bail!("unknown scenario {other}"),
+    }
+}
+
+/// Drives `scenario` with `concurrency` workers for `duration`.
+async fn measure(
+    scenario: &str,
+    base: &str,
+    concurrency: usize,
+    duration: Duration,
+    links: Arc<Mutex<HashMap<String, String>>>,
+) -> Measurement {
+    let http: HttpClient = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(concurrency)
+        .build_http();
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (http, base, scenario, counter, errors, links) = (
+            http.clone(),
+            base.to_owned(),
+            scenario.to_owned(),
+            counter.clone(),
+            errors.clone(),
+            links.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                match run_once(&scenario, &http, &base, n, &links).await {
+                    Ok(true) => latencies.push(t.elapsed()),
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap_or_default());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Measurement {
+        scenario: scenario.to_owned(),
+        concurrency,
+        requests: all.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        seconds,
+        requests_per_second: all.len() as f64 / seconds,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let links = Arc::new(Mutex::new(HashMap::new()));
+    let smtp_port = smtp_sink(links.clone()).await?;
+    let bare = bare_server().await?;
+    let port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
+    let database = args
+        .postgres
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("bench.db").display()));
+    let config = dir.path().join("vouch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"server_name = "bench.example"
+[http]
+listen = "127.0.0.1:{port}"
+[database]
+url = "{database}"
+max_connections = 16
+[rate_limits]
+enabled = false
+[password]
+scheme = "bcrypt"
+bcrypt_cost = 12
+[sms]
+enabled = false
+[email]
+transport = "smtp"
+from = "Bench <noreply@bench.example>"
+[email.smtp]
+host = "127.0.0.1"
+port = {smtp_port}
+tls = "none"
+[logging]
+level = "warn"
+"#
+        ),
+    )?;
+    let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let (first, cold_start) = Vouch::start(&args.vouch, &config, port, &http).await?;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (vouch, warm_start) = Vouch::start(&args.vouch, &config, port, &http).await?;
+    let user =
+        json!({ "username": "bench", "password": "bench battery staple", "inhibit_login": true });
+    let (_, first) = call(
+        &http,
+        "POST",
+        &format!("{}/_matrix/client/v3/register", vouch.base),
+        Some(&user),
+    )
+    .await?;
+    let mut u = user;
+    u["auth"] = json!({ "type": "m.login.dummy", "session": first["session"] });
+    call(
+        &http,
+        "POST",
+        &format!("{}/_matrix/client/v3/register", vouch.base),
+        Some(&u),
+    )
+    .await?;
+
+    // One bcrypt hash at cost 12, timed on this machine: the ceiling for /login.
+    let hasher = vouch_core::password::PasswordHasher {
+        scheme: vouch_core::password::Scheme::Bcrypt,
+        bcrypt_cost: 12,
+        argon2_m_cost_kib: 19_456,
+        argon2_t_cost: 2,
+        argon2_p_cost: 1,
+        pepper: String::new(),
+    };
+    let hash = hasher
+        .hash("bench", &vouch_core::OsSecretSource)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let t = Instant::now();
+    for _ in 0..5 {
+        let _ = hasher.verify("bench", &hash);
+    }
+    let hash_ms = t.elapsed().as_secs_f64() * 1000.0 / 5.0;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let login_ceiling = cores as f64 * 1000.0 / hash_ms;
+
+    let duration = Duration::from_secs(args.duration);
+    let scenarios: Vec<&str> = args
+        .scenarios
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    let mut results = Vec::new();
+    let bare_base = format!("http://{bare}");
+    for scenario in &scenarios {
+        let base = if *scenario == "bare" {
+            bare_base.as_str()
+        } else {
+            vouch.base.as_str()
+        };
+        let m = measure(scenario, base, args.concurrency, duration, links.clone()).await;
+        eprintln!(
+            "{:<20} c={:<3} {:>9.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
+            m.scenario, m.concurrency, m.requests_per_second, m.p50_ms, m.p99_ms, m.errors
+        );
+        results.push(m);
+    }
+    let mut sweep = Vec::new();
+    for c in args
+        .sweep
+        .split(',')
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+    {
+        for scenario in &scenarios {
+            let base = if *scenario == "bare" {
+                bare_base.as_str()
+            } else {
+                vouch.base.as_str()
+            };
+            let m = measure(scenario, base, c, duration, links.clone()).await;
+            eprintln!(
+                "sweep {:<14} c={:<3} {:>9.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+                m.scenario, c, m.requests_per_second, m.p50_ms, m.p99_ms
+            );
+            sweep.push(m);
+        }
+    }
+    let peak_rss_mib = vouch.peak_rss_kib() as f64 / 1024.0;
+    let report = json!({
+        "database": if args.postgres.is_some() { "postgres" } else { "sqlite" },
+        "cores": cores,
+        "duration_seconds": args.duration,
+        "cold_start_ms": cold_start.as_secs_f64() * 1000.0,
+        "start_on_existing_db_ms": warm_start.as_secs_f64() * 1000.0,
+        "bcrypt_cost12_hash_ms": hash_ms,
+        "login_ceiling_per_second": login_ceiling,
+        "peak_rss_mib": peak_rss_mib,
+        "results": results,
+        "sweep": sweep,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if let Some(out) = &args.out {
+        std::fs::write(out, serde_json::to_string_pretty(&report)?)?;
+    }
+    Ok(())
+}
