@@ -45,6 +45,7 @@ ops+='|^/_matrix/client/v3/account/(password|3pid)/(email|msisdn)/requestToken$'
 ops+='|^/_matrix/client/v3/(devices|devices/\{deviceId\}|delete_devices)$'
 ops+='|^/_matrix/client/v3/profile/\{userId\}$'
 
+cd "$work" # schemathesis keeps a cache in the working directory
 "$venv/bin/st" run "$work/spec.json" \
     --url "http://127.0.0.1:$port" \
     --include-path-regex "$ops" \
