@@ -67,7 +67,12 @@ impl Email {
             return Err(InvalidEmail::Shape);
         }
         let local = caseless::default_case_fold_str(local);
-        Ok(Self(format!("{local}@{}", domain.to_lowercase())))
+        let canonical = format!("{local}@{}", domain.to_lowercase());
+        // Case folding can lengthen text (`ß` becomes `ss`); the stored form must fit too.
+        if canonical.chars().count() > MAX_EMAIL_LEN {
+            return Err(InvalidEmail::Length);
+        }
+        Ok(Self(canonical))
     }
 
     /// The canonical text.
@@ -204,6 +209,16 @@ pub fn valid_client_secret(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn case_folding_cannot_push_an_address_past_the_length_limit() {
+        // 249 `ß` fold to 498 characters; with `@b.c` the stored form would be 502.
+        let raw = format!("{}@b.c", "ß".repeat(249));
+        assert!(raw.chars().count() <= MAX_EMAIL_LEN);
+        assert!(matches!(Email::parse(&raw), Err(InvalidEmail::Length)));
+        let fits = format!("{}@b.c", "ß".repeat(200));
+        assert_eq!(Email::parse(&fits).unwrap().as_str().chars().count(), 404);
+    }
 
     #[test]
     fn canonical_emails() {

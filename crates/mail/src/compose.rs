@@ -127,10 +127,13 @@ impl Composer {
         now_ms: i64,
         secrets: &dyn SecretSource,
     ) -> Result<Composed, ComposeError> {
-        let to: Mailbox = ctx
+        // A bare address, never a `Name <addr>` mailbox: the recipient is also the SMTP
+        // envelope, and a display name is where line breaks could hide (found by fuzzing).
+        let address: lettre::Address = ctx
             .address
             .parse()
             .map_err(|_| ComposeError::Recipient(ctx.address.clone()))?;
+        let to = Mailbox::new(None, address.clone());
         let text = self.templates.render(&format!("mail/{kind}.txt"), ctx)?;
         let html = self.templates.render(&format!("mail/{kind}.html"), ctx)?;
         let date = SystemTime::UNIX_EPOCH
@@ -165,7 +168,7 @@ impl Composer {
             .map_err(|e| ComposeError::Build(e.to_string()))?;
         Ok(Composed {
             envelope_from: self.from.email.to_string(),
-            recipient: ctx.address.clone(),
+            recipient: address.to_string(),
             message: formatted,
         })
     }
@@ -233,9 +236,22 @@ mod tests {
     }
 
     #[test]
+    fn a_trailing_line_break_never_reaches_the_envelope() {
+        // Found by the `mail_builder` fuzz target: lettre's mailbox parser accepted this and
+        // the raw string became the recipient.
+        let c = composer();
+        let ctx = c.context("e@e--=20\r", String::new(), Duration::from_secs(60));
+        if let Ok(m) = c.compose("registration", &ctx, 0, &SeededSecretSource::new(1)) {
+            assert!(!m.recipient.contains(['\r', '\n']), "{:?}", m.recipient);
+        }
+    }
+
+    #[test]
     fn no_header_injection_from_the_address() {
         let c = composer();
         for evil in [
+            "\"\r\n\" <a@example.org>",
+            "Name\r\nBcc: v@example.org <a@example.org>",
             "a@example.org\r\nBcc: victim@example.org",
             "a@example.org\nSubject: x",
             "\"a\r\n\"@example.org",
