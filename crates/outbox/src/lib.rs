@@ -74,9 +74,9 @@ impl Worker {
                 }
             };
             let full = i64::try_from(claimed.len()).unwrap_or(0) >= BATCH;
-            for mail in claimed {
-                self.deliver(mail).await;
-            }
+            // The batch goes out concurrently (over the SMTP pool's connections); one slow
+            // recipient server or gateway call does not hold up the rest.
+            futures::future::join_all(claimed.into_iter().map(|mail| self.deliver(mail))).await;
             if full {
                 continue;
             }

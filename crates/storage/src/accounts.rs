@@ -222,7 +222,7 @@ impl Db {
     }
 
     pub(crate) async fn insert_login(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut sqlx::AnyConnection,
         user_id: &str,
         login: &NewLogin,
         now: i64,
@@ -238,7 +238,7 @@ impl Db {
         .bind(&login.display_name)
         .bind(&login.ip)
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
         sqlx::query(
             "INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, expires_at, refresh_token_hash)
@@ -250,7 +250,7 @@ impl Db {
         .bind(now)
         .bind(login.access_expires_at)
         .bind(&login.refresh_token_hash)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
         if let Some(refresh) = &login.refresh_token_hash {
             sqlx::query(
@@ -261,7 +261,7 @@ impl Db {
             .bind(user_id)
             .bind(&login.device_id)
             .bind(now)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
         }
         Ok(())
@@ -326,6 +326,7 @@ impl Db {
         old_hash: &str,
         new_hash: &str,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE users SET password_hash = $1 WHERE user_id = $2 AND password_hash = $3",
         )
@@ -380,6 +381,7 @@ impl Db {
         user_id: &str,
         name: Option<&str>,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE users SET displayname = $1 WHERE user_id = $2")
             .bind(name)
             .bind(user_id)
@@ -394,6 +396,7 @@ impl Db {
         user_id: &str,
         url: Option<&str>,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE users SET avatar_url = $1 WHERE user_id = $2")
             .bind(url)
             .bind(user_id)
@@ -456,6 +459,7 @@ impl Db {
 
     /// Grants or revokes server-admin rights.
     pub async fn set_admin(&self, user_id: &str, admin: bool) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE users SET is_admin = $1 WHERE user_id = $2")
             .bind(i64::from(admin))
             .bind(user_id)
@@ -466,6 +470,7 @@ impl Db {
 
     /// Reactivates a deactivated account (an admin action; it has no password until one is set).
     pub async fn reactivate(&self, user_id: &str) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE users SET deactivated_at = NULL WHERE user_id = $1")
             .bind(user_id)
             .execute(&self.pool)

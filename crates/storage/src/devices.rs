@@ -154,6 +154,7 @@ impl Db {
         device_id: &str,
         display_name: Option<&str>,
     ) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE devices SET display_name = $1 WHERE user_id = $2 AND device_id = $3",
         )

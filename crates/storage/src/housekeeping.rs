@@ -43,6 +43,8 @@ impl Db {
     ) -> Result<u64, StorageError> {
         let mut total = 0;
         for _ in 0..MAX_BATCHES {
+            // One batch per writer turn, so requests get in between batches.
+            let _turn = self.write_turn().await;
             let done = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {condition} LIMIT $2)"
             )))

@@ -26,6 +26,7 @@ impl Db {
         make: impl FnOnce() -> (String, String),
         now: i64,
     ) -> Result<(String, String), StorageError> {
+        let _turn = self.write_turn().await;
         let existing = sqlx::query(
             "SELECT key_id, seed FROM server_signing_keys ORDER BY created_at, key_id LIMIT 1",
         )
@@ -58,6 +59,7 @@ impl Db {
 
     /// Records a binding (idempotent).
     pub async fn add_binding(&self, b: &Binding, now: i64) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO threepid_bindings (user_id, medium, address, id_server, created_at) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (medium, address, id_server) DO UPDATE SET user_id = excluded.user_id",
@@ -101,6 +103,7 @@ impl Db {
 
     /// Forgets a binding after a successful unbind.
     pub async fn remove_binding(&self, b: &Binding) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "DELETE FROM threepid_bindings WHERE medium = $1 AND address = $2 AND id_server = $3",
         )
@@ -125,6 +128,7 @@ impl Db {
         delegated_to: &str,
         now: i64,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose, token_expires_at,
                  send_attempt, created_at, updated_at, delegated_to)
@@ -163,6 +167,7 @@ impl Db {
         validated_at: i64,
         now: i64,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE validation_sessions SET address = $1, validated_at = COALESCE(validated_at, $2), updated_at = $3
              WHERE sid = $4 AND delegated_to IS NOT NULL",

@@ -49,7 +49,7 @@ pub struct QueuedMessage {
 }
 
 pub(crate) async fn insert_message(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     mail: &NewMessage,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -66,7 +66,7 @@ pub(crate) async fn insert_message(
     .bind(now)
     .bind((!mail.held).then_some(now))
     .bind(&mail.country)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -82,6 +82,7 @@ impl Db {
 
     /// Releases held mail of a validation session; returns how many were released.
     pub async fn release_held_messages(&self, sid: &str, now: i64) -> Result<u64, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE outbox SET next_attempt_at = $1
              WHERE sid = $2 AND next_attempt_at IS NULL AND sent_at IS NULL AND failed_at IS NULL",
@@ -141,6 +142,7 @@ impl Db {
 
     /// Records a delivery.
     pub async fn mark_message_sent(&self, id: &str, now: i64) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL WHERE id = $2")
             .bind(now)
             .bind(id)
@@ -157,6 +159,7 @@ impl Db {
         next_attempt_at: Option<i64>,
         now: i64,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, locked_until = NULL, last_error = $1,
                  next_attempt_at = COALESCE($2, next_attempt_at),

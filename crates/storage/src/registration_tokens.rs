@@ -48,6 +48,7 @@ impl Db {
         expiry_time: Option<i64>,
         now: i64,
     ) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "INSERT INTO registration_tokens (token, uses_allowed, expiry_time, created_at)
              VALUES ($1, $2, $3, $4)",
@@ -101,6 +102,7 @@ impl Db {
         uses_allowed: Option<Option<i64>>,
         expiry_time: Option<Option<i64>>,
     ) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE registration_tokens SET
                  uses_allowed = CASE WHEN $1 = 1 THEN $2 ELSE uses_allowed END,
@@ -119,6 +121,7 @@ impl Db {
 
     /// Deletes a token; `false` if there was none.
     pub async fn delete_registration_token(&self, token: &str) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query("DELETE FROM registration_tokens WHERE token = $1")
             .bind(token)
             .execute(&self.pool)

@@ -124,6 +124,7 @@ impl Db {
         medium: &str,
         address: &str,
     ) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "DELETE FROM user_threepids WHERE user_id = $1 AND medium = $2 AND address = $3",
         )

@@ -24,6 +24,7 @@ impl Db {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO uia_sessions (session_id, operation, user_id, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5)",
@@ -87,6 +88,7 @@ impl Db {
         result: &serde_json::Value,
         now: i64,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "INSERT INTO uia_stages (session_id, stage, result, completed_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (session_id, stage) DO NOTHING",

@@ -190,6 +190,7 @@ impl Db {
         token_hash: &str,
         now: i64,
     ) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE validation_sessions SET validated_at = $1, updated_at = $1
              WHERE sid = $2 AND token_hash = $3 AND validated_at IS NULL AND burned_at IS NULL
@@ -210,6 +211,7 @@ impl Db {
         burn: bool,
         now: i64,
     ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
         sqlx::query(
             "UPDATE validation_sessions SET failed_attempts = failed_attempts + 1, updated_at = $1,
                  burned_at = CASE WHEN $2 = 1 THEN $1 ELSE burned_at END
@@ -230,6 +232,7 @@ impl Db {
         sid: &str,
         uia_session: &str,
     ) -> Result<Claim, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE validation_sessions SET claimed_by = $1
              WHERE sid = $2 AND consumed_at IS NULL AND (claimed_by IS NULL OR claimed_by = $1)",
@@ -247,6 +250,7 @@ impl Db {
 
     /// Spends a validated session; `true` for exactly one caller.
     pub async fn consume_validation(&self, sid: &str, now: i64) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE validation_sessions SET consumed_at = $1, updated_at = $1
              WHERE sid = $2 AND consumed_at IS NULL AND validated_at IS NOT NULL",
