@@ -51,6 +51,10 @@ struct Args {
     /// Write the results as JSON here.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Before measuring, load this many accounts, as many expired validation sessions and a
+    /// tenth as many live ones (the "large tables" figure).
+    #[arg(long, default_value_t = 0)]
+    preload: u64,
     /// Scenarios to run (comma-separated); default: all.
     #[arg(
         long,
@@ -104,6 +108,22 @@ async fn bare_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// Mails the SMTP sink has accepted.
+static DELIVERED: AtomicU64 = AtomicU64::new(0);
+
+/// Waits until the sink has accepted `target` mails in all (at most two minutes) and
+/// returns the delivery rate since `since`, when `sent_from` mails had been accepted.
+async fn drain(target: u64, sent_from: u64, since: Instant) -> Option<f64> {
+    let limit = Instant::now() + Duration::from_secs(120);
+    while DELIVERED.load(Ordering::Relaxed) < target {
+        if Instant::now() > limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some((target - sent_from) as f64 / since.elapsed().as_secs_f64())
+}
+
 /// An SMTP sink that keeps the confirmation link of each mail, by recipient.
 async fn smtp_sink(links: Arc<Mutex<HashMap<String, String>>>) -> anyhow::Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
@@ -144,6 +164,7 @@ async fn smtp_sink(links: Arc<Mutex<HashMap<String, String>>>) -> anyhow::Result
                             }
                             raw.push_str(line.strip_prefix('.').unwrap_or(&line));
                         }
+                        DELIVERED.fetch_add(1, Ordering::Relaxed);
                         if let Some(link) = link_in(&raw) {
                             links.lock().expect("links").insert(to.clone(), link);
                         }
@@ -433,6 +454,52 @@ async fn measure(
     }
 }
 
+/// Fills the tables the way a large, long-running server's look: `n` accounts, `n` expired
+/// validation sessions and `n / 10` live ones, in multi-row inserts.
+async fn preload(database: &str, n: u64) -> anyhow::Result<()> {
+    let db = vouch_storage::Db::connect(database, 4).await?;
+    let now = 1_790_000_000_000_i64;
+    let batch = 500_u64;
+    let mut i = 0;
+    while i < n {
+        let end = (i + batch).min(n);
+        let mut users = String::from(
+            "INSERT INTO users (user_id, localpart, password_hash, created_at) VALUES ",
+        );
+        let mut sessions = String::from(
+            "INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose, token_hash, token_expires_at, send_attempt, created_at, updated_at) VALUES ",
+        );
+        for k in i..end {
+            let sep = if k == i { "" } else { "," };
+            users.push_str(&format!(
+                "{sep}('@pre{k}:bench.example', 'pre{k}', 'x', {now})"
+            ));
+            // One expired long ago for each account, and a live one for every tenth.
+            let expired = now - 86_400_000;
+            sessions.push_str(&format!(
+                "{sep}('presid{k}', 'email', 'pre{k}@bench.example', 'cs', 'register', 'h', {expired}, 1, {expired}, {expired})"
+            ));
+            if k % 10 == 0 {
+                let live = i64::MAX / 2;
+                sessions.push_str(&format!(
+                    ",('prelive{k}', 'email', 'live{k}@bench.example', 'cs', 'add_threepid', 'h', {live}, 1, {now}, {now})"
+                ));
+            }
+        }
+        let mut tx = db.pool().begin().await?;
+        sqlx::query(sqlx::AssertSqlSafe(users))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(sessions))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        i = end;
+    }
+    db.close().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -450,6 +517,7 @@ async fn main() -> anyhow::Result<()> {
         &config,
         format!(
             r#"server_name = "bench.example"
+public_baseurl = "http://127.0.0.1:{port}/"
 [http]
 listen = "127.0.0.1:{port}"
 [database]
@@ -477,6 +545,17 @@ level = "warn"
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
     let (first, cold_start) = Vouch::start(&args.vouch, &config, port, &http).await?;
     drop(first);
+    if args.preload > 0 {
+        let t = Instant::now();
+        preload(&database, args.preload).await?;
+        eprintln!(
+            "preloaded {} accounts, {} expired and {} live validation sessions in {:.1} s",
+            args.preload,
+            args.preload,
+            args.preload / 10,
+            t.elapsed().as_secs_f64()
+        );
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (vouch, warm_start) = Vouch::start(&args.vouch, &config, port, &http).await?;
     let user =
@@ -526,6 +605,7 @@ level = "warn"
         .filter(|s| !s.is_empty())
         .collect();
     let mut results = Vec::new();
+    let mut mail_rate = None;
     let bare_base = format!("http://{bare}");
     for scenario in &scenarios {
         let base = if *scenario == "bare" {
@@ -533,11 +613,21 @@ level = "warn"
         } else {
             vouch.base.as_str()
         };
+        let (sent_from, started) = (DELIVERED.load(Ordering::Relaxed), Instant::now());
         let m = measure(scenario, base, args.concurrency, duration, links.clone()).await;
         eprintln!(
             "{:<20} c={:<3} {:>9.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms  errors {}",
             m.scenario, m.concurrency, m.requests_per_second, m.p50_ms, m.p99_ms, m.errors
         );
+        if *scenario == "request_token" {
+            // Every accepted request queued one mail; the outbox delivers them after.
+            let rate = drain(sent_from + m.requests, sent_from, started).await;
+            eprintln!(
+                "outbox delivered the {} mails at {rate:?} mails/s",
+                m.requests
+            );
+            mail_rate = rate;
+        }
         results.push(m);
     }
     let mut sweep = Vec::new();
@@ -552,7 +642,11 @@ level = "warn"
             } else {
                 vouch.base.as_str()
             };
+            let sent_from = DELIVERED.load(Ordering::Relaxed);
             let m = measure(scenario, base, c, duration, links.clone()).await;
+            if *scenario == "request_token" {
+                let _ = drain(sent_from + m.requests, sent_from, Instant::now()).await;
+            }
             eprintln!(
                 "sweep {:<14} c={:<3} {:>9.1} req/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
                 m.scenario, c, m.requests_per_second, m.p50_ms, m.p99_ms
@@ -570,6 +664,8 @@ level = "warn"
         "bcrypt_cost12_hash_ms": hash_ms,
         "login_ceiling_per_second": login_ceiling,
         "peak_rss_mib": peak_rss_mib,
+        "outbox_mails_per_second": mail_rate,
+        "preloaded_accounts": args.preload,
         "results": results,
         "sweep": sweep,
     });
