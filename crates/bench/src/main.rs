@@ -108,6 +108,9 @@ async fn bare_server() -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
+/// The next unused range of request numbers.
+static RANGES: AtomicU64 = AtomicU64::new(0);
+
 /// Mails the SMTP sink has accepted.
 static DELIVERED: AtomicU64 = AtomicU64::new(0);
 
@@ -403,7 +406,12 @@ async fn measure(
     let http: HttpClient = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(concurrency)
         .build_http();
-    let counter = Arc::new(AtomicU64::new(0));
+    // Each measurement numbers its requests from a fresh range, so no address, client
+    // secret or username repeats across measurements (a repeated requestToken is an
+    // idempotent no-op and would flatter the figures).
+    let counter = Arc::new(AtomicU64::new(
+        RANGES.fetch_add(1_000_000_000, Ordering::Relaxed),
+    ));
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
     let started = Instant::now();
