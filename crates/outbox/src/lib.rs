@@ -76,7 +76,18 @@ impl Worker {
             let full = i64::try_from(claimed.len()).unwrap_or(0) >= BATCH;
             // The batch goes out concurrently (over the SMTP pool's connections); one slow
             // recipient server or gateway call does not hold up the rest.
-            futures::future::join_all(claimed.into_iter().map(|mail| self.deliver(mail))).await;
+            let sent: Vec<String> =
+                futures::future::join_all(claimed.into_iter().map(|mail| self.deliver(mail)))
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .collect();
+            // One write records the whole batch's deliveries.
+            if let Err(e) = self.db.mark_messages_sent(&sent, self.clock.now_ms()).await {
+                // The leases run out and the messages are tried again: at worst sent twice,
+                // never lost.
+                tracing::warn!(error = %e, count = sent.len(), "outbox: cannot record deliveries");
+            }
             if full {
                 continue;
             }
@@ -89,7 +100,9 @@ impl Worker {
         tracing::info!("outbox worker stopped");
     }
 
-    async fn deliver(&self, mail: QueuedMessage) {
+    /// Sends one message. A failure is recorded here; a success returns the message's id,
+    /// for the caller to record with the rest of the batch.
+    async fn deliver(&self, mail: QueuedMessage) -> Option<String> {
         let result = match mail.channel.as_str() {
             "sms" => {
                 let from = Some(mail.envelope_from.as_str()).filter(|f| !f.is_empty());
@@ -119,7 +132,7 @@ impl Worker {
                 vouch_metrics::OUTBOX
                     .with_label_values(&[mail.channel.as_str(), "sent"])
                     .inc();
-                self.db.mark_message_sent(&mail.id, now).await
+                return Some(mail.id);
             }
             Err((message, permanent)) => {
                 let too_old = now - mail.created_at >= GIVE_UP_AFTER_MS;
@@ -141,9 +154,10 @@ impl Worker {
             }
         };
         if let Err(e) = recorded {
-            // The lease runs out and the message is tried again: at worst sent twice, never lost.
+            // The lease runs out and the message is tried again.
             tracing::warn!(id = mail.id, error = %e, "outbox: cannot record the delivery outcome");
         }
+        None
     }
 }
 

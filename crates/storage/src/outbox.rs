@@ -142,12 +142,25 @@ impl Db {
 
     /// Records a delivery.
     pub async fn mark_message_sent(&self, id: &str, now: i64) -> Result<(), StorageError> {
+        self.mark_messages_sent(&[id.to_owned()], now).await
+    }
+
+    /// Records the delivery of several messages in one statement (a worker's batch).
+    pub async fn mark_messages_sent(&self, ids: &[String], now: i64) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in ids {
+            query = query.bind(id);
+        }
         let _turn = self.write_turn().await;
-        sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        query.execute(&self.pool).await?;
         Ok(())
     }
 
