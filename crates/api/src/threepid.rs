@@ -349,9 +349,35 @@ pub struct TokenRequest<'a> {
     pub ip: IpAddr,
 }
 
-/// The shared requestToken: checks everything before anything is written, then creates or
-/// reuses the session and queues its message in the same transaction. Returns the `sid`.
-pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Requested> {
+/// What a requestToken answers: the session ID and, where the client must post a code, the
+/// `submit_url`.
+pub struct Issued {
+    /// The session ID.
+    pub sid: ruma::OwnedSessionId,
+    /// Vouch's own endpoint for SMS codes; an identity server's, if it runs the session and
+    /// gave one; none for Vouch's email sessions (the user follows the link).
+    pub submit_url: Option<String>,
+}
+
+/// The shared requestToken for every endpoint and medium.
+pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Issued> {
+    let phone = matches!(req.address, Raw::Phone { .. });
+    let requested = start_session(state, req).await?;
+    let sid = ruma::OwnedSessionId::try_from(requested.sid)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let submit_url = if requested.delegated {
+        requested.submit_url
+    } else if phone {
+        Some(state.submit_url())
+    } else {
+        None
+    };
+    Ok(Issued { sid, submit_url })
+}
+
+/// Checks everything before anything is written, then creates or reuses the session and
+/// queues its message in the same transaction (or hands it to an identity server).
+async fn start_session(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Requested> {
     let medium = match req.address {
         Raw::Email(_) => "email",
         Raw::Phone { .. } => "msisdn",
@@ -513,7 +539,7 @@ pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult
 
 /// What a requestToken answers.
 #[derive(Debug, Clone)]
-pub struct Requested {
+struct Requested {
     /// The session ID.
     pub sid: String,
     /// Where a code goes, when an identity server runs the session and gave one.

@@ -1,10 +1,9 @@
 use axum::extract::State;
-use ruma::OwnedSessionId;
 use ruma::api::client::account::request_registration_token_via_email;
 use vouch_core::validation::Purpose;
 
 use crate::client_ip::ClientIp;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
 use crate::threepid::{Raw, TokenRequest, request_token};
@@ -18,7 +17,7 @@ pub async fn request_registration_token_via_email_route(
     body: Ruma<request_registration_token_via_email::v3::Request>,
 ) -> ApiResult<RumaResponse<request_registration_token_via_email::v3::Response>> {
     let request = &body.body;
-    let requested = request_token(
+    let issued = request_token(
         &state,
         TokenRequest {
             purpose: Purpose::Register,
@@ -31,9 +30,7 @@ pub async fn request_registration_token_via_email_route(
         },
     )
     .await?;
-    let sid =
-        OwnedSessionId::try_from(requested.sid).map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut response = request_registration_token_via_email::v3::Response::new(sid);
-    response.submit_url = requested.submit_url;
+    let mut response = request_registration_token_via_email::v3::Response::new(issued.sid);
+    response.submit_url = issued.submit_url;
     Ok(RumaResponse(response))
 }

@@ -1,10 +1,9 @@
 use axum::extract::State;
-use ruma::OwnedSessionId;
 use ruma::api::client::account::request_registration_token_via_msisdn;
 use vouch_core::validation::Purpose;
 
 use crate::client_ip::ClientIp;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiResult;
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
 use crate::threepid::{Raw, TokenRequest, request_token};
@@ -19,7 +18,7 @@ pub async fn request_registration_token_via_msisdn_route(
     body: Ruma<request_registration_token_via_msisdn::v3::Request>,
 ) -> ApiResult<RumaResponse<request_registration_token_via_msisdn::v3::Response>> {
     let request = &body.body;
-    let requested = request_token(
+    let issued = request_token(
         &state,
         TokenRequest {
             purpose: Purpose::Register,
@@ -35,14 +34,7 @@ pub async fn request_registration_token_via_msisdn_route(
         },
     )
     .await?;
-    let sid =
-        OwnedSessionId::try_from(requested.sid).map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut response = request_registration_token_via_msisdn::v3::Response::new(sid);
-    // Vouch's own submit_url for its sessions; an identity server's, if it runs the session.
-    response.submit_url = if requested.delegated {
-        requested.submit_url
-    } else {
-        Some(state.submit_url())
-    };
+    let mut response = request_registration_token_via_msisdn::v3::Response::new(issued.sid);
+    response.submit_url = issued.submit_url;
     Ok(RumaResponse(response))
 }
