@@ -51,6 +51,10 @@ impl Email {
         let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
             return Err(InvalidEmail::At);
         };
+        // The shape is checked on the canonical form, so that form always parses again to
+        // itself (lowercasing `İ` gives `i` plus a combining dot, which a domain cannot hold).
+        let local = caseless::default_case_fold_str(local);
+        let domain = domain.to_lowercase();
         let domain_ok = !domain.is_empty()
             && !domain.starts_with(['.', '-'])
             && !domain.ends_with(['.', '-'])
@@ -66,8 +70,7 @@ impl Email {
         {
             return Err(InvalidEmail::Shape);
         }
-        let local = caseless::default_case_fold_str(local);
-        let canonical = format!("{local}@{}", domain.to_lowercase());
+        let canonical = format!("{local}@{domain}");
         // Case folding can lengthen text (`ß` becomes `ss`); the stored form must fit too.
         if canonical.chars().count() > MAX_EMAIL_LEN {
             return Err(InvalidEmail::Length);
@@ -209,6 +212,14 @@ pub fn valid_client_secret(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_canonical_form_always_parses_to_itself() {
+        // Found by fuzzing: `İ` lowercases to `i` + U+0307, which is no domain character.
+        assert!(matches!(Email::parse("a@İ"), Err(InvalidEmail::Shape)));
+        let e = Email::parse("Ab.C@Example.ORG").unwrap();
+        assert_eq!(Email::parse(e.as_str()).unwrap(), e);
+    }
 
     #[test]
     fn case_folding_cannot_push_an_address_past_the_length_limit() {
