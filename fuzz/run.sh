@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the cargo-fuzz targets with nightly and runs each one. By default (CI) the run is
-# reproducible: a fixed seed and a fixed number of inputs (FUZZ_RUNS, default 20000) from
+# reproducible: a fixed seed and a fixed number of inputs (FUZZ_RUNS, default 100000) from
 # the committed seeds, so the same commit always passes or always fails. FUZZ_SECONDS=N
 # explores instead: a random seed for N seconds per target (see docs/SECURITY.md).
 set -euo pipefail
@@ -14,7 +14,7 @@ target_dir="${FUZZ_TARGET_DIR:-/var/tmp/vouch-fuzz-target}"
 if [ -n "${FUZZ_SECONDS:-}" ]; then
     budget=(-max_total_time="$FUZZ_SECONDS")
 else
-    budget=(-seed=1 -runs="${FUZZ_RUNS:-20000}")
+    budget=(-seed=1 -runs="${FUZZ_RUNS:-100000}")
 fi
 for target in request_bodies email_canonical phone_numbers next_link mail_builder; do
     mkdir -p "fuzz/corpus/$target"
