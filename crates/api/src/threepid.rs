@@ -12,7 +12,10 @@ use vouch_core::secrets::{constant_time_eq, new_opaque_id, random_string, token_
 use vouch_core::threepid::{Email, Msisdn, check_next_link};
 use vouch_core::uia::Operation;
 use vouch_core::validation::{Purpose, SendDecision, TokenCheck};
-use vouch_storage::{Claim, NewMessage, NewValidation, StoredValidation};
+use vouch_storage::{
+    Claim, LimitHit, Limited, NewMessage, NewValidation, Queued, SendLimits, SendWindow,
+    StoredValidation, WrongToken,
+};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::{AppState, Services};
@@ -137,59 +140,57 @@ impl Services {
             || !self.config.registration.terms.is_empty()
     }
 
-    /// Checks the send limits counted in the database (so they hold across instances):
-    /// per address, per session and, for SMS, per destination country.
-    async fn check_send_limits(&self, target: &Target, sid: Option<&str>) -> ApiResult<()> {
+    /// The send limits a message to `target` must fit: per address, per session and, for
+    /// SMS, per destination country. Storage counts them in the transaction that queues the
+    /// message, so they hold under concurrency and across instances.
+    fn send_limits(&self, target: &Target) -> SendLimits {
         let limits = &self.config.rate_limits;
         if !limits.enabled {
-            return Ok(());
+            return SendLimits::default();
         }
         let now = self.now();
-        let (per_address, per_session, names) = match target {
-            Target::Email(_) => (
-                limits.email_per_address,
-                limits.email_per_session,
-                ["email_per_address", "email_per_session"],
-            ),
-            Target::Msisdn(_) => (
-                limits.sms_per_number,
-                limits.sms_per_session,
-                ["sms_per_number", "sms_per_session"],
-            ),
+        let window = |w: vouch_config::Window| {
+            Some(SendWindow {
+                max: i64::from(w.max),
+                since: now - duration_ms(w.window),
+            })
         };
-        let over = |(count, oldest): (i64, Option<i64>), w: vouch_config::Window, name: &str| {
-            let window = duration_ms(w.window);
-            if count < i64::from(w.max) {
-                return Ok(());
+        match target {
+            Target::Email(_) => SendLimits {
+                per_recipient: window(limits.email_per_address),
+                per_session: window(limits.email_per_session),
+                per_country: None,
+            },
+            Target::Msisdn(_) => SendLimits {
+                per_recipient: window(limits.sms_per_number),
+                per_session: window(limits.sms_per_session),
+                per_country: window(limits.sms_per_country),
+            },
+        }
+    }
+
+    /// The 429 for a send limit that refused a message to `target`, with the time until
+    /// the oldest counted message leaves the window.
+    fn limited(&self, target: &Target, limited: Limited) -> ApiError {
+        let limits = &self.config.rate_limits;
+        let (w, name) = match (target, limited.hit) {
+            (Target::Email(_), LimitHit::Recipient) => {
+                (limits.email_per_address, "email_per_address")
             }
-            vouch_metrics::RATE_LIMITED.with_label_values(&[name]).inc();
-            let wait = oldest.map_or(window, |o| o + window - now).max(1);
-            Err(ApiError::limit_exceeded(std::time::Duration::from_millis(
-                u64::try_from(wait).unwrap_or(1),
-            )))
+            (Target::Email(_), _) => (limits.email_per_session, "email_per_session"),
+            (Target::Msisdn(_), LimitHit::Recipient) => (limits.sms_per_number, "sms_per_number"),
+            (Target::Msisdn(_), LimitHit::Session) => (limits.sms_per_session, "sms_per_session"),
+            (Target::Msisdn(_), LimitHit::Country) => (limits.sms_per_country, "sms_per_country"),
         };
-        let since = |w: vouch_config::Window| now - duration_ms(w.window);
-        let sent = self
-            .db
-            .messages_to_since(target.address(), since(per_address))
-            .await?;
-        over(sent, per_address, names[0])?;
-        if let Some(sid) = sid {
-            let sent = self
-                .db
-                .messages_for_session_since(sid, since(per_session))
-                .await?;
-            over(sent, per_session, names[1])?;
-        }
-        if let Target::Msisdn(m) = target {
-            let w = limits.sms_per_country;
-            over(
-                self.db.sms_to_country_since(m.country(), since(w)).await?,
-                w,
-                "sms_per_country",
-            )?;
-        }
-        Ok(())
+        vouch_metrics::RATE_LIMITED.with_label_values(&[name]).inc();
+        let window = duration_ms(w.window);
+        let wait = limited
+            .oldest
+            .map_or(window, |o| o + window - self.now())
+            .max(1);
+        ApiError::limit_exceeded(std::time::Duration::from_millis(
+            u64::try_from(wait).unwrap_or(1),
+        ))
     }
 
     /// Renders mail `kind` to `address` as an outbox row.
@@ -217,6 +218,7 @@ impl Services {
             envelope_from: composed.envelope_from,
             message: composed.message,
             held,
+            stand_in: false,
         })
     }
 
@@ -246,6 +248,7 @@ impl Services {
                 .unwrap_or_default(),
             message: body,
             held,
+            stand_in: false,
         })
     }
 
@@ -300,6 +303,20 @@ impl Services {
     /// The `submit_url` given with SMS sessions.
     pub fn submit_url(&self) -> String {
         format!("{}{SUBMIT_PATH}", self.config.public_baseurl())
+    }
+
+    /// Counts a message just queued and, unless it waits (held, or a stand-in that is
+    /// never sent), rings the outbox worker.
+    fn queued(&self, message: &NewMessage) {
+        if message.stand_in {
+            return;
+        }
+        vouch_metrics::OUTBOX
+            .with_label_values(&[message.channel, "queued"])
+            .inc();
+        if !message.held {
+            self.wake_mailer();
+        }
     }
 
     /// Rings the outbox worker.
@@ -468,7 +485,6 @@ async fn start_session(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Req
     {
         let sid = existing.session.sid.clone();
         if existing.session.on_request(req.send_attempt) == SendDecision::Resend {
-            state.check_send_limits(&target, Some(&sid)).await?;
             let (secret, lifetime) = state.new_secret(&target);
             let message =
                 state.message_for(&target, req.purpose, &sid, req.client_secret, &secret, held)?;
@@ -477,25 +493,22 @@ async fn start_session(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Req
                 .resend_validation(
                     &sid,
                     req.send_attempt,
-                    &token_hash(&secret),
+                    Some(&token_hash(&secret)),
                     now + lifetime,
                     &message,
+                    &state.send_limits(&target),
                     now,
                 )
                 .await?;
-            if resent {
-                vouch_metrics::OUTBOX
-                    .with_label_values(&[message.channel, "queued"])
-                    .inc();
-                if !held {
-                    state.wake_mailer();
-                }
+            match resent {
+                Queued::Done => state.queued(&message),
+                Queued::Raced => {}
+                Queued::Limited(l) => return Err(state.limited(&target, l)),
             }
         }
         return Ok(Requested::local(sid));
     }
 
-    state.check_send_limits(&target, None).await?;
     let sid = new_opaque_id(state.secrets.as_ref());
     let (secret, lifetime) = state.new_secret(&target);
     let message =
@@ -510,31 +523,28 @@ async fn start_session(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Req
         token_expires_at: now + lifetime,
         send_attempt: req.send_attempt,
         next_link,
-        decoy: false,
     };
-    if state
+    match state
         .db
-        .create_validation(&new, Some(&message), now)
+        .create_validation(&new, &message, &state.send_limits(&target), now)
         .await?
     {
-        vouch_metrics::VALIDATION
-            .with_label_values(&[medium, "created"])
-            .inc();
-        vouch_metrics::OUTBOX
-            .with_label_values(&[message.channel, "queued"])
-            .inc();
-        if !held {
-            state.wake_mailer();
+        Queued::Done => {
+            vouch_metrics::VALIDATION
+                .with_label_values(&[medium, "created"])
+                .inc();
+            state.queued(&message);
+            Ok(Requested::local(sid))
         }
-        return Ok(Requested::local(sid));
+        Queued::Limited(l) => Err(state.limited(&target, l)),
+        // A concurrent identical request created the session first: answer with its sid.
+        Queued::Raced => state
+            .db
+            .find_validation(medium, target.address(), req.client_secret, req.purpose)
+            .await?
+            .map(|s| Requested::local(s.session.sid))
+            .ok_or_else(|| ApiError::internal("validation session vanished")),
     }
-    // A concurrent identical request created the session first: answer with its sid.
-    state
-        .db
-        .find_validation(medium, target.address(), req.client_secret, req.purpose)
-        .await?
-        .map(|s| Requested::local(s.session.sid))
-        .ok_or_else(|| ApiError::internal("validation session vanished"))
 }
 
 /// What a requestToken answers.
@@ -779,10 +789,12 @@ pub async fn refresh_delegated(
     Ok(Ok(()))
 }
 
-/// `inhibit_3pid_errors`: answer like a real send. The session is stored (burned, so it
-/// never validates) so that a retry gets the same `sid`, as a real one would. The owner of
-/// an email address in use is sent a notice (within the address's send limit) instead of a
-/// link; phone numbers get nothing (an SMS notice would cost money and invite pumping).
+/// `inhibit_3pid_errors`: answer exactly like a real send. The session is stored like a
+/// real one (same expiry, attempt cap and `send_attempt` rules, so wrong codes, retries and
+/// expiry answer the same) but without a token, so it never validates. Its message counts
+/// toward the same send limits, so 429s come at the same moment: the owner of an email
+/// address in use is sent a notice instead of a link; otherwise a stand-in row is counted
+/// and never sent (an SMS notice would cost money and invite pumping).
 async fn decoy(
     state: &AppState,
     req: &TokenRequest<'_>,
@@ -790,53 +802,85 @@ async fn decoy(
     in_use: bool,
 ) -> ApiResult<String> {
     let medium = target.medium();
-    if let Some(existing) = state
+    let now = state.now();
+    let existing = state
         .db
         .find_validation(medium, target.address(), req.client_secret, req.purpose)
-        .await?
-    {
-        return Ok(existing.session.sid);
-    }
-    let now = state.now();
-    let sid = new_opaque_id(state.secrets.as_ref());
-    let notice = match target {
-        // Rendered whether or not it is sent, so both answers take the time a real one takes.
-        Target::Email(e) => {
-            let notice = state.mail(
+        .await?;
+    let sid = existing.as_ref().map_or_else(
+        || new_opaque_id(state.secrets.as_ref()),
+        |e| e.session.sid.clone(),
+    );
+    // Rendered whether or not it is sent, so every answer takes the time a real one takes.
+    let (secret, lifetime) = state.new_secret(target);
+    let message = match target {
+        Target::Email(e) => NewMessage {
+            stand_in: !in_use,
+            ..state.mail(
                 "already_in_use",
                 e.as_str(),
                 Some(&sid),
                 String::new(),
                 false,
-            )?;
-            let send = in_use && state.check_send_limits(target, None).await.is_ok();
-            send.then_some(notice)
+            )?
+        },
+        Target::Msisdn(m) => NewMessage {
+            stand_in: true,
+            ..state.sms(m, &sid, &secret, false)?
+        },
+    };
+    let limits = state.send_limits(target);
+    let queued = match existing {
+        Some(e) if e.session.on_request(req.send_attempt) == SendDecision::Resend => {
+            state
+                .db
+                .resend_validation(
+                    &sid,
+                    req.send_attempt,
+                    None,
+                    now + lifetime,
+                    &message,
+                    &limits,
+                    now,
+                )
+                .await?
         }
-        Target::Msisdn(_) => None,
+        Some(_) => return Ok(sid),
+        None => {
+            let new = NewValidation {
+                sid: sid.clone(),
+                medium: medium.into(),
+                address: target.address().to_owned(),
+                client_secret: req.client_secret.to_owned(),
+                purpose: req.purpose,
+                token_hash: None,
+                token_expires_at: now + lifetime,
+                send_attempt: req.send_attempt,
+                next_link: None,
+            };
+            let queued = state
+                .db
+                .create_validation(&new, &message, &limits, now)
+                .await?;
+            if queued == Queued::Raced {
+                return state
+                    .db
+                    .find_validation(medium, target.address(), req.client_secret, req.purpose)
+                    .await?
+                    .map(|s| s.session.sid)
+                    .ok_or_else(|| ApiError::internal("validation session vanished"));
+            }
+            queued
+        }
     };
-    let new = NewValidation {
-        sid: sid.clone(),
-        medium: medium.into(),
-        address: target.address().to_owned(),
-        client_secret: req.client_secret.to_owned(),
-        purpose: req.purpose,
-        token_hash: None,
-        token_expires_at: now,
-        send_attempt: req.send_attempt,
-        next_link: None,
-        decoy: true,
-    };
-    state
-        .db
-        .create_validation(&new, notice.as_ref(), now)
-        .await?;
-    if notice.is_some() {
-        vouch_metrics::OUTBOX
-            .with_label_values(&["email", "queued"])
-            .inc();
-        state.wake_mailer();
+    match queued {
+        Queued::Limited(l) => Err(state.limited(target, l)),
+        Queued::Done => {
+            state.queued(&message);
+            Ok(sid)
+        }
+        Queued::Raced => Ok(sid),
     }
-    Ok(sid)
 }
 
 /// What presenting a token or code to a session did.
@@ -884,37 +928,50 @@ pub async fn submit_secret(
         .token_hash
         .as_deref()
         .is_some_and(|h| constant_time_eq(h, &presented));
-    match stored
-        .session
-        .check_token(matches, now, state.max_attempts(&stored.session.medium))
-    {
+    let medium = stored.session.medium.as_str();
+    let max_attempts = state.max_attempts(medium);
+    match stored.session.check_token(matches, now, max_attempts) {
         TokenCheck::Validated => {
-            if !state.db.mark_validated(sid, &presented, now).await? {
-                return Ok(Submitted::Expired);
+            if !state
+                .db
+                .mark_validated(sid, &presented, max_attempts, now)
+                .await?
+            {
+                // Wrong guesses used up the attempts first, or the token was replaced or
+                // expired meanwhile; a concurrent click with the same token validated it.
+                let again = state.db.validation(sid).await?;
+                return Ok(match again {
+                    Some(s) if s.session.validated_at.is_some() => Submitted::AlreadyValidated,
+                    _ => Submitted::Expired,
+                });
             }
             vouch_metrics::VALIDATION
-                .with_label_values(&[stored.session.medium.as_str(), "validated"])
+                .with_label_values(&[medium, "validated"])
                 .inc();
-            tracing::info!(sid, medium = stored.session.medium, purpose = %stored.session.purpose, "address validated");
+            tracing::info!(sid, medium, purpose = %stored.session.purpose, "address validated");
             let next_link = stored.next_link.as_deref().and_then(|l| {
                 check_next_link(l, &state.config.email.next_link_domain_allowlist).ok()
             });
             Ok(Submitted::Validated { next_link })
         }
         TokenCheck::AlreadyValidated => Ok(Submitted::AlreadyValidated),
-        TokenCheck::Wrong { burn } => {
-            state.db.record_wrong_token(sid, burn, now).await?;
-            if burn {
-                vouch_metrics::VALIDATION
-                    .with_label_values(&[stored.session.medium.as_str(), "burned"])
-                    .inc();
-                tracing::warn!(sid, "validation session burned after too many wrong tokens");
+        // A validated session counts no wrong tokens: there is nothing left to guess.
+        TokenCheck::Wrong if stored.session.validated_at.is_some() => Ok(Submitted::Wrong),
+        TokenCheck::Wrong => match state.db.spend_wrong_attempt(sid, max_attempts, now).await? {
+            WrongToken::Counted { burned } => {
+                if burned {
+                    vouch_metrics::VALIDATION
+                        .with_label_values(&[medium, "burned"])
+                        .inc();
+                    tracing::warn!(sid, "validation session burned after too many wrong tokens");
+                }
+                Ok(Submitted::Wrong)
             }
-            Ok(Submitted::Wrong)
-        }
+            WrongToken::Refused => Ok(Submitted::Expired),
+        },
         TokenCheck::Expired | TokenCheck::Burned => {
             vouch_metrics::VALIDATION
-                .with_label_values(&[stored.session.medium.as_str(), "expired"])
+                .with_label_values(&[medium, "expired"])
                 .inc();
             Ok(Submitted::Expired)
         }
@@ -1016,9 +1073,8 @@ pub async fn verify_threepid_stage(
             state.wake_mailer();
         }
     }
-    // A decoy (inhibit_3pid_errors) looks like a session whose link was not followed yet.
-    let decoy = stored.token_hash.is_none();
-    if session.validated_at.is_none() && (decoy || (!session.burned && !session.consumed)) {
+    // A decoy (inhibit_3pid_errors) lives like a real session whose link was not followed.
+    if session.validated_at.is_none() && !session.exhausted(state.max_attempts(medium)) {
         return Ok(Err(unauthorized(
             "Unable to get validated threepid: follow the link in the email or enter the code first",
         )));

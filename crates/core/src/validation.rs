@@ -112,17 +112,26 @@ impl ValidationSession {
                 .is_some_and(|t| now < t.saturating_add(VALIDATED_SESSION_LIFETIME_MS))
     }
 
-    /// Judges a presented token. `matches` is the constant-time comparison of its hash with
-    /// the stored one.
+    /// Whether the session takes no more tokens: burned, spent, or out of attempts (a
+    /// session whose count reached the cap is burned even where no `burned_at` was written,
+    /// e.g. after the cap was lowered).
+    pub fn exhausted(&self, max_attempts: i64) -> bool {
+        self.burned || self.consumed || self.failed_attempts >= max_attempts
+    }
+
+    /// Judges a presented token as the stored session stands. `matches` is the constant-time
+    /// comparison of its hash with the stored one. This is a first look only: storage
+    /// applies the outcome with a conditional write that re-checks the cap, so concurrent
+    /// guesses cannot all pass on one stale read.
     pub fn check_token(&self, matches: bool, now: i64, max_attempts: i64) -> TokenCheck {
         if self.validated_at.is_some() {
             return if matches {
                 TokenCheck::AlreadyValidated
             } else {
-                TokenCheck::Wrong { burn: false }
+                TokenCheck::Wrong
             };
         }
-        if self.burned || self.consumed {
+        if self.exhausted(max_attempts) {
             return TokenCheck::Burned;
         }
         if now >= self.token_expires_at {
@@ -131,9 +140,7 @@ impl ValidationSession {
         if matches {
             TokenCheck::Validated
         } else {
-            TokenCheck::Wrong {
-                burn: self.failed_attempts + 1 >= max_attempts,
-            }
+            TokenCheck::Wrong
         }
     }
 }
@@ -145,11 +152,8 @@ pub enum TokenCheck {
     Validated,
     /// Correct, and the session was validated before (a second click).
     AlreadyValidated,
-    /// Wrong; with `burn`, this was the last allowed guess and the session is burned.
-    Wrong {
-        /// The session is burned by this attempt.
-        burn: bool,
-    },
+    /// Wrong: one attempt is to be spent.
+    Wrong,
     /// The token's lifetime is over.
     Expired,
     /// The session was burned or spent.
@@ -198,18 +202,19 @@ mod tests {
         let s = session();
         assert_eq!(s.check_token(true, 999, 5), TokenCheck::Validated);
         assert_eq!(s.check_token(true, 1_000, 5), TokenCheck::Expired);
-        assert_eq!(
-            s.check_token(false, 0, 5),
-            TokenCheck::Wrong { burn: false }
-        );
+        assert_eq!(s.check_token(false, 0, 5), TokenCheck::Wrong);
         let four_wrong = ValidationSession {
             failed_attempts: 4,
             ..session()
         };
-        assert_eq!(
-            four_wrong.check_token(false, 0, 5),
-            TokenCheck::Wrong { burn: true }
-        );
+        assert_eq!(four_wrong.check_token(false, 0, 5), TokenCheck::Wrong);
+        // At the cap the session takes nothing, the right token included.
+        let five_wrong = ValidationSession {
+            failed_attempts: 5,
+            ..session()
+        };
+        assert_eq!(five_wrong.check_token(true, 0, 5), TokenCheck::Burned);
+        assert_eq!(five_wrong.check_token(true, 0, 6), TokenCheck::Validated);
         let burned = ValidationSession {
             burned: true,
             ..session()

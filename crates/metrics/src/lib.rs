@@ -4,7 +4,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// The registry every Vouch metric lives in.
@@ -81,6 +82,38 @@ pub static OUTBOX_OLDEST_AGE: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// When the outbox worker last finished a round (Unix seconds): a worker that stops
+/// rounding (stuck or dead) shows as a growing distance from now.
+pub static OUTBOX_HEARTBEAT: LazyLock<IntGauge> = LazyLock::new(|| {
+    let g = IntGauge::new(
+        "vouch_outbox_worker_last_round_timestamp_seconds",
+        "When the outbox worker last finished a round (Unix seconds)",
+    )
+    .unwrap_or_else(|e| panic!("metric: {e}"));
+    REGISTRY
+        .register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric: {e}"));
+    g
+});
+
+/// 1 while a background task (`outbox`, `housekeeping`) runs, 0 while it is being restarted.
+pub static TASK_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge(
+        "vouch_background_task_up",
+        "1 while the background task runs, 0 while it is down",
+        &["task"],
+    )
+});
+
+/// Restarts of a background task after it panicked or ended on its own.
+pub static TASK_RESTARTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter(
+        "vouch_background_task_restarts_total",
+        "Restarts of a background task after it died",
+        &["task"],
+    )
+});
+
 /// Validation sessions by medium and event (`created`, `validated`, `burned`, `expired`).
 pub static VALIDATION: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter(
@@ -124,6 +157,9 @@ pub fn init() {
     LazyLock::force(&OUTBOX);
     LazyLock::force(&OUTBOX_PENDING);
     LazyLock::force(&OUTBOX_OLDEST_AGE);
+    LazyLock::force(&OUTBOX_HEARTBEAT);
+    LazyLock::force(&TASK_UP);
+    LazyLock::force(&TASK_RESTARTS);
     LazyLock::force(&VALIDATION);
     LazyLock::force(&RATE_LIMITED);
     LazyLock::force(&UIA);

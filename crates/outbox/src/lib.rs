@@ -3,9 +3,11 @@
 //! one outbox; a lease keeps two from sending the same message, and a worker that dies
 //! leaves its claims to the others when the lease runs out.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt as _;
 use tokio::sync::{Notify, watch};
 use vouch_core::Clock;
 use vouch_storage::{Db, QueuedMessage};
@@ -36,6 +38,7 @@ pub fn retry_delay_ms(attempts: i64) -> i64 {
 }
 
 /// The outbox worker's handles.
+#[derive(Clone)]
 pub struct Worker {
     /// Storage.
     pub db: Db,
@@ -76,18 +79,20 @@ impl Worker {
             let full = i64::try_from(claimed.len()).unwrap_or(0) >= BATCH;
             // The batch goes out concurrently (over the SMTP pool's connections); one slow
             // recipient server or gateway call does not hold up the rest.
-            let sent: Vec<String> =
-                futures::future::join_all(claimed.into_iter().map(|mail| self.deliver(mail)))
-                    .await
-                    .into_iter()
-                    .flatten()
-                    .collect();
+            let sent: Vec<String> = futures::future::join_all(
+                claimed.into_iter().map(|mail| self.deliver_guarded(mail)),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
             // One write records the whole batch's deliveries.
             if let Err(e) = self.db.mark_messages_sent(&sent, self.clock.now_ms()).await {
                 // The leases run out and the messages are tried again: at worst sent twice,
                 // never lost.
                 tracing::warn!(error = %e, count = sent.len(), "outbox: cannot record deliveries");
             }
+            vouch_metrics::OUTBOX_HEARTBEAT.set(self.clock.now_ms() / 1000);
             if full {
                 continue;
             }
@@ -98,6 +103,37 @@ impl Worker {
             }
         }
         tracing::info!("outbox worker stopped");
+    }
+
+    /// [`Self::deliver`], surviving a panic in it: the message is recorded as a failed
+    /// attempt and retried after the usual backoff, and the worker goes on with the rest.
+    async fn deliver_guarded(&self, mail: QueuedMessage) -> Option<String> {
+        let (id, channel, attempts) = (mail.id.clone(), mail.channel.clone(), mail.attempts);
+        match AssertUnwindSafe(self.deliver(mail)).catch_unwind().await {
+            Ok(sent) => sent,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                let now = self.clock.now_ms();
+                let retry_in = retry_delay_ms(attempts);
+                tracing::error!(id, channel, error = %what, retry_in_ms = retry_in, "outbox: delivering a message panicked; it will be retried");
+                vouch_metrics::OUTBOX
+                    .with_label_values(&[channel.as_str(), "retried"])
+                    .inc();
+                let error = format!("delivery panicked: {what}");
+                if let Err(e) = self
+                    .db
+                    .mark_message_failed(&id, &error, Some(now + retry_in), now)
+                    .await
+                {
+                    tracing::warn!(id, error = %e, "outbox: cannot record the delivery outcome");
+                }
+                None
+            }
+        }
     }
 
     /// Sends one message. A failure is recorded here; a success returns the message's id,

@@ -25,6 +25,7 @@ pub struct Server {
 }
 
 /// The periodic removal of expired state.
+#[derive(Clone)]
 struct Housekeeping {
     db: Db,
     clock: Arc<dyn Clock>,
@@ -193,8 +194,20 @@ impl Server {
         });
         let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
         let clock = self.worker.clock.clone();
-        let worker = tokio::spawn(self.worker.run(worker_stopped.clone()));
-        let housekeeping = tokio::spawn(self.housekeeping.run(worker_stopped.clone()));
+        let worker = {
+            let (w, stop) = (self.worker, worker_stopped.clone());
+            tokio::spawn(supervise("outbox", worker_stopped.clone(), move || {
+                w.clone().run(stop.clone())
+            }))
+        };
+        let housekeeping = {
+            let (h, stop) = (self.housekeeping, worker_stopped.clone());
+            tokio::spawn(supervise(
+                "housekeeping",
+                worker_stopped.clone(),
+                move || h.clone().run(stop.clone()),
+            ))
+        };
         if let Some((listener, addr)) = self.metrics {
             let app = Router::new()
                 .route("/metrics", axum::routing::get(metrics_handler))
@@ -237,6 +250,47 @@ impl Server {
         let _ = housekeeping.await;
         self.db.close().await;
         Ok(())
+    }
+}
+
+/// Runs a background task until `stop` turns true, restarting it (loudly: an error line, a
+/// restart counter, `vouch_background_task_up` at 0 meanwhile) whenever it panics or ends
+/// on its own. Mail, SMS and clean-up never stop silently.
+async fn supervise<F, Fut>(
+    name: &'static str,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    start: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let up = vouch_metrics::TASK_UP.with_label_values(&[name]);
+    loop {
+        up.set(1);
+        let ended = tokio::spawn(start()).await;
+        up.set(0);
+        if *stop.borrow() {
+            return;
+        }
+        match ended {
+            Err(e) if e.is_panic() => {
+                tracing::error!(
+                    task = name,
+                    "background task panicked; restarting it in 1 s"
+                );
+            }
+            _ => tracing::error!(
+                task = name,
+                "background task ended on its own; restarting it in 1 s"
+            ),
+        }
+        vouch_metrics::TASK_RESTARTS
+            .with_label_values(&[name])
+            .inc();
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -97,11 +97,11 @@ impl Gateway {
         }
     }
 
-    /// A description for logs (no secrets).
+    /// A description for logs and outbox rows: no credentials, no query string.
     pub fn describe(&self) -> String {
         match self {
-            Gateway::Twilio { url, .. } => format!("twilio ({url})"),
-            Gateway::Webhook { url, .. } => format!("webhook ({url})"),
+            Gateway::Twilio { url, .. } => format!("twilio ({})", redact_url(url)),
+            Gateway::Webhook { url, .. } => format!("webhook ({})", redact_url(url)),
             Gateway::Log => "log".into(),
         }
     }
@@ -168,15 +168,15 @@ async fn check(
     result: Result<reqwest::Response, reqwest::Error>,
 ) -> Result<(), SendError> {
     let response = result.map_err(|e| SendError {
-        message: format!("{gateway}: {e}"),
+        // The URL may carry credentials; the description already names the gateway.
+        message: format!("{gateway}: {}", e.without_url()),
         permanent: false,
     })?;
     let status = response.status();
     if status.is_success() {
         return Ok(());
     }
-    let mut text = response.text().await.unwrap_or_default();
-    text.truncate(300);
+    let text = gateway_text(&response.text().await.unwrap_or_default());
     let permanent = status.is_client_error()
         && status != StatusCode::REQUEST_TIMEOUT
         && status != StatusCode::TOO_MANY_REQUESTS;
@@ -184,4 +184,78 @@ async fn check(
         message: format!("{gateway}: HTTP {status}: {text}"),
         permanent,
     })
+}
+
+/// A URL as logs may show it: scheme, host, port and path; no user, password or query
+/// (webhook URLs often carry a key in either).
+fn redact_url(raw: &str) -> String {
+    match reqwest::Url::parse(raw) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
+/// A gateway's error text as it may be logged and kept: its first 300 characters (cut on
+/// a character boundary, whatever the bytes), with every run of four or more digits masked,
+/// since gateways echo the message and its code back.
+fn gateway_text(text: &str) -> String {
+    let mut out = String::new();
+    let mut digits = String::new();
+    for c in text.chars().take(300) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        flush_digits(&mut out, &mut digits);
+        out.push(c);
+    }
+    flush_digits(&mut out, &mut digits);
+    out
+}
+
+fn flush_digits(out: &mut String, digits: &mut String) {
+    if digits.len() >= 4 {
+        out.push_str(&"#".repeat(digits.len()));
+    } else {
+        out.push_str(digits);
+    }
+    digits.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_text_cuts_on_a_character_boundary() {
+        // A multi-byte character across byte 300 used to panic the outbox worker.
+        let text = format!("{}é{}", "a".repeat(299), "b".repeat(50));
+        let cut = gateway_text(&text);
+        assert_eq!(cut.chars().count(), 300);
+        assert!(cut.ends_with('é'));
+        let all_wide = "é".repeat(400);
+        assert_eq!(gateway_text(&all_wide).chars().count(), 300);
+    }
+
+    #[test]
+    fn gateway_text_masks_codes() {
+        assert_eq!(
+            gateway_text("rejected 'Your code is 123456' (error 21211, HTTP 400)"),
+            "rejected 'Your code is ######' (error #####, HTTP 400)"
+        );
+    }
+
+    #[test]
+    fn urls_lose_credentials_and_queries() {
+        assert_eq!(
+            redact_url("https://user:pw@sms.example.net/send?key=s3cret"),
+            "https://sms.example.net/send"
+        );
+    }
 }

@@ -12,6 +12,7 @@ mod housekeeping;
 mod identity;
 mod outbox;
 mod registration_tokens;
+mod send_limits;
 mod synapse;
 mod threepids;
 mod uia;
@@ -20,8 +21,9 @@ mod validation;
 pub use housekeeping::Purged;
 pub use identity::Binding;
 pub use outbox::{NewMessage, Pending, QueuedMessage};
+pub use send_limits::{LimitHit, Limited, SendLimits, SendWindow};
 pub use uia::StoredUiaSession;
-pub use validation::{Claim, NewValidation, StoredValidation};
+pub use validation::{Claim, NewValidation, Queued, StoredValidation, WrongToken};
 
 use std::path::Path;
 use std::str::FromStr;

@@ -25,6 +25,10 @@ pub struct NewMessage {
     pub message: String,
     /// Held: not sent until released.
     pub held: bool,
+    /// A stand-in: counted by the send limits like a real message but never sent, and
+    /// stored without a body. What a decoy session (`inhibit_3pid_errors`) queues where a
+    /// real session would queue its mail or SMS, so that 429s cannot tell them apart.
+    pub stand_in: bool,
 }
 
 /// A message claimed for sending.
@@ -54,18 +58,19 @@ pub(crate) async fn insert_message(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country, sent_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&mail.id)
     .bind(mail.channel)
     .bind(&mail.recipient)
     .bind(&mail.sid)
     .bind(&mail.envelope_from)
-    .bind(&mail.message)
+    .bind(if mail.stand_in { "" } else { &mail.message })
     .bind(now)
-    .bind((!mail.held).then_some(now))
+    .bind((!mail.held && !mail.stand_in).then_some(now))
     .bind(&mail.country)
+    .bind(mail.stand_in.then_some(now))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -186,50 +191,6 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// Mails queued for `recipient` since `since`, and the oldest of them (for the retry time).
-    pub async fn messages_to_since(
-        &self,
-        recipient: &str,
-        since: i64,
-    ) -> Result<(i64, Option<i64>), StorageError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE recipient = $1 AND created_at > $2")
-            .bind(recipient)
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((row.try_get("n")?, row.try_get("oldest")?))
-    }
-
-    /// Mails queued for validation session `sid` since `since`, and the oldest of them.
-    pub async fn messages_for_session_since(
-        &self,
-        sid: &str,
-        since: i64,
-    ) -> Result<(i64, Option<i64>), StorageError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE sid = $1 AND created_at > $2")
-            .bind(sid)
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok((row.try_get("n")?, row.try_get("oldest")?))
-    }
-
-    /// SMS queued to `country` since `since`, and the oldest of them.
-    pub async fn sms_to_country_since(
-        &self,
-        country: &str,
-        since: i64,
-    ) -> Result<(i64, Option<i64>), StorageError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE channel = 'sms' AND country = $1 AND created_at > $2",
-        )
-        .bind(country)
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.try_get("n")?, row.try_get("oldest")?))
     }
 
     /// How many mails wait to be sent (due or held), for logs and tests.

@@ -5,6 +5,7 @@ use sqlx::any::AnyRow;
 use vouch_core::validation::{Purpose, ValidationSession};
 
 use crate::outbox::{NewMessage, insert_message};
+use crate::send_limits::{self, Limited, SendLimits};
 use crate::{Db, StorageError, is_unique_violation, parse_col};
 
 /// A stored session with the fields the rules do not need to see.
@@ -59,7 +60,8 @@ pub struct NewValidation {
     pub client_secret: String,
     /// What it is for.
     pub purpose: Purpose,
-    /// Hash of the token sent; `None` for a decoy.
+    /// Hash of the token sent; `None` for a decoy (`inhibit_3pid_errors`), which otherwise
+    /// lives like a real session (expiry, attempt cap, send limits) but never validates.
     pub token_hash: Option<String>,
     /// When the token stops working.
     pub token_expires_at: i64,
@@ -67,8 +69,30 @@ pub struct NewValidation {
     pub send_attempt: i64,
     /// Validated `next_link`.
     pub next_link: Option<String>,
-    /// A decoy that never validates.
-    pub decoy: bool,
+}
+
+/// What queuing a session's message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Written, with its message.
+    Done,
+    /// A concurrent request got there first (the same session exists, or the resend was
+    /// already made); nothing was written.
+    Raced,
+    /// A send limit was reached; nothing was written.
+    Limited(Limited),
+}
+
+/// What presenting a wrong token did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WrongToken {
+    /// One attempt was spent; `burned` when it was the last.
+    Counted {
+        /// The session is burned now.
+        burned: bool,
+    },
+    /// No attempt was left (or the session was validated, spent or burned meanwhile).
+    Refused,
 }
 
 /// The outcome of claiming a session for an operation.
@@ -113,19 +137,23 @@ impl Db {
         Ok(row.as_ref().map(from_row).transpose()?)
     }
 
-    /// Creates a session and queues its mail in one transaction. `false` when a concurrent
-    /// request created the same session first (nothing was written; read it back).
+    /// Creates a session and queues its message in one transaction, if the message fits
+    /// `limits` (counted and inserted under one lock, see `send_limits`).
     pub async fn create_validation(
         &self,
         new: &NewValidation,
-        mail: Option<&NewMessage>,
+        message: &NewMessage,
+        limits: &SendLimits,
         now: i64,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Queued, StorageError> {
         let mut tx = self.begin_write().await?;
+        if let Some(limited) = send_limits::check(&mut tx, self.backend, message, limits).await? {
+            return Ok(Queued::Limited(limited));
+        }
         let inserted = sqlx::query(
             "INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose, token_hash,
-                 token_expires_at, send_attempt, next_link, burned_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)",
+                 token_expires_at, send_attempt, next_link, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
         )
         .bind(&new.sid)
         .bind(&new.medium)
@@ -136,33 +164,35 @@ impl Db {
         .bind(new.token_expires_at)
         .bind(new.send_attempt)
         .bind(&new.next_link)
-        .bind(new.decoy.then_some(now))
         .bind(now)
         .execute(&mut *tx)
         .await;
         match inserted {
-            Err(e) if is_unique_violation(&e) => return Ok(false),
+            Err(e) if is_unique_violation(&e) => return Ok(Queued::Raced),
             other => other?,
         };
-        if let Some(mail) = mail {
-            insert_message(&mut tx, mail, now).await?;
-        }
+        insert_message(&mut tx, message, now).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Queued::Done)
     }
 
-    /// Puts a fresh token on a session for a higher `send_attempt` and queues its mail, in
-    /// one transaction. `false` when another request got there first (nothing sent).
+    /// Puts a fresh token on a session for a higher `send_attempt` and queues its message, in
+    /// one transaction, if the message fits `limits`. A decoy gets `token_hash` `None` again.
+    #[allow(clippy::too_many_arguments)]
     pub async fn resend_validation(
         &self,
         sid: &str,
         send_attempt: i64,
-        token_hash: &str,
+        token_hash: Option<&str>,
         token_expires_at: i64,
-        mail: &NewMessage,
+        message: &NewMessage,
+        limits: &SendLimits,
         now: i64,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Queued, StorageError> {
         let mut tx = self.begin_write().await?;
+        if let Some(limited) = send_limits::check(&mut tx, self.backend, message, limits).await? {
+            return Ok(Queued::Limited(limited));
+        }
         let done = sqlx::query(
             "UPDATE validation_sessions SET send_attempt = $1, token_hash = $2, token_expires_at = $3, updated_at = $4
              WHERE sid = $5 AND send_attempt < $1 AND validated_at IS NULL AND burned_at IS NULL AND consumed_at IS NULL",
@@ -175,54 +205,67 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(Queued::Raced);
         }
-        insert_message(&mut tx, mail, now).await?;
+        insert_message(&mut tx, message, now).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(Queued::Done)
     }
 
-    /// Marks a session validated if its token is still the one checked, and returns
-    /// whether this call validated it.
+    /// Marks a session validated if `token_hash` is still its token, it is unexpired,
+    /// unspent, unburned and its wrong attempts are below `max_attempts`, all in the one
+    /// statement that writes. `true` when this call validated it.
     pub async fn mark_validated(
         &self,
         sid: &str,
         token_hash: &str,
+        max_attempts: i64,
         now: i64,
     ) -> Result<bool, StorageError> {
         let _turn = self.write_turn().await;
         let done = sqlx::query(
             "UPDATE validation_sessions SET validated_at = $1, updated_at = $1
              WHERE sid = $2 AND token_hash = $3 AND validated_at IS NULL AND burned_at IS NULL
-               AND consumed_at IS NULL AND token_expires_at > $1",
+               AND consumed_at IS NULL AND token_expires_at > $1 AND failed_attempts < $4",
         )
         .bind(now)
         .bind(sid)
         .bind(token_hash)
+        .bind(max_attempts)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Counts a wrong token; with `burn` the session is burned.
-    pub async fn record_wrong_token(
+    /// Spends one wrong attempt, in one conditional statement: only while attempts are left
+    /// (fewer than `max_attempts`) on a session that is not validated, spent or burned. The
+    /// last attempt burns it. However many guesses arrive together, at most `max_attempts`
+    /// are counted and every later one is refused.
+    pub async fn spend_wrong_attempt(
         &self,
         sid: &str,
-        burn: bool,
+        max_attempts: i64,
         now: i64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<WrongToken, StorageError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
+        let row = sqlx::query(
             "UPDATE validation_sessions SET failed_attempts = failed_attempts + 1, updated_at = $1,
-                 burned_at = CASE WHEN $2 = 1 THEN $1 ELSE burned_at END
-             WHERE sid = $3",
+                 burned_at = CASE WHEN failed_attempts + 1 >= $2 THEN $1 ELSE NULL END
+             WHERE sid = $3 AND validated_at IS NULL AND burned_at IS NULL AND consumed_at IS NULL
+               AND failed_attempts < $2
+             RETURNING failed_attempts",
         )
         .bind(now)
-        .bind(i64::from(burn))
+        .bind(max_attempts)
         .bind(sid)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(())
+        Ok(match row {
+            Some(r) => WrongToken::Counted {
+                burned: r.try_get::<i64, _>("failed_attempts")? >= max_attempts,
+            },
+            None => WrongToken::Refused,
+        })
     }
 
     /// Binds a validated session to the UIA session that uses it; a second UIA session

@@ -269,6 +269,7 @@ async fn outbox_leases_hand_work_over(db: Backend) {
         envelope_from: "noreply@vouch.test".into(),
         message: "Subject: x\r\n\r\nhi\r\n".into(),
         held: false,
+        stand_in: false,
     };
     store.enqueue_message(&mail, now).await.unwrap();
     // One worker claims it; nobody else can while the lease holds.

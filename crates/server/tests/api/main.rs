@@ -2,6 +2,7 @@
 //! binary (one link step); one module per area.
 
 mod helpers;
+mod race;
 mod smtp;
 
 mod bad_input;
@@ -17,6 +18,7 @@ mod login;
 mod operate;
 mod password;
 mod profile;
+mod races;
 mod register;
 mod security;
 mod sms;

@@ -17,6 +17,7 @@ on_both_databases!(
     add_and_remove_numbers,
     wrong_codes_burn_and_codes_expire,
     gateway_failure_then_recovery_delivers_once,
+    a_gateway_error_in_any_text_does_not_stop_delivery,
     invalid_numbers_countries_and_policies,
     sms_send_limits,
     flows_with_phone_numbers,
@@ -24,12 +25,12 @@ on_both_databases!(
 );
 
 /// A GB mobile number that the numbering data accepts (Ofcom's drama range does not).
-const NUMBER: &str = "07400 123456";
+pub(crate) const NUMBER: &str = "07400 123456";
 const MSISDN: &str = "447400123456";
-const TWILIO_PATH: &str = "/2010-04-01/Accounts/AC123/Messages.json";
+pub(crate) const TWILIO_PATH: &str = "/2010-04-01/Accounts/AC123/Messages.json";
 
 /// A server sending SMS through a fake Twilio.
-async fn with_twilio(
+pub(crate) async fn with_twilio(
     db: Backend,
     adjust: impl FnOnce(&mut vouch_config::Config),
 ) -> (TestApp, MockServer) {
@@ -57,7 +58,7 @@ async fn with_twilio(
 }
 
 /// Waits until the fake has received `n` requests (at most 15 s) and returns them.
-async fn received(fake: &MockServer, n: usize) -> Vec<wiremock::Request> {
+pub(crate) async fn received(fake: &MockServer, n: usize) -> Vec<wiremock::Request> {
     for _ in 0..150 {
         let got = fake.received_requests().await.unwrap_or_default();
         if got.len() >= n {
@@ -69,21 +70,21 @@ async fn received(fake: &MockServer, n: usize) -> Vec<wiremock::Request> {
 }
 
 /// The form fields of a Twilio request.
-fn form(req: &wiremock::Request) -> std::collections::HashMap<String, String> {
+pub(crate) fn form(req: &wiremock::Request) -> std::collections::HashMap<String, String> {
     url::form_urlencoded::parse(&req.body)
         .into_owned()
         .collect()
 }
 
 /// The code in a message text.
-fn code_in(text: &str) -> String {
+pub(crate) fn code_in(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit())
         .find(|w| w.len() == 6)
         .unwrap_or_else(|| panic!("no code in {text:?}"))
         .to_owned()
 }
 
-async fn request_phone_token(
+pub(crate) async fn request_phone_token(
     app: &TestApp,
     kind: &str,
     country: &str,
@@ -99,7 +100,7 @@ async fn request_phone_token(
     .await
 }
 
-async fn submit(
+pub(crate) async fn submit(
     app: &TestApp,
     url: &str,
     sid: &Value,
@@ -429,6 +430,66 @@ async fn gateway_failure_then_recovery_delivers_once(db: Backend) {
         2,
         "delivered once, not again"
     );
+}
+
+/// A gateway that fails with a multi-byte character at byte 300 of its answer, behind a URL
+/// with credentials, echoing the code: the worker records the failure (without the
+/// credentials or the code), keeps delivering other messages, and retries this one.
+async fn a_gateway_error_in_any_text_does_not_stop_delivery(db: Backend) {
+    let hook = MockServer::start().await;
+    let echo = format!("{}é rejected 'Your code is 123456'", "x".repeat(299));
+    Mock::given(method("POST"))
+        .and(path("/send"))
+        .respond_with(ResponseTemplate::new(500).set_body_string(echo))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&hook)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/send"))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(2)
+        .mount(&hook)
+        .await;
+    let url = hook.uri().replace("http://", "http://relay:hunter2@") + "/send?key=s3cret";
+    let app = spawn_with(db, |c| {
+        c.sms.enabled = true;
+        c.sms.transport = vouch_config::SmsTransport::Webhook;
+        c.sms.webhook.url = url;
+    })
+    .await;
+    request_phone_token(&app, "register", "GB", NUMBER, "first", 1)
+        .await
+        .ok();
+    received(&hook, 1).await;
+    // The worker is still alive: the next message goes out at once.
+    request_phone_token(&app, "register", "GB", "07400 654321", "second", 1)
+        .await
+        .ok();
+    let got = received(&hook, 2).await;
+    let to: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(to["to"], "+447400654321");
+    // The failure was kept without the credentials or the code.
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    let errors: Vec<(String,)> =
+        sqlx::query_as("SELECT last_error FROM outbox WHERE last_error IS NOT NULL")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let error = &errors[0].0;
+    assert!(error.contains("HTTP 500"), "{error}");
+    for secret in ["hunter2", "s3cret", "123456"] {
+        assert!(
+            !error.contains(secret),
+            "{secret} kept in last_error: {error}"
+        );
+    }
+    // The failed one is retried after its backoff and delivered.
+    app.clock.advance(Duration::from_secs(30));
+    received(&hook, 3).await;
 }
 
 async fn invalid_numbers_countries_and_policies(db: Backend) {
