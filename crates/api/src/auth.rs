@@ -39,8 +39,12 @@ impl AuthedUser {
 /// The access token in a request, if any.
 fn bearer_token(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        return value.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is as valid as `Bearer`.
+        let value = value.to_str().ok()?.trim_start();
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned());
     }
     let query = parts.uri.query()?;
     url::form_urlencoded::parse(query.as_bytes())

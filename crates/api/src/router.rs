@@ -118,6 +118,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::internal("a request handler panicked").into_response()
         }))
         .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(record_metrics))
         .layer(
             TraceLayer::new_for_http()
@@ -135,15 +136,41 @@ async fn record_metrics(req: Request, next: Next) -> Response {
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let started = std::time::Instant::now();
     let res = next.run(req).await;
     vouch_metrics::HTTP_DURATION
-        .with_label_values(&[endpoint.as_str(), method.as_str()])
+        .with_label_values(&[endpoint.as_str(), method])
         .observe(started.elapsed().as_secs_f64());
     vouch_metrics::HTTP_REQUESTS
-        .with_label_values(&[endpoint.as_str(), method.as_str(), res.status().as_str()])
+        .with_label_values(&[endpoint.as_str(), method, res.status().as_str()])
         .inc();
+    res
+}
+
+/// The method as a metric label: the standard ones by name, anything a client made up as
+/// `other`, so no request can add a time series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Answers may carry tokens (`/login`, `/register`, `/refresh`) or account data: no cache
+/// keeps them, unless a handler said otherwise (the spec's cacheable `/versions`-style
+/// answers set their own header).
+async fn no_store(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    res.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     res
 }
 

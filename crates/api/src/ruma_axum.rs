@@ -122,9 +122,17 @@ pub fn into_ruma<T: IncomingRequest>(
         .body(body_bytes)
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let args: Vec<&str> = path_args.iter().map(String::as_str).collect();
-    // ruma's hand-written deserializers index JSON maps and panic on some malformed
-    // bodies (a login without `type`); such a body is bad input, never a dropped
-    // connection.
+    // ruma's login deserializer indexes `type` and panics when it is missing: refuse such a
+    // body here, so no request can make a panic (and a panic line in the log) at will.
+    if parts.method == http::Method::POST && parts.uri.path().ends_with("/login") {
+        match json.as_ref().and_then(|m| m.get("type")) {
+            Some(Value::String(_)) => {}
+            Some(_) => return Err(ApiError::bad_json("type must be a string")),
+            None => return Err(ApiError::missing_param("type is required")),
+        }
+    }
+    // Should another of ruma's hand-written deserializers panic on a malformed body, it is
+    // still bad input, never a dropped connection.
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         T::try_from_http_request(request, &args)
     }));

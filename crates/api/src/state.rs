@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use vouch_config::{Config, PasswordScheme};
-use vouch_core::password::{PasswordHasher, PasswordPolicy, Scheme};
+use vouch_core::password::{HashCeilings, PasswordHasher, PasswordPolicy, Scheme};
 use vouch_core::{Clock, SecretSource};
 use vouch_mail::{Composer, Templates};
 use vouch_storage::Db;
@@ -39,6 +39,8 @@ pub struct Services {
     pub signing_key: crate::identity::SigningKey,
     /// `[email] allowed_3pids`, compiled.
     pub allowed_3pids: Vec<regex::Regex>,
+    /// Hashing slots: at most this many hashes run at once, whatever the load.
+    hash_slots: Arc<tokio::sync::Semaphore>,
     /// A hash checked against when a login names an unknown user, so that unknown and known
     /// users take the same time.
     dummy_hash: String,
@@ -64,6 +66,12 @@ impl Services {
             argon2_t_cost: p.argon2_t_cost,
             argon2_p_cost: p.argon2_p_cost,
             pepper: p.pepper.clone(),
+            ceilings: HashCeilings {
+                argon2_m_cost_kib: p.max_argon2_m_cost_kib,
+                argon2_t_cost: p.max_argon2_t_cost,
+                argon2_p_cost: p.max_argon2_p_cost,
+                bcrypt_cost: p.max_bcrypt_cost,
+            },
         };
         hasher.validate().map_err(|e| e.to_string())?;
         let policy = PasswordPolicy {
@@ -78,6 +86,10 @@ impl Services {
             .hash("vouch dummy password for timing", secrets.as_ref())
             .map_err(|e| e.to_string())?;
         let limits = Limiters::new(&config.rate_limits, clock.clone());
+        let slots = match p.max_concurrent_hashes {
+            0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            n => n,
+        };
         let e = &config.email;
         let template_dir =
             Some(std::path::Path::new(&e.template_dir)).filter(|p| !p.as_os_str().is_empty());
@@ -107,6 +119,7 @@ impl Services {
             mail_wake: Arc::new(tokio::sync::Notify::new()),
             allowed_3pids,
             signing_key,
+            hash_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             dummy_hash,
         })
     }
@@ -123,11 +136,15 @@ impl Services {
 
     /// Hashes a password off the async runtime.
     pub async fn hash_password(self: &Arc<Self>, password: String) -> ApiResult<String> {
+        let slot = self.hash_slot().await?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.hasher.hash(&password, this.secrets.as_ref()))
-            .await
-            .map_err(|e| ApiError::internal(format!("hashing task failed: {e}")))?
-            .map_err(|e| ApiError::internal(e.to_string()))
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            this.hasher.hash(&password, this.secrets.as_ref())
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("hashing task failed: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))
     }
 
     /// Checks a password off the async runtime. With no stored hash (unknown user, or an
@@ -138,15 +155,35 @@ impl Services {
         password: String,
         stored: Option<String>,
     ) -> ApiResult<bool> {
+        let slot = self.hash_slot().await?;
         let this = self.clone();
-        tokio::task::spawn_blocking(move || match stored {
-            Some(hash) => this.hasher.verify(&password, &hash),
-            None => {
-                let _ = this.hasher.verify(&password, &this.dummy_hash);
-                false
+        tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            match stored {
+                Some(hash) => this.hasher.verify(&password, &hash),
+                None => {
+                    let _ = this.hasher.verify(&password, &this.dummy_hash);
+                    false
+                }
             }
         })
         .await
         .map_err(|e| ApiError::internal(format!("hashing task failed: {e}")))
+    }
+
+    /// Waits for a hashing slot, at most `[password] hash_queue_timeout`; then 429. The slot
+    /// is held until the hash is done, even if the request is dropped meanwhile.
+    async fn hash_slot(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        let wait = self.config.password.hash_queue_timeout;
+        match tokio::time::timeout(wait, self.hash_slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ApiError::internal("hashing slots closed")),
+            Err(_) => {
+                vouch_metrics::RATE_LIMITED
+                    .with_label_values(&["password_hashing"])
+                    .inc();
+                Err(ApiError::limit_exceeded(std::time::Duration::from_secs(1)))
+            }
+        }
     }
 }

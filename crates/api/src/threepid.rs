@@ -447,8 +447,8 @@ async fn start_session(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Req
         .map_err(|e| ApiError::invalid_param(e.to_string()))?
         .map(|u| u.to_string());
     match target {
-        Target::Email(_) => state.limits.email_per_ip.check(&req.ip.to_string())?,
-        Target::Msisdn(_) => state.limits.sms_per_ip.check(&req.ip.to_string())?,
+        Target::Email(_) => state.limits.email_per_ip.check_ip(req.ip)?,
+        Target::Msisdn(_) => state.limits.sms_per_ip.check_ip(req.ip)?,
     }
 
     let owner = state.db.threepid_owner(medium, target.address()).await?;

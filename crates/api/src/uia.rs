@@ -5,6 +5,7 @@
 //! New stage types plug in at [`verify_stage`]; nothing else changes.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use ruma::api::client::uiaa::{AuthFlow, AuthType, UiaaInfo, UserIdentifier};
 use ruma::api::error::{ErrorKind, StandardErrorBody};
@@ -166,12 +167,14 @@ pub async fn authenticate(
     op: Operation,
     user_id: Option<&str>,
     auth: Option<&Value>,
+    ip: IpAddr,
+    binding: Option<&str>,
 ) -> ApiResult<UiaPassed> {
     let flows = state.flows_for(op);
     let now = state.now();
     let auth = match auth {
         None => {
-            let session = start_session(state, op, user_id, now).await?;
+            let session = start_session(state, op, user_id, binding, now, ip).await?;
             return Err(state.uia_info(&flows, &session.id, &[], None));
         }
         Some(Value::Object(map)) => map,
@@ -179,17 +182,19 @@ pub async fn authenticate(
     };
 
     let session = match auth.get("session") {
-        None | Some(Value::Null) => start_session(state, op, user_id, now).await?,
+        None | Some(Value::Null) => start_session(state, op, user_id, binding, now, ip).await?,
         Some(Value::String(id)) => {
             let Some(stored) = state.db.uia_session(id).await? else {
                 return Err(unknown_session());
             };
             stored
                 .session
-                .check_use(op, user_id, now)
+                .check_use(op, user_id, binding, now)
                 .map_err(|e| match e {
                     uia::SessionMismatch::Expired => unknown_session(),
-                    uia::SessionMismatch::OtherOperation => ApiError::forbidden(e.to_string()),
+                    uia::SessionMismatch::OtherOperation | uia::SessionMismatch::OtherRequest => {
+                        ApiError::forbidden(e.to_string())
+                    }
                 })?;
             stored.session
         }
@@ -208,7 +213,7 @@ pub async fn authenticate(
                 let err = ApiError::new(kind, rejection.to_string());
                 return Err(state.uia_info(&flows, &session.id, &completed, Some(err)));
             }
-            match verify_stage(state, op, &session.id, user_id, stage, auth).await? {
+            match verify_stage(state, op, &session.id, user_id, stage, auth, ip).await? {
                 Ok(result) => {
                     state
                         .db
@@ -272,13 +277,18 @@ async fn start_session(
     state: &Services,
     op: Operation,
     user_id: Option<&str>,
+    binding: Option<&str>,
     now: i64,
+    ip: IpAddr,
 ) -> ApiResult<UiaSession> {
+    // Every session is a stored row: without this, anonymous `POST /account/deactivate {}`
+    // would write thousands a second.
+    state.limits.uia_sessions_per_ip.check_ip(ip)?;
     let id = new_opaque_id(state.secrets.as_ref());
     let expires_at = now.saturating_add(duration_ms(state.config.uia.session_lifetime));
     state
         .db
-        .create_uia_session(&id, op, user_id, now, expires_at)
+        .create_uia_session(&id, op, user_id, binding, now, expires_at)
         .await?;
     vouch_metrics::UIA
         .with_label_values(&[op.as_str(), "started"])
@@ -287,6 +297,7 @@ async fn start_session(
         id,
         operation: op,
         user_id: user_id.map(str::to_owned),
+        binding: binding.map(str::to_owned),
         expires_at,
         completed: Vec::new(),
     })
@@ -302,11 +313,24 @@ async fn verify_stage(
     user_id: Option<&str>,
     stage: &str,
     auth: &serde_json::Map<String, Value>,
+    ip: IpAddr,
 ) -> ApiResult<Result<Value, ApiError>> {
     if uia::REGISTRATION_ONLY.contains(&stage) && op != Operation::Register {
         return Ok(Err(ApiError::forbidden(format!(
             "{stage} is only valid when registering"
         ))));
+    }
+    // Stages that can be guessed spend one of the session's guesses first, so that
+    // concurrent guesses in one session cannot pass the cap together.
+    if (stage == PASSWORD || stage == REGISTRATION_TOKEN)
+        && !state
+            .db
+            .spend_uia_guess(session_id, i64::from(state.config.uia.max_stage_failures))
+            .await?
+    {
+        return Err(ApiError::forbidden(
+            "Too many failed attempts in this authentication session; start a new one",
+        ));
     }
     Ok(match stage {
         DUMMY => Ok(json!({})),
@@ -329,7 +353,7 @@ async fn verify_stage(
                 _ => Err(ApiError::forbidden("Invalid registration token")),
             }
         }
-        PASSWORD => verify_password_stage(state, user_id, auth).await?,
+        PASSWORD => verify_password_stage(state, user_id, auth, ip).await?,
         EMAIL_IDENTITY | MSISDN => {
             let medium = if stage == MSISDN { "msisdn" } else { "email" };
             crate::threepid::verify_threepid_stage(state, op, session_id, user_id, medium, auth)
@@ -348,7 +372,10 @@ async fn verify_password_stage(
     state: &AppState,
     caller: Option<&str>,
     auth: &serde_json::Map<String, Value>,
+    ip: IpAddr,
 ) -> ApiResult<Result<Value, ApiError>> {
+    // The same limits as `/login`: every password check costs a hash.
+    state.limits.login_per_ip.check_ip(ip)?;
     let Some(password) = auth.get("password").and_then(Value::as_str) else {
         return Ok(Err(ApiError::missing_param("auth.password is required")));
     };
@@ -380,7 +407,8 @@ async fn verify_password_stage(
         (None, Some(caller)) => caller.to_owned(),
         (None, None) => return Ok(Err(ApiError::missing_param("auth.identifier is required"))),
     };
-    state.limits.failed_login_per_account.peek(&user_id)?;
+    state.limits.login_per_account.check(&user_id)?;
+    state.limits.failed_login_per_account.check(&user_id)?;
     let user = state
         .db
         .user(&user_id)
@@ -390,7 +418,6 @@ async fn verify_password_stage(
     if state.verify_password(password.to_owned(), stored).await? {
         Ok(Ok(json!({ "user_id": user_id })))
     } else {
-        state.limits.failed_login_per_account.check(&user_id)?;
         Ok(Err(ApiError::forbidden("Invalid username or password")))
     }
 }
@@ -402,6 +429,7 @@ pub async fn complete_stage_out_of_band(
     session_id: &str,
     stage: &str,
     auth: &serde_json::Map<String, Value>,
+    ip: IpAddr,
 ) -> ApiResult<Result<(), ApiError>> {
     let now = state.now();
     let Some(stored) = state.db.uia_session(session_id).await? else {
@@ -422,6 +450,7 @@ pub async fn complete_stage_out_of_band(
         stored.session.user_id.as_deref(),
         stage,
         auth,
+        ip,
     )
     .await?
     {

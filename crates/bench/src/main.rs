@@ -593,6 +593,7 @@ level = "warn"
         argon2_t_cost: 2,
         argon2_p_cost: 1,
         pepper: String::new(),
+        ceilings: vouch_core::password::HashCeilings::default(),
     };
     let hash = hasher
         .hash("bench", &vouch_core::OsSecretSource)

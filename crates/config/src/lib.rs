@@ -108,8 +108,11 @@ pub struct HttpConfig {
     pub listen: OneOrMany,
     /// Largest request body accepted, in bytes; larger ones get 413 `M_TOO_LARGE`.
     pub max_request_bytes: usize,
-    /// Take the client address from `X-Forwarded-For` (only behind a trusted reverse proxy).
+    /// Take the client address from `X-Forwarded-For` when the peer is a trusted proxy.
     pub x_forwarded: bool,
+    /// Proxies whose `X-Forwarded-For` entries are believed: the client is the rightmost
+    /// address not in these ranges. A request from elsewhere is keyed on its peer.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpConfig {
@@ -118,6 +121,10 @@ impl Default for HttpConfig {
             listen: OneOrMany::One("127.0.0.1:8008".into()),
             max_request_bytes: 1024 * 1024,
             x_forwarded: false,
+            trusted_proxies: vec![
+                ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
         }
     }
 }
@@ -203,6 +210,9 @@ pub struct UiaConfig {
     /// Flows per operation (`change_password`, `deactivate`, `delete_devices`, `add_threepid`,
     /// `reset_password`, `register`), replacing the built-in ones.
     pub flows: BTreeMap<String, Vec<Vec<String>>>,
+    /// Failed stages (wrong password, wrong registration token, …) a session takes before
+    /// it is refused for good.
+    pub max_stage_failures: u32,
 }
 
 impl Default for UiaConfig {
@@ -210,6 +220,7 @@ impl Default for UiaConfig {
         Self {
             session_lifetime: Duration::from_secs(3600),
             flows: BTreeMap::new(),
+            max_stage_failures: 10,
         }
     }
 }
@@ -242,6 +253,21 @@ pub struct PasswordConfig {
     pub require_lowercase: bool,
     /// Require an upper-case letter.
     pub require_uppercase: bool,
+    /// Password hashes checked at once; 0: one per CPU core. Memory stays flat however
+    /// many requests need a hash.
+    pub max_concurrent_hashes: usize,
+    /// How long a request waits for a hashing slot before it is answered 429.
+    #[serde(with = "humantime_serde")]
+    pub hash_queue_timeout: Duration,
+    /// Ceilings for stored hashes (imported ones too): a hash asking for more is refused
+    /// at import and never verified, so one stored hash cannot pin a core or a GiB.
+    pub max_argon2_m_cost_kib: u32,
+    /// Ceiling for argon2 iterations in a stored hash.
+    pub max_argon2_t_cost: u32,
+    /// Ceiling for argon2 lanes in a stored hash.
+    pub max_argon2_p_cost: u32,
+    /// Ceiling for the bcrypt cost of a stored hash.
+    pub max_bcrypt_cost: u32,
 }
 
 /// Password hashing scheme.
@@ -270,6 +296,12 @@ impl Default for PasswordConfig {
             require_symbol: false,
             require_lowercase: false,
             require_uppercase: false,
+            max_concurrent_hashes: 0,
+            hash_queue_timeout: Duration::from_secs(5),
+            max_argon2_m_cost_kib: 65_536,
+            max_argon2_t_cost: 10,
+            max_argon2_p_cost: 4,
+            max_bcrypt_cost: 14,
         }
     }
 }
@@ -702,6 +734,11 @@ pub struct RateLimitsConfig {
     pub sms_per_session: Window,
     /// SMS per destination country (counted in the database): a brake on SMS pumping.
     pub sms_per_country: Window,
+    /// User-Interactive Authentication sessions started per client IP (every endpoint
+    /// that starts one: register, password, deactivate, devices, 3PIDs).
+    pub uia_sessions_per_ip: Rate,
+    /// `GET /register/available` per client IP.
+    pub username_available_per_ip: Rate,
 }
 
 impl Default for RateLimitsConfig {
@@ -747,6 +784,15 @@ impl Default for RateLimitsConfig {
             sms_per_country: Window {
                 max: 200,
                 window: Duration::from_secs(3600),
+            },
+            uia_sessions_per_ip: Rate {
+                per_second: 0.5,
+                burst: 20,
+            },
+            // Synapse limits the availability check like registration.
+            username_available_per_ip: Rate {
+                per_second: 0.17,
+                burst: 10,
             },
         }
     }
@@ -963,6 +1009,19 @@ impl Config {
         if p.max_length > 0 && p.max_length < p.min_length {
             problems.push("[password] max_length is smaller than min_length".into());
         }
+        if p.bcrypt_cost > p.max_bcrypt_cost
+            || p.argon2_m_cost_kib > p.max_argon2_m_cost_kib
+            || p.argon2_t_cost > p.max_argon2_t_cost
+            || p.argon2_p_cost > p.max_argon2_p_cost
+        {
+            problems.push(
+                "[password] the hashing costs exceed the max_* ceilings (new hashes would never verify)"
+                    .into(),
+            );
+        }
+        if p.hash_queue_timeout.is_zero() {
+            problems.push("[password] hash_queue_timeout must be above zero".into());
+        }
         let r = &self.rate_limits;
         for (name, rate) in [
             ("login_per_ip", r.login_per_ip),
@@ -971,6 +1030,8 @@ impl Config {
             ("registration_per_ip", r.registration_per_ip),
             ("email_per_ip", r.email_per_ip),
             ("sms_per_ip", r.sms_per_ip),
+            ("uia_sessions_per_ip", r.uia_sessions_per_ip),
+            ("username_available_per_ip", r.username_available_per_ip),
         ] {
             if !(rate.per_second > 0.0 && rate.per_second.is_finite()) || rate.burst == 0 {
                 problems.push(format!(

@@ -31,6 +31,45 @@ pub struct PasswordHasher {
     pub argon2_p_cost: u32,
     /// Appended to the password before bcrypt, like Synapse's `password_config.pepper`.
     pub pepper: String,
+    /// The most a stored hash may ask for.
+    pub ceilings: HashCeilings,
+}
+
+/// The costs a stored hash may ask for at most. `verify()` takes the costs from the stored
+/// hash, so without a ceiling one imported `$argon2id$…t=4294967295` pins a core for good
+/// and `m=1048576` costs a GiB per login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCeilings {
+    /// argon2 memory, KiB.
+    pub argon2_m_cost_kib: u32,
+    /// argon2 iterations.
+    pub argon2_t_cost: u32,
+    /// argon2 lanes.
+    pub argon2_p_cost: u32,
+    /// bcrypt cost.
+    pub bcrypt_cost: u32,
+}
+
+impl Default for HashCeilings {
+    fn default() -> Self {
+        Self {
+            argon2_m_cost_kib: 65_536,
+            argon2_t_cost: 10,
+            argon2_p_cost: 4,
+            bcrypt_cost: 14,
+        }
+    }
+}
+
+/// Why a stored hash is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashRefusal {
+    /// Not an argon2 PHC string or a bcrypt hash Vouch understands.
+    #[error("not an argon2 or bcrypt hash")]
+    Unknown,
+    /// It asks for more than the ceilings allow.
+    #[error("its cost exceeds the configured ceiling ({0})")]
+    TooCostly(String),
 }
 
 /// Hashing failed: the configured parameters are out of the algorithm's range.
@@ -84,9 +123,45 @@ impl PasswordHasher {
         }
     }
 
-    /// Whether `password` matches `stored`. Any malformed or unknown hash is a mismatch.
-    /// CPU-heavy: call it off the async runtime.
+    /// Whether `stored` is a hash Vouch understands and within the ceilings: checked at
+    /// import and before every verification.
+    pub fn check_stored(&self, stored: &str) -> Result<(), HashRefusal> {
+        let c = &self.ceilings;
+        if stored.starts_with("$argon2") {
+            let parsed = PasswordHash::new(stored).map_err(|_| HashRefusal::Unknown)?;
+            let params = Params::try_from(&parsed).map_err(|_| HashRefusal::Unknown)?;
+            if params.m_cost() > c.argon2_m_cost_kib
+                || params.t_cost() > c.argon2_t_cost
+                || params.p_cost() > c.argon2_p_cost
+            {
+                return Err(HashRefusal::TooCostly(format!(
+                    "argon2 m={} t={} p={}",
+                    params.m_cost(),
+                    params.t_cost(),
+                    params.p_cost()
+                )));
+            }
+            Ok(())
+        } else if stored.starts_with("$2") {
+            let cost = stored
+                .get(4..6)
+                .and_then(|c| c.parse::<u32>().ok())
+                .ok_or(HashRefusal::Unknown)?;
+            if cost > c.bcrypt_cost {
+                return Err(HashRefusal::TooCostly(format!("bcrypt cost {cost}")));
+            }
+            Ok(())
+        } else {
+            Err(HashRefusal::Unknown)
+        }
+    }
+
+    /// Whether `password` matches `stored`. Any malformed or unknown hash, or one above the
+    /// ceilings, is a mismatch. CPU-heavy: call it off the async runtime.
     pub fn verify(&self, password: &str, stored: &str) -> bool {
+        if self.check_stored(stored).is_err() {
+            return false;
+        }
         if stored.starts_with("$argon2") {
             let Ok(parsed) = PasswordHash::new(stored) else {
                 return false;
@@ -204,7 +279,29 @@ mod tests {
             argon2_t_cost: 1,
             argon2_p_cost: 1,
             pepper: String::new(),
+            ceilings: HashCeilings::default(),
         }
+    }
+
+    #[test]
+    fn hashes_above_the_ceilings_are_refused_without_hashing() {
+        let h = hasher(Scheme::Argon2id);
+        // Would take hours and 1 GiB if verified.
+        let costly = "$argon2id$v=19$m=1048576,t=4294967295,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+        assert!(matches!(
+            h.check_stored(costly),
+            Err(HashRefusal::TooCostly(_))
+        ));
+        let started = std::time::Instant::now();
+        assert!(!h.verify("anything", costly));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(matches!(
+            h.check_stored("$2b$31$lNzrd6XRY1bachP2RtOfgeXVA0V/SZaDEl7fJgYrqzKtdxWg43OYG"),
+            Err(HashRefusal::TooCostly(_))
+        ));
+        assert_eq!(h.check_stored("plain"), Err(HashRefusal::Unknown));
+        let ok = h.hash("pw", &SeededSecretSource::new(2)).unwrap();
+        assert_eq!(h.check_stored(&ok), Ok(()));
     }
 
     #[test]

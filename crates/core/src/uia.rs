@@ -188,6 +188,9 @@ pub struct UiaSession {
     pub expires_at: i64,
     /// Completed stages, in the order they were completed.
     pub completed: Vec<String>,
+    /// A digest of what the starting request asked for (the new password, the devices to
+    /// delete, …); `None` where nothing needs binding.
+    pub binding: Option<String>,
 }
 
 /// Why a session given by the client cannot be used for this request.
@@ -199,6 +202,10 @@ pub enum SessionMismatch {
     /// The session was started by another operation or another user.
     #[error("the requested operation has changed during the authentication session")]
     OtherOperation,
+    /// The same operation, but asking for something else than the request that started
+    /// the session.
+    #[error("the request has changed during the authentication session; start again")]
+    OtherRequest,
 }
 
 impl UiaSession {
@@ -207,6 +214,7 @@ impl UiaSession {
         &self,
         operation: Operation,
         user_id: Option<&str>,
+        binding: Option<&str>,
         now_ms: i64,
     ) -> Result<(), SessionMismatch> {
         if now_ms >= self.expires_at {
@@ -214,6 +222,9 @@ impl UiaSession {
         }
         if self.operation != operation || self.user_id.as_deref() != user_id {
             return Err(SessionMismatch::OtherOperation);
+        }
+        if self.binding.as_deref() != binding {
+            return Err(SessionMismatch::OtherRequest);
         }
         Ok(())
     }
@@ -308,18 +319,26 @@ mod tests {
             user_id: Some("@a:x".into()),
             expires_at: 100,
             completed: vec![],
+            binding: Some("b1".into()),
         };
-        assert_eq!(s.check_use(Operation::Deactivate, Some("@a:x"), 99), Ok(()));
         assert_eq!(
-            s.check_use(Operation::Deactivate, Some("@a:x"), 100),
+            s.check_use(Operation::Deactivate, Some("@a:x"), Some("b1"), 99),
+            Ok(())
+        );
+        assert_eq!(
+            s.check_use(Operation::Deactivate, Some("@a:x"), Some("b2"), 99),
+            Err(SessionMismatch::OtherRequest)
+        );
+        assert_eq!(
+            s.check_use(Operation::Deactivate, Some("@a:x"), Some("b1"), 100),
             Err(SessionMismatch::Expired)
         );
         assert_eq!(
-            s.check_use(Operation::Register, None, 0),
+            s.check_use(Operation::Register, None, Some("b1"), 0),
             Err(SessionMismatch::OtherOperation)
         );
         assert_eq!(
-            s.check_use(Operation::Deactivate, Some("@b:x"), 0),
+            s.check_use(Operation::Deactivate, Some("@b:x"), Some("b1"), 0),
             Err(SessionMismatch::OtherOperation)
         );
         assert_eq!("delete_devices".parse(), Ok(Operation::DeleteDevices));

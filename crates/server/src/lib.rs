@@ -34,16 +34,26 @@ struct Housekeeping {
 
 impl Housekeeping {
     async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut backlog = false;
         loop {
+            // A run that could not remove everything is followed by another at once, so
+            // housekeeping keeps up with any backlog (e.g. a flood of UIA sessions).
+            let pause = if backlog {
+                Duration::from_millis(10)
+            } else {
+                self.config.interval
+            };
             tokio::select! {
-                () = tokio::time::sleep(self.config.interval) => {}
+                () = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => return,
             }
             let keep =
                 i64::try_from(self.config.keep_sent_messages.as_millis()).unwrap_or(i64::MAX);
             let batch = i64::from(self.config.batch_size);
+            backlog = false;
             match self.db.housekeeping(self.clock.now_ms(), batch, keep).await {
                 Ok(p) => {
+                    backlog = p.more;
                     for (kind, n) in [
                         ("validation_sessions", p.validation_sessions),
                         ("uia_sessions", p.uia_sessions),

@@ -208,17 +208,34 @@ impl Db {
         Ok(())
     }
 
-    /// Adds a device (or reuses the existing one) and its tokens for a login.
+    /// Adds a device (or reuses the existing one) and its tokens for a login, if the
+    /// account is active and its password hash is still `password_hash` (the one just
+    /// checked). The check is the transaction's first statement and a write, so it holds
+    /// the account's row until the token is in: a concurrent deactivation or password
+    /// change either comes first (and this returns `false`) or after (and revokes the
+    /// token with the others).
     pub async fn create_login(
         &self,
         user_id: &str,
+        password_hash: &str,
         login: &NewLogin,
         now: i64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let mut tx = self.begin_write().await?;
+        let still = sqlx::query(
+            "UPDATE users SET password_hash = password_hash
+             WHERE user_id = $1 AND password_hash = $2 AND deactivated_at IS NULL",
+        )
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(&mut *tx)
+        .await?;
+        if still.rows_affected() != 1 {
+            return Ok(false);
+        }
         Self::insert_login(&mut tx, user_id, login, now).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub(crate) async fn insert_login(
@@ -325,9 +342,9 @@ impl Db {
         user_id: &str,
         old_hash: &str,
         new_hash: &str,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE users SET password_hash = $1 WHERE user_id = $2 AND password_hash = $3",
         )
         .bind(new_hash)
@@ -335,11 +352,13 @@ impl Db {
         .bind(old_hash)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    /// Deactivates an account: no password, no devices, no tokens, no 3PIDs; with `erase`,
-    /// no profile either. The user ID stays taken forever.
+    /// Deactivates an account: no devices, no tokens, no 3PIDs; with `erase`, no profile
+    /// either. The password hash stays (the account never logs in again) so that a login
+    /// with the right password, and only that, is told the account is deactivated. The
+    /// user ID stays taken forever.
     pub async fn deactivate(
         &self,
         user_id: &str,
@@ -348,10 +367,10 @@ impl Db {
     ) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
         let sql = if erase {
-            "UPDATE users SET deactivated_at = $1, password_hash = NULL, displayname = NULL, avatar_url = NULL
+            "UPDATE users SET deactivated_at = $1, displayname = NULL, avatar_url = NULL
              WHERE user_id = $2"
         } else {
-            "UPDATE users SET deactivated_at = $1, password_hash = NULL WHERE user_id = $2"
+            "UPDATE users SET deactivated_at = $1 WHERE user_id = $2"
         };
         sqlx::query(sql)
             .bind(now)
@@ -425,12 +444,18 @@ impl Db {
         from: i64,
         limit: i64,
     ) -> Result<(Vec<User>, i64), StorageError> {
-        let pattern = filter
-            .name
-            .as_ref()
-            .map(|n| format!("%{}%", n.to_lowercase()));
+        // The search text is matched literally: `%`, `_` and the escape character itself
+        // are escaped, so they are not wildcards.
+        let pattern = filter.name.as_ref().map(|n| {
+            let escaped = n
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        });
         let conditions =
-            "($1 IS NULL OR LOWER(user_id) LIKE $1 OR LOWER(COALESCE(displayname, '')) LIKE $1)
+            "($1 IS NULL OR LOWER(user_id) LIKE $1 ESCAPE '\\' OR LOWER(COALESCE(displayname, '')) LIKE $1 ESCAPE '\\')
              AND ($2 = 1 OR deactivated_at IS NULL) AND ($3 = 1 OR is_guest = 0)";
         let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT COUNT(*) AS n FROM users WHERE {conditions}"

@@ -64,7 +64,7 @@ impl Db {
         let row = sqlx::query(
             "SELECT t.user_id, t.device_id, t.expires_at, u.is_guest, u.is_admin
              FROM access_tokens t JOIN users u ON u.user_id = t.user_id
-             WHERE t.token_hash = $1",
+             WHERE t.token_hash = $1 AND u.deactivated_at IS NULL",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)

@@ -27,6 +27,8 @@ pub struct Purged {
     pub refresh_tokens: u64,
     /// Delivered or given-up outbox rows.
     pub outbox: u64,
+    /// Some kind had more to remove than one run removes: run again at once.
+    pub more: bool,
 }
 
 impl Db {
@@ -123,12 +125,23 @@ impl Db {
         let outbox = self
             .purge("outbox", "id", "(sent_at IS NOT NULL AND sent_at <= $1) OR (failed_at IS NOT NULL AND failed_at <= $1)", now - keep_sent_ms, now, batch)
             .await?;
+        let full = u64::from(MAX_BATCHES) * u64::try_from(batch).unwrap_or(0);
+        let more = [
+            validation_sessions,
+            uia_sessions,
+            access_tokens,
+            refresh_tokens,
+            outbox,
+        ]
+        .iter()
+        .any(|&n| full > 0 && n >= full);
         Ok(Purged {
             validation_sessions,
             uia_sessions,
             access_tokens,
             refresh_tokens,
             outbox,
+            more,
         })
     }
 }

@@ -21,19 +21,21 @@ impl Db {
         session_id: &str,
         operation: Operation,
         user_id: Option<&str>,
+        binding: Option<&str>,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StorageError> {
         let _turn = self.write_turn().await;
         sqlx::query(
-            "INSERT INTO uia_sessions (session_id, operation, user_id, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO uia_sessions (session_id, operation, user_id, created_at, expires_at, binding)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(session_id)
         .bind(operation.as_str())
         .bind(user_id)
         .bind(now)
         .bind(expires_at)
+        .bind(binding)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -45,7 +47,7 @@ impl Db {
         session_id: &str,
     ) -> Result<Option<StoredUiaSession>, StorageError> {
         let Some(row) = sqlx::query(
-            "SELECT session_id, operation, user_id, expires_at FROM uia_sessions WHERE session_id = $1",
+            "SELECT session_id, operation, user_id, expires_at, binding FROM uia_sessions WHERE session_id = $1",
         )
         .bind(session_id)
         .fetch_optional(&self.pool)
@@ -75,6 +77,7 @@ impl Db {
                 user_id: row.try_get("user_id")?,
                 expires_at: row.try_get("expires_at")?,
                 completed: results.iter().map(|(s, _)| s.clone()).collect(),
+                binding: row.try_get("binding")?,
             },
             results,
         }))
@@ -100,6 +103,25 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Spends one guess of a session (a password or registration-token stage is about to
+    /// be checked), in one conditional statement: `false` when the session has had
+    /// `max_guesses` already (or is gone), and then nothing is checked.
+    pub async fn spend_uia_guess(
+        &self,
+        session_id: &str,
+        max_guesses: i64,
+    ) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE uia_sessions SET guesses = guesses + 1 WHERE session_id = $1 AND guesses < $2",
+        )
+        .bind(session_id)
+        .bind(max_guesses)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Spends a session: `true` for exactly one caller, `false` if it was already spent.

@@ -17,6 +17,12 @@ pub async fn deactivate_route(
     JsonBody { body, .. }: JsonBody,
 ) -> ApiResult<Json<Value>> {
     let user_id = local_user_id(&state, &user_id)?;
+    if user_id == admin.user_id {
+        return Err(ApiError::new(
+            ruma::api::error::ErrorKind::Unknown,
+            "You may not deactivate yourself",
+        ));
+    }
     let erase = match body.get("erase") {
         None => false,
         Some(Value::Bool(b)) => *b,

@@ -197,6 +197,21 @@ pub async fn put_user_route(
     let deactivated = boolean("deactivated")?;
     let logout_devices = boolean("logout_devices")?.unwrap_or(true);
     let threepids = body.get("threepids").map(parse_threepids).transpose()?;
+    // As Synapse: a server must not lose its last way in by an admin's slip.
+    if user_id == admin.user_id {
+        if admin_flag == Some(false) {
+            return Err(ApiError::new(
+                ErrorKind::Unknown,
+                "You may not demote yourself",
+            ));
+        }
+        if deactivated == Some(true) {
+            return Err(ApiError::new(
+                ErrorKind::Unknown,
+                "You may not deactivate yourself",
+            ));
+        }
+    }
     if let Some(p) = &password {
         state
             .policy

@@ -5,7 +5,10 @@ use vouch_core::uia::Operation;
 use vouch_core::validation::Purpose;
 use vouch_storage::AddThreepidError;
 
+use vouch_core::secrets::token_hash;
+
 use crate::auth::AuthedUser;
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
@@ -21,6 +24,7 @@ pub(crate) async fn add_validated_threepid(
     client_secret: &str,
     auth: Option<&serde_json::Value>,
     creds: Option<&serde_json::Map<String, serde_json::Value>>,
+    ip: std::net::IpAddr,
 ) -> ApiResult<()> {
     user.not_guest()?;
     if !state.config.account.threepid_changes {
@@ -57,7 +61,15 @@ pub(crate) async fn add_validated_threepid(
     if stored.session.purpose != Purpose::AddThreepid || !stored.session.usable_at(state.now()) {
         return Err(not_validated());
     }
-    authenticate(state, Operation::AddThreepid, Some(&user.user_id), auth).await?;
+    authenticate(
+        state,
+        Operation::AddThreepid,
+        Some(&user.user_id),
+        auth,
+        ip,
+        Some(&token_hash(sid)),
+    )
+    .await?;
     let validated_at = stored.session.validated_at.unwrap_or_default();
     state
         .db
@@ -89,6 +101,7 @@ pub(crate) async fn add_validated_threepid(
 pub async fn add_3pid_route(
     State(state): State<AppState>,
     user: AuthedUser,
+    ClientIp(ip): ClientIp,
     body: Ruma<add_3pid::v3::Request>,
 ) -> ApiResult<RumaResponse<add_3pid::v3::Response>> {
     add_validated_threepid(
@@ -98,6 +111,7 @@ pub async fn add_3pid_route(
         body.client_secret.as_str(),
         body.auth.as_ref(),
         None,
+        ip,
     )
     .await?;
     Ok(RumaResponse(add_3pid::v3::Response::new()))

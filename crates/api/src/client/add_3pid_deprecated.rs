@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::auth::AuthedUser;
 use crate::client::add_3pid::add_validated_threepid;
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::JsonBody;
 use crate::state::AppState;
@@ -18,6 +19,7 @@ use crate::state::AppState;
 pub async fn add_3pid_deprecated_route(
     State(state): State<AppState>,
     user: AuthedUser,
+    ClientIp(ip): ClientIp,
     JsonBody { body, auth }: JsonBody,
 ) -> ApiResult<Json<Value>> {
     let creds = body
@@ -38,6 +40,7 @@ pub async fn add_3pid_deprecated_route(
         client_secret,
         auth.as_ref(),
         Some(creds),
+        ip,
     )
     .await?;
     Ok(Json(json!({})))

@@ -3,7 +3,10 @@ use ruma::api::client::account::change_password;
 use ruma::api::error::ErrorKind;
 use vouch_core::uia::Operation;
 
+use vouch_core::secrets::token_hash;
+
 use crate::auth::MaybeAuthed;
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
@@ -18,6 +21,7 @@ use crate::uia::authenticate;
 pub async fn change_password_route(
     State(state): State<AppState>,
     MaybeAuthed(user): MaybeAuthed,
+    ClientIp(ip): ClientIp,
     body: Ruma<change_password::v3::Request>,
 ) -> ApiResult<RumaResponse<change_password::v3::Response>> {
     if !state.config.account.password_change {
@@ -43,7 +47,9 @@ pub async fn change_password_route(
             "This server cannot reset passwords without an access token; log in first",
         ));
     }
-    let passed = authenticate(&state, op, caller, body.auth.as_ref()).await?;
+    // The session is bound to this new password: it cannot finish a change to another.
+    let binding = token_hash(&format!("{}\0{}", body.new_password, body.logout_devices));
+    let passed = authenticate(&state, op, caller, body.auth.as_ref(), ip, Some(&binding)).await?;
     let user_id = match (&user, passed.identified_user()) {
         (Some(u), _) => u.user_id.clone(),
         (None, Some(id)) => id.to_owned(),

@@ -19,7 +19,7 @@ pub async fn check_registration_token_validity_route(
             "Registration has been disabled on this server",
         ));
     }
-    state.limits.registration_per_ip.check(&ip.to_string())?;
+    state.limits.registration_per_ip.check_ip(ip)?;
     let token = &body.token;
     if token.is_empty()
         || token.len() > 64

@@ -3,6 +3,7 @@ use ruma::api::client::account::{ThirdPartyIdRemovalStatus, deactivate};
 use vouch_core::uia::Operation;
 
 use crate::auth::MaybeAuthed;
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
@@ -16,13 +17,23 @@ use crate::uia::authenticate;
 pub async fn deactivate_route(
     State(state): State<AppState>,
     MaybeAuthed(user): MaybeAuthed,
+    ClientIp(ip): ClientIp,
     body: Ruma<deactivate::v3::Request>,
 ) -> ApiResult<RumaResponse<deactivate::v3::Response>> {
     if let Some(user) = &user {
         user.not_guest()?;
     }
     let caller = user.as_ref().map(|u| u.user_id.as_str());
-    let passed = authenticate(&state, Operation::Deactivate, caller, body.auth.as_ref()).await?;
+    let binding = format!("erase={}", body.erase);
+    let passed = authenticate(
+        &state,
+        Operation::Deactivate,
+        caller,
+        body.auth.as_ref(),
+        ip,
+        Some(&binding),
+    )
+    .await?;
     let user_id = match (caller, passed.identified_user()) {
         (Some(id), _) | (None, Some(id)) => id.to_owned(),
         (None, None) => {

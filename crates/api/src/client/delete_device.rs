@@ -2,7 +2,10 @@ use axum::extract::State;
 use ruma::api::client::device::delete_device;
 use vouch_core::uia::Operation;
 
+use vouch_core::secrets::token_hash;
+
 use crate::auth::AuthedUser;
+use crate::client_ip::ClientIp;
 use crate::error::ApiResult;
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
@@ -14,6 +17,7 @@ use crate::uia::authenticate;
 pub async fn delete_device_route(
     State(state): State<AppState>,
     user: AuthedUser,
+    ClientIp(ip): ClientIp,
     body: Ruma<delete_device::v3::Request>,
 ) -> ApiResult<RumaResponse<delete_device::v3::Response>> {
     authenticate(
@@ -21,6 +25,8 @@ pub async fn delete_device_route(
         Operation::DeleteDevices,
         Some(&user.user_id),
         body.auth.as_ref(),
+        ip,
+        Some(&token_hash(body.device_id.as_str())),
     )
     .await?;
     state

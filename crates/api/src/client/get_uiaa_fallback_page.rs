@@ -8,6 +8,7 @@ use ruma::api::client::uiaa::get_uiaa_fallback_page;
 use serde_json::{Value, json};
 use vouch_core::uia::{DUMMY, REGISTRATION_TOKEN, TERMS};
 
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::pages::{escape, page};
 use crate::ruma_axum::Ruma;
@@ -86,6 +87,7 @@ pub async fn get_uiaa_fallback_page_route(
 /// client then retries its request with just the session.
 pub async fn post_uiaa_fallback_page_route(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Path(auth_type): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     Form(fields): Form<HashMap<String, String>>,
@@ -100,7 +102,12 @@ pub async fn post_uiaa_fallback_page_route(
     if let Some(token) = fields.get("token") {
         auth.insert("token".into(), Value::String(token.clone()));
     }
-    match complete_stage_out_of_band(&state, session, &auth_type, &auth).await? {
+    // A registration token tried here is limited like one tried through `/register` or
+    // the validity endpoint.
+    if auth_type == "m.login.registration_token" {
+        state.limits.registration_per_ip.check_ip(ip)?;
+    }
+    match complete_stage_out_of_band(&state, session, &auth_type, &auth, ip).await? {
         Ok(()) => Ok(page(
             StatusCode::OK,
             "Done",

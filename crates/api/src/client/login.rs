@@ -36,7 +36,7 @@ pub async fn login_route(
     ClientIp(ip): ClientIp,
     body: Ruma<login::v3::Request>,
 ) -> ApiResult<RumaResponse<login::v3::Response>> {
-    state.limits.login_per_ip.check(&ip.to_string())?;
+    state.limits.login_per_ip.check_ip(ip)?;
     let request = body.body;
     let LoginInfo::Password(info) = &request.login_info else {
         return Err(ApiError::new(
@@ -71,9 +71,18 @@ pub async fn login_route(
         _ => return Err(ApiError::missing_param("identifier is required")),
     };
 
-    let user_id = match named {
-        Named::User(name) => localpart_of(&name, state.server_name())
-            .map(|local| format!("@{}:{}", local.to_lowercase(), state.server_name())),
+    // The per-account limits are keyed on what the login names: the user ID, or the
+    // canonical third-party identifier whether or not anyone owns it. Draining the bucket
+    // of an address then says nothing about the account behind it.
+    let (key, user_id) = match named {
+        Named::User(name) => {
+            let user_id = localpart_of(&name, state.server_name())
+                .map(|local| format!("@{}:{}", local.to_lowercase(), state.server_name()));
+            let key = user_id
+                .clone()
+                .unwrap_or_else(|| format!("user:{}", name.to_lowercase()));
+            (key, user_id)
+        }
         Named::Threepid(medium, address) => {
             // Addresses are stored canonical; an unknown or malformed one is a 403 like a
             // bad password (the spec: an unknown 3PID is 403).
@@ -83,49 +92,59 @@ pub async fn login_route(
                     .ok()
                     .map(|m| m.as_str().to_owned()),
             };
-            match canonical {
+            let key = format!(
+                "{medium}:{}",
+                canonical.clone().unwrap_or_else(|| address.to_lowercase())
+            );
+            let owner = match canonical {
                 Some(c) => state.db.threepid_owner(medium, &c).await?,
                 None => None,
-            }
+            };
+            (key, owner)
         }
         Named::Phone(country, number) => match Msisdn::parse(&country, &number) {
-            Ok(m) => state.db.threepid_owner("msisdn", m.as_str()).await?,
-            Err(_) => None,
+            Ok(m) => (
+                format!("msisdn:{}", m.as_str()),
+                state.db.threepid_owner("msisdn", m.as_str()).await?,
+            ),
+            Err(_) => (format!("msisdn:{country}:{number}"), None),
         },
     };
-    // A user on another server or an unknown 3PID still costs one hash, like a real check.
-    let Some(user_id) = user_id else {
-        let _ = state.verify_password(info.password.clone(), None).await?;
+    state.limits.login_per_account.check(&key)?;
+    state.limits.failed_login_per_account.check(&key)?;
+    let user = match &user_id {
+        Some(id) => state.db.user(id).await?,
+        None => None,
+    };
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    // An unknown user, a user on another server or an unknown 3PID costs one hash too, like
+    // a real check, and gets the same answer as a wrong password.
+    if !state
+        .verify_password(info.password.clone(), stored.clone())
+        .await?
+    {
+        return Err(ApiError::forbidden(BAD_CREDENTIALS));
+    }
+    let (Some(user_id), Some(user), Some(mut hash)) = (user_id, user, stored) else {
         return Err(ApiError::forbidden(BAD_CREDENTIALS));
     };
-
-    state.limits.login_per_account.check(&user_id)?;
-    state.limits.failed_login_per_account.peek(&user_id)?;
-    let user = state.db.user(&user_id).await?;
-    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    let deactivated = user.as_ref().is_some_and(|u| u.deactivated_at.is_some());
-    if deactivated {
-        let _ = state.verify_password(info.password.clone(), None).await?;
+    // Only someone who knows the password learns that the account is deactivated.
+    if user.deactivated_at.is_some() {
         return Err(ApiError::new(
             ErrorKind::UserDeactivated,
             "This account has been deactivated",
         ));
     }
-    if !state
-        .verify_password(info.password.clone(), stored.clone())
-        .await?
-    {
-        state.limits.failed_login_per_account.check(&user_id)?;
-        return Err(ApiError::forbidden(BAD_CREDENTIALS));
-    }
-    if let Some(old) = stored.filter(|h| state.hasher.needs_rehash(h)) {
+    if state.hasher.needs_rehash(&hash) {
         // A stronger hash for next time; a failure here must not fail the login.
         match state.hash_password(info.password.clone()).await {
-            Ok(new) => {
-                if let Err(e) = state.db.upgrade_password_hash(&user_id, &old, &new).await {
+            Ok(new) => match state.db.upgrade_password_hash(&user_id, &hash, &new).await {
+                Ok(true) => hash = new,
+                Ok(false) => {}
+                Err(e) => {
                     tracing::warn!(user_id, error = %e, "could not store the upgraded password hash");
                 }
-            }
+            },
             Err(e) => tracing::warn!(user_id, error = ?e, "could not rehash the password"),
         }
     }
@@ -136,10 +155,16 @@ pub async fn login_route(
         request.refresh_token,
         Some(ip.to_string()),
     );
-    state
+    // Issued only if the password checked is still the account's and the account is still
+    // active, in the transaction that writes the token: a deactivation or password change
+    // that won the race leaves this login without a token.
+    if !state
         .db
-        .create_login(&user_id, &issued.login, state.now())
-        .await?;
+        .create_login(&user_id, &hash, &issued.login, state.now())
+        .await?
+    {
+        return Err(ApiError::forbidden(BAD_CREDENTIALS));
+    }
     tracing::info!(user_id, device_id = issued.login.device_id, "logged in");
 
     let mut response = login::v3::Response::new(

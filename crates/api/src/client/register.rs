@@ -30,7 +30,7 @@ pub async fn register_route(
             "Registration has been disabled on this server",
         ));
     }
-    state.limits.registration_per_ip.check(&ip.to_string())?;
+    state.limits.registration_per_ip.check_ip(ip)?;
     let request = &body.body;
     match request.kind {
         RegistrationKind::User => {}
@@ -60,7 +60,18 @@ pub async fn register_route(
         .check(&password)
         .map_err(|weak| ApiError::new(ErrorKind::WeakPassword, weak.to_string()))?;
 
-    let passed = authenticate(&state, Operation::Register, None, body.auth.as_ref()).await?;
+    // Not bound: registration rounds may differ (clients add the username after a
+    // stage); the account made is the one the completing round names, and every check
+    // above runs on that round.
+    let passed = authenticate(
+        &state,
+        Operation::Register,
+        None,
+        body.auth.as_ref(),
+        ip,
+        None,
+    )
+    .await?;
 
     let localpart = match localpart {
         Some(l) => l,

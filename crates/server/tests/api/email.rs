@@ -32,7 +32,12 @@ on_both_databases!(
 const REGISTER: &str = "/_matrix/client/v3/register";
 
 /// Registers `username` with a validated email through the UIA email stage.
-async fn register_with_email(app: &TestApp, sink: &SmtpSink, username: &str, email: &str) -> Value {
+pub(crate) async fn register_with_email(
+    app: &TestApp,
+    sink: &SmtpSink,
+    username: &str,
+    email: &str,
+) -> Value {
     let body = json!({ "username": username, "password": "correct horse battery" });
     let start = app.post(REGISTER, body.clone(), None).await;
     let session = start.body["session"].clone();

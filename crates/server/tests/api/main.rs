@@ -14,6 +14,7 @@ mod discovery;
 mod email;
 mod identity;
 mod instances;
+mod limits;
 mod login;
 mod operate;
 mod password;

@@ -152,6 +152,10 @@ async fn deactivate_account(db: Backend) {
             .await
             .assert_error(401, "M_UNKNOWN_TOKEN");
     }
+    // Only the right password learns that the account is deactivated.
+    app.login("carol", "wrong horse battery")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
     app.login("carol", "correct horse battery")
         .await
         .assert_error(403, "M_USER_DEACTIVATED");

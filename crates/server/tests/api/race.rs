@@ -22,6 +22,8 @@ pub struct Held {
     pub path: String,
     /// `Content-Type` and body, if any.
     pub body: Option<(&'static str, String)>,
+    /// More header lines.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Held {
@@ -31,7 +33,15 @@ impl Held {
             method: "POST",
             path: path.to_owned(),
             body: Some(("application/json", body.to_string())),
+            headers: Vec::new(),
         }
+    }
+
+    /// The same request with an access token.
+    pub fn with_token(mut self, token: &str) -> Self {
+        self.headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+        self
     }
 
     /// A form `POST`.
@@ -43,6 +53,7 @@ impl Held {
             method: "POST",
             path: path.to_owned(),
             body: Some(("application/x-www-form-urlencoded", body)),
+            headers: Vec::new(),
         }
     }
 
@@ -51,6 +62,9 @@ impl Held {
             "{} {} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n",
             self.method, self.path
         );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
         let body = match &self.body {
             Some((kind, body)) => {
                 head.push_str(&format!(
