@@ -6,6 +6,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::public_net::is_public;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use http::StatusCode;
@@ -103,35 +105,6 @@ fn unreachable(what: &str) -> ApiError {
     }
 }
 
-/// Whether an address is on the public internet.
-fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64))
-        }
-        IpAddr::V6(v6) => {
-            let seg = v6.segments();
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (seg[0] & 0xfe00) == 0xfc00
-                || (seg[0] & 0xffc0) == 0xfe80)
-        }
-    }
-}
-
 /// `host[:port]` of a client's `id_server` (which may come with a scheme), lower-cased.
 fn host_port(raw: &str) -> Option<String> {
     let url = Url::parse(raw)
@@ -143,6 +116,34 @@ fn host_port(raw: &str) -> Option<String> {
         Some(p) => format!("{host}:{p}"),
         None => host,
     })
+}
+
+/// The HTTP clients for identity servers, built once: one whose resolver refuses private
+/// addresses (servers trusted by name) and one that goes where its URL says (servers
+/// trusted by URL). Neither follows redirects.
+pub struct IdentityHttp {
+    /// For servers trusted by name.
+    pub public_only: reqwest::Client,
+    /// For servers trusted by URL.
+    pub explicit: reqwest::Client,
+}
+
+impl IdentityHttp {
+    /// Builds both clients.
+    pub fn new(connect_timeout: Duration) -> Result<Self, String> {
+        let base = || {
+            reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+        };
+        Ok(Self {
+            public_only: base()
+                .dns_resolver(std::sync::Arc::new(crate::public_net::PublicOnlyResolver))
+                .build()
+                .map_err(|e| e.to_string())?,
+            explicit: base().build().map_err(|e| e.to_string())?,
+        })
+    }
 }
 
 impl Services {
@@ -195,21 +196,29 @@ impl Services {
             .base
             .join(path_and_query.trim_start_matches('/'))
             .map_err(|_| unreachable("address is malformed"))?;
-        let host = url.host_str().unwrap_or_default().to_owned();
-        let port = url.port_or_known_default().unwrap_or(443);
-        let mut builder = reqwest::Client::builder()
-            .timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::none());
-        if !server.explicit {
-            // Resolve once, check every address, and connect to a checked one (no DNS
-            // rebinding between the check and the connection).
-            let addrs: Vec<SocketAddr> =
-                tokio::time::timeout(cfg.timeout, tokio::net::lookup_host((host.as_str(), port)))
-                    .await
-                    .map_err(|_| unreachable("name could not be resolved in time"))?
-                    .map_err(|_| unreachable("name could not be resolved"))?
-                    .collect();
-            if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
+        let client = if server.explicit {
+            // Trusted by its URL: the operator said where it is, private or not.
+            &self.identity_http.explicit
+        } else {
+            let private = match url.host() {
+                Some(url::Host::Ipv4(ip)) => !is_public(IpAddr::V4(ip)),
+                Some(url::Host::Ipv6(ip)) => !is_public(IpAddr::V6(ip)),
+                Some(url::Host::Domain(host)) => {
+                    let port = url.port_or_known_default().unwrap_or(443);
+                    // A clear answer for a name that resolves privately now; the client's
+                    // resolver refuses private addresses again at connect time, so a DNS
+                    // change in between cannot slip through.
+                    let addrs: Vec<SocketAddr> =
+                        tokio::time::timeout(cfg.timeout, tokio::net::lookup_host((host, port)))
+                            .await
+                            .map_err(|_| unreachable("name could not be resolved in time"))?
+                            .map_err(|_| unreachable("name could not be resolved"))?
+                            .collect();
+                    addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip()))
+                }
+                None => true,
+            };
+            if private {
                 return Err(ApiError::new(
                     ErrorKind::ServerNotTrusted,
                     format!(
@@ -218,12 +227,9 @@ impl Services {
                     ),
                 ));
             }
-            builder = builder.resolve(&host, addrs[0]);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        let mut request = client.request(method, url);
+            &self.identity_http.public_only
+        };
+        let mut request = client.request(method, url).timeout(cfg.timeout);
         if let Some(auth) = auth {
             request = request.header(http::header::AUTHORIZATION, auth);
         }
@@ -384,28 +390,6 @@ pub async fn get_server_keys_route(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn public_and_private_addresses() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
-        for public in ["1.1.1.1", "8.8.8.8", "2606:4700:4700::1111"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-    }
 
     #[test]
     fn id_server_names() {

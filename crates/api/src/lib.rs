@@ -12,6 +12,7 @@ pub mod email_validate;
 pub mod error;
 pub mod identity;
 pub mod pages;
+pub mod public_net;
 pub mod rate_limit;
 pub mod router;
 pub mod ruma_axum;

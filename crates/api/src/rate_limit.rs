@@ -158,6 +158,8 @@ pub struct Limiters {
     pub uia_sessions_per_ip: RateLimiter,
     /// `GET /register/available` per client address.
     pub username_available_per_ip: RateLimiter,
+    /// `POST /refresh` per client address.
+    pub refresh_per_ip: RateLimiter,
     /// Email requestToken per client address.
     pub email_per_ip: RateLimiter,
     /// Phone requestToken per client address.
@@ -183,6 +185,7 @@ impl Limiters {
                 "username_available_per_ip",
                 config.username_available_per_ip,
             ),
+            refresh_per_ip: make("refresh_per_ip", config.refresh_per_ip),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Services {
     pub mail_wake: Arc<tokio::sync::Notify>,
     /// The server's signing key (unbind requests, `/_matrix/key/v2/server`).
     pub signing_key: crate::identity::SigningKey,
+    /// The HTTP clients for identity servers.
+    pub identity_http: crate::identity::IdentityHttp,
     /// `[email] allowed_3pids`, compiled.
     pub allowed_3pids: Vec<regex::Regex>,
     /// Hashing slots: at most this many hashes run at once, whatever the load.
@@ -86,6 +88,7 @@ impl Services {
             .hash("vouch dummy password for timing", secrets.as_ref())
             .map_err(|e| e.to_string())?;
         let limits = Limiters::new(&config.rate_limits, clock.clone());
+        let config_timeout = config.identity_server.timeout;
         let slots = match p.max_concurrent_hashes {
             0 => std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             n => n,
@@ -118,6 +121,7 @@ impl Services {
             composer,
             mail_wake: Arc::new(tokio::sync::Notify::new()),
             allowed_3pids,
+            identity_http: crate::identity::IdentityHttp::new(config_timeout)?,
             signing_key,
             hash_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             dummy_hash,

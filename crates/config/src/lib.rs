@@ -739,6 +739,8 @@ pub struct RateLimitsConfig {
     pub uia_sessions_per_ip: Rate,
     /// `GET /register/available` per client IP.
     pub username_available_per_ip: Rate,
+    /// `POST /refresh` per client IP.
+    pub refresh_per_ip: Rate,
 }
 
 impl Default for RateLimitsConfig {
@@ -793,6 +795,12 @@ impl Default for RateLimitsConfig {
             username_available_per_ip: Rate {
                 per_second: 0.17,
                 burst: 10,
+            },
+            // Clients refresh every few minutes per device; a few devices behind one
+            // address fit easily.
+            refresh_per_ip: Rate {
+                per_second: 1.0,
+                burst: 30,
             },
         }
     }
@@ -1032,6 +1040,7 @@ impl Config {
             ("sms_per_ip", r.sms_per_ip),
             ("uia_sessions_per_ip", r.uia_sessions_per_ip),
             ("username_available_per_ip", r.username_available_per_ip),
+            ("refresh_per_ip", r.refresh_per_ip),
         ] {
             if !(rate.per_second > 0.0 && rate.per_second.is_finite()) || rate.burst == 0 {
                 problems.push(format!(

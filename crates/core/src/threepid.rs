@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use unicode_normalization::UnicodeNormalization as _;
+
 /// Longest address accepted, in characters (after trimming).
 pub const MAX_EMAIL_LEN: usize = 500;
 
@@ -15,7 +17,8 @@ pub enum InvalidEmail {
     /// Not exactly one `@`.
     #[error("the email address must contain exactly one '@'")]
     At,
-    /// Whitespace, control characters or characters that have no place in an address.
+    /// Whitespace, control characters, invisible or text-direction characters, or
+    /// characters that have no place in an address.
     #[error("the email address contains a character that is not allowed")]
     Character,
     /// Empty local part or a malformed domain.
@@ -24,7 +27,9 @@ pub enum InvalidEmail {
 }
 
 /// A canonical email address: trimmed, local part case-folded (Unicode default case
-/// folding, so `Strauß` and `STRAUSS` are one address), domain lower-cased. Two spellings of
+/// folding, so `Strauß` and `STRAUSS` are one address) and in NFC, domain mapped by UTS #46
+/// to its ASCII form (`bücher.example`, `xn--bcher-kva.example` and a fullwidth spelling
+/// are one domain). Two spellings of
 /// one address have one canonical form; the database holds only canonical forms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Email(String);
@@ -40,6 +45,7 @@ impl Email {
         if trimmed.chars().any(|c| {
             c.is_whitespace()
                 || c.is_control()
+                || is_invisible(c)
                 || matches!(
                     c,
                     '<' | '>' | '(' | ')' | ',' | ';' | ':' | '\\' | '"' | '[' | ']'
@@ -52,20 +58,27 @@ impl Email {
             return Err(InvalidEmail::At);
         };
         // The shape is checked on the canonical form, so that form always parses again to
-        // itself (lowercasing `İ` gives `i` plus a combining dot, which a domain cannot hold).
-        let local = caseless::default_case_fold_str(local);
-        let domain = domain.to_lowercase();
+        // itself.
+        let local: String = caseless::default_case_fold_str(&local.nfc().collect::<String>())
+            .nfc()
+            .collect();
+        let domain = idna::domain_to_ascii(domain).map_err(|_| InvalidEmail::Shape)?;
         let domain_ok = !domain.is_empty()
-            && !domain.starts_with(['.', '-'])
-            && !domain.ends_with(['.', '-'])
-            && !domain.contains("..")
-            && domain
-                .chars()
-                .all(|c| c.is_alphanumeric() || c == '.' || c == '-');
+            && domain.len() <= 253
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            });
         if local.is_empty()
             || local.starts_with('.')
             || local.ends_with('.')
             || local.contains("..")
+            || local.chars().any(is_invisible)
             || !domain_ok
         {
             return Err(InvalidEmail::Shape);
@@ -88,6 +101,30 @@ impl fmt::Display for Email {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Characters that show nothing or turn the text's direction: an address holding one
+/// displays as another address (zero-width spaces and joiners, soft hyphens, bidi
+/// embeddings, overrides and isolates, the byte-order mark).
+fn is_invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFFB
+            | 0xE0000..=0xE0FFF
+    )
 }
 
 /// Why a phone number is refused (`M_INVALID_PARAM`).
@@ -215,10 +252,16 @@ mod tests {
 
     #[test]
     fn the_canonical_form_always_parses_to_itself() {
-        // Found by fuzzing: `İ` lowercases to `i` + U+0307, which is no domain character.
-        assert!(matches!(Email::parse("a@İ"), Err(InvalidEmail::Shape)));
-        let e = Email::parse("Ab.C@Example.ORG").unwrap();
-        assert_eq!(Email::parse(e.as_str()).unwrap(), e);
+        // Found by fuzzing: `İ` lowercases to `i` + U+0307; the domain's ASCII form holds it.
+        for raw in [
+            "a@İ",
+            "Ab.C@Example.ORG",
+            "ÅSA@bücher.example",
+            "A\u{30a}sa@x.org",
+        ] {
+            let e = Email::parse(raw).unwrap();
+            assert_eq!(Email::parse(e.as_str()).unwrap(), e, "{raw}");
+        }
     }
 
     #[test]
@@ -247,8 +290,40 @@ mod tests {
         );
         assert_eq!(
             Email::parse("ÄLICE@bücher.example").unwrap().as_str(),
-            "älice@bücher.example"
+            "älice@xn--bcher-kva.example"
         );
+    }
+
+    #[test]
+    fn one_mailbox_has_one_canonical_form() {
+        let one = Email::parse("victim@bücher.example").unwrap();
+        for other in [
+            "victim@xn--bcher-kva.example",
+            "victim@BÜCHER.example",
+            "victim@bu\u{308}cher.example",
+            "victim@ｂüｃｈｅｒ．ｅｘａｍｐｌｅ",
+        ] {
+            assert_eq!(Email::parse(other).unwrap(), one, "{other}");
+        }
+        // A decomposed local part is the composed one.
+        assert_eq!(
+            Email::parse("a\u{30a}sa@x.org").unwrap(),
+            Email::parse("åsa@x.org").unwrap()
+        );
+    }
+
+    #[test]
+    fn invisible_and_direction_characters_are_refused() {
+        for raw in [
+            "vic\u{200b}tim@example.org",
+            "victim@exa\u{200d}mple.org",
+            "\u{202e}gro.elpmaxe@mitciv",
+            "victim\u{2066}@example.org",
+            "\u{feff}victim@example.org",
+            "vic\u{ad}tim@example.org",
+        ] {
+            assert_eq!(Email::parse(raw), Err(InvalidEmail::Character), "{raw:?}");
+        }
     }
 
     #[test]

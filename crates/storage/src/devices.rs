@@ -81,7 +81,8 @@ impl Db {
 
     /// Spends a refresh token and issues the next pair on the same device. The old refresh
     /// token and the access tokens issued with it stop working. `None` when the token is
-    /// unknown or already spent.
+    /// unknown or already spent; a spent token presented again was copied, so the device's
+    /// session ends (its device and every token go), for the thief and the owner alike.
     pub async fn refresh(
         &self,
         old_refresh_hash: &str,
@@ -97,7 +98,33 @@ impl Db {
         .bind(old_refresh_hash)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(row) = row else {
+            let reused =
+                sqlx::query("SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1")
+                    .bind(old_refresh_hash)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some(r) = reused {
+                let user_id: String = r.try_get("user_id")?;
+                let device_id: String = r.try_get("device_id")?;
+                for table in ["access_tokens", "refresh_tokens", "devices"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                    )))
+                    .bind(&user_id)
+                    .bind(&device_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                tracing::warn!(
+                    user_id,
+                    device_id,
+                    "a spent refresh token was presented again; the device was logged out"
+                );
+            }
+            return Ok(None);
+        };
         let session = RefreshedSession {
             user_id: row.try_get("user_id")?,
             device_id: row.try_get("device_id")?,

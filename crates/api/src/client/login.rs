@@ -149,6 +149,10 @@ pub async fn login_route(
         }
     }
 
+    crate::client::session::check_new_device(
+        request.device_id.as_ref().map(|d| d.as_str()),
+        request.initial_device_display_name.as_deref(),
+    )?;
     let issued = state.issue_tokens(
         request.device_id.as_ref().map(ToString::to_string),
         request.initial_device_display_name.clone(),

@@ -2,6 +2,7 @@ use axum::extract::State;
 use ruma::api::client::session::refresh_token;
 use vouch_core::secrets::token_hash;
 
+use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
@@ -13,8 +14,10 @@ use crate::state::AppState;
 /// which lets them live until the new pair is first used).
 pub async fn refresh_token_route(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     body: Ruma<refresh_token::v3::Request>,
 ) -> ApiResult<RumaResponse<refresh_token::v3::Response>> {
+    state.limits.refresh_per_ip.check_ip(ip)?;
     let issued = state.issue_tokens(None, None, true, None);
     let refreshed = state
         .db

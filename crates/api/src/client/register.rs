@@ -32,6 +32,10 @@ pub async fn register_route(
     }
     state.limits.registration_per_ip.check_ip(ip)?;
     let request = &body.body;
+    crate::client::session::check_new_device(
+        request.device_id.as_ref().map(|d| d.as_str()),
+        request.initial_device_display_name.as_deref(),
+    )?;
     match request.kind {
         RegistrationKind::User => {}
         RegistrationKind::Guest => return register_guest(&state, request, ip.to_string()).await,

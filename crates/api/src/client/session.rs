@@ -5,7 +5,32 @@ use std::time::Duration;
 use vouch_core::secrets::{new_device_id, new_token, token_hash};
 use vouch_storage::NewLogin;
 
+use crate::error::{ApiError, ApiResult};
 use crate::state::Services;
+
+/// Longest device display name, in characters (Synapse's limit).
+pub const MAX_DEVICE_DISPLAY_NAME: usize = 100;
+/// Longest device ID a client may choose, in bytes.
+pub const MAX_DEVICE_ID: usize = 255;
+
+/// Checks what a client asks its new device to be called: a device ID of at most
+/// [`MAX_DEVICE_ID`] bytes without control characters, a display name of at most
+/// [`MAX_DEVICE_DISPLAY_NAME`] characters. Nothing larger is stored (or logged).
+pub fn check_new_device(device_id: Option<&str>, display_name: Option<&str>) -> ApiResult<()> {
+    if device_id
+        .is_some_and(|d| d.is_empty() || d.len() > MAX_DEVICE_ID || d.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid_param(format!(
+            "device_id must be 1 to {MAX_DEVICE_ID} bytes without control characters"
+        )));
+    }
+    if display_name.is_some_and(|n| n.chars().count() > MAX_DEVICE_DISPLAY_NAME) {
+        return Err(ApiError::invalid_param(format!(
+            "A device display name is at most {MAX_DEVICE_DISPLAY_NAME} characters"
+        )));
+    }
+    Ok(())
+}
 
 /// The secrets handed to the client, and what storage keeps of them.
 pub struct IssuedTokens {

@@ -6,24 +6,13 @@ use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
 
-/// Longest device display name accepted (Synapse's limit).
-const MAX_DISPLAY_NAME: usize = 100;
-
 /// # `PUT /_matrix/client/v3/devices/{deviceId}`
 pub async fn update_device_route(
     State(state): State<AppState>,
     user: AuthedUser,
     body: Ruma<update_device::v3::Request>,
 ) -> ApiResult<RumaResponse<update_device::v3::Response>> {
-    if body
-        .display_name
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME)
-    {
-        return Err(ApiError::invalid_param(format!(
-            "A device display name is at most {MAX_DISPLAY_NAME} characters"
-        )));
-    }
+    crate::client::session::check_new_device(None, body.display_name.as_deref())?;
     if body.display_name.is_some() {
         let found = state
             .db

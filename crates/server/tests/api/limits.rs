@@ -25,6 +25,8 @@ on_both_databases!(
     uia_sessions_are_bound_to_their_request,
     small_ones,
     made_up_methods_add_no_series,
+    a_reused_refresh_token_ends_the_session,
+    device_fields_are_bounded,
 );
 
 const DEACTIVATE: &str = "/_matrix/client/v3/account/deactivate";
@@ -431,4 +433,94 @@ async fn made_up_methods_add_no_series(db: Backend) {
         .unwrap();
     assert!(!text.contains("BREW"), "a made-up method became a label");
     assert!(text.contains("method=\"other\""));
+}
+
+/// A refresh token presented a second time was copied: the device is logged out, so the
+/// copy and the original both stop working.
+async fn a_reused_refresh_token_ends_the_session(db: Backend) {
+    let app = spawn_with(db, |c| {
+        generous(c);
+        c.rate_limits.refresh_per_ip = rate(0.01, 3);
+    })
+    .await;
+    app.register("refresher", "correct horse battery").await;
+    let login = app
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "refresher" }, "password": "correct horse battery", "refresh_token": true }),
+            None,
+        )
+        .await;
+    let first = login.ok()["refresh_token"].as_str().unwrap().to_owned();
+    let next = app
+        .post(
+            "/_matrix/client/v3/refresh",
+            json!({ "refresh_token": first }),
+            None,
+        )
+        .await;
+    let (access, second) = (
+        next.ok()["access_token"].as_str().unwrap().to_owned(),
+        next.body["refresh_token"].as_str().unwrap().to_owned(),
+    );
+    app.get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await
+        .ok();
+    // The thief replays the first token.
+    app.post(
+        "/_matrix/client/v3/refresh",
+        json!({ "refresh_token": first }),
+        None,
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+    app.get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    app.post(
+        "/_matrix/client/v3/refresh",
+        json!({ "refresh_token": second }),
+        None,
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+    // And /refresh is limited per address.
+    app.post(
+        "/_matrix/client/v3/refresh",
+        json!({ "refresh_token": "nope" }),
+        None,
+    )
+    .await
+    .assert_error(429, "M_LIMIT_EXCEEDED");
+}
+
+/// Device IDs and names a client chooses are bounded before anything is stored.
+async fn device_fields_are_bounded(db: Backend) {
+    let app = spawn_with(db, |_| {}).await;
+    app.register("devicer", "correct horse battery").await;
+    let login = |device_id: String, name: String| {
+        let app = &app;
+        async move {
+            app.post(
+                "/_matrix/client/v3/login",
+                json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "devicer" }, "password": "correct horse battery", "device_id": device_id, "initial_device_display_name": name }),
+                None,
+            )
+            .await
+        }
+    };
+    login("D".repeat(256), "phone".into())
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    login("DEV1".into(), "n".repeat(101))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    login("DEV1".into(), "n".repeat(100)).await.ok();
+    app.post(
+        "/_matrix/client/v3/register",
+        json!({ "username": "big", "password": "correct horse battery", "device_id": "x".repeat(1 << 16) }),
+        None,
+    )
+    .await
+    .assert_error(400, "M_INVALID_PARAM");
 }
