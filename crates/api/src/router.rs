@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use http::{HeaderValue, Method, StatusCode, header};
 use ruma::api::client::{account, device, discovery, profile, session, uiaa};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::client::*;
@@ -109,6 +110,7 @@ fn routes() -> Routes {
 
 /// Builds the router over `state`.
 pub fn router(state: AppState) -> Router {
+    let body_timeout = state.config.http.body_read_timeout;
     let r = routes().router;
     r.fallback(|| async { ApiError::unrecognized() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -117,6 +119,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()
         }))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(record_metrics))
@@ -124,9 +127,17 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 // The path only: the query may hold an access token.
                 .make_span_with(|req: &Request| {
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                    tracing::info_span!("request", method = %req.method(), path = %loggable_path(req.uri().path()))
                 }),
         )
+}
+
+/// A path as the log may show it: a registration token in an admin path is a secret.
+fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.find("/registration_tokens/") {
+        Some(at) => format!("{}/registration_tokens/…", &path[..at]).into(),
+        None => path.into(),
+    }
 }
 
 /// Counts requests and their latency by route pattern (not by concrete path, so user IDs

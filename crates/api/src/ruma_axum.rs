@@ -175,9 +175,22 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large(limit));
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(limit))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let over = e
+            .into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        if over {
+            too_large(limit)
+        } else {
+            // `[http] body_read_timeout` ran out, or the client broke off.
+            ApiError::Custom {
+                status: http::StatusCode::REQUEST_TIMEOUT,
+                errcode: "M_UNKNOWN",
+                message: "The request body did not arrive in time".into(),
+            }
+        }
+    })?;
     prepare_body(&parts.method, &bytes)
 }
 

@@ -12,6 +12,27 @@ use vouch_storage::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::Limiters;
 
+/// The hasher `[password]` describes (the server, the CLI and the import use the same).
+pub fn password_hasher(p: &vouch_config::PasswordConfig) -> PasswordHasher {
+    PasswordHasher {
+        scheme: match p.scheme {
+            PasswordScheme::Argon2id => Scheme::Argon2id,
+            PasswordScheme::Bcrypt => Scheme::Bcrypt,
+        },
+        bcrypt_cost: p.bcrypt_cost,
+        argon2_m_cost_kib: p.argon2_m_cost_kib,
+        argon2_t_cost: p.argon2_t_cost,
+        argon2_p_cost: p.argon2_p_cost,
+        pepper: p.pepper.clone(),
+        ceilings: HashCeilings {
+            argon2_m_cost_kib: p.max_argon2_m_cost_kib,
+            argon2_t_cost: p.max_argon2_t_cost,
+            argon2_p_cost: p.max_argon2_p_cost,
+            bcrypt_cost: p.max_bcrypt_cost,
+        },
+    }
+}
+
 /// Shared handler state.
 pub type AppState = Arc<Services>;
 
@@ -58,23 +79,7 @@ impl Services {
         signing_key: crate::identity::SigningKey,
     ) -> Result<Self, String> {
         let p = &config.password;
-        let hasher = PasswordHasher {
-            scheme: match p.scheme {
-                PasswordScheme::Argon2id => Scheme::Argon2id,
-                PasswordScheme::Bcrypt => Scheme::Bcrypt,
-            },
-            bcrypt_cost: p.bcrypt_cost,
-            argon2_m_cost_kib: p.argon2_m_cost_kib,
-            argon2_t_cost: p.argon2_t_cost,
-            argon2_p_cost: p.argon2_p_cost,
-            pepper: p.pepper.clone(),
-            ceilings: HashCeilings {
-                argon2_m_cost_kib: p.max_argon2_m_cost_kib,
-                argon2_t_cost: p.max_argon2_t_cost,
-                argon2_p_cost: p.max_argon2_p_cost,
-                bcrypt_cost: p.max_bcrypt_cost,
-            },
-        };
+        let hasher = password_hasher(p);
         hasher.validate().map_err(|e| e.to_string())?;
         let policy = PasswordPolicy {
             min_length: p.min_length,

@@ -113,6 +113,15 @@ pub struct HttpConfig {
     /// Proxies whose `X-Forwarded-For` entries are believed: the client is the rightmost
     /// address not in these ranges. A request from elsewhere is keyed on its peer.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Open client connections per listener at most; one more is closed at once.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, and to start the next request on
+    /// a kept-alive connection.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a request's body.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -125,6 +134,9 @@ impl Default for HttpConfig {
                 ipnet::IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -955,6 +967,15 @@ impl Config {
         {
             problems.push("[database] url must start with sqlite:// or postgres://".into());
         }
+        if self.http.max_connections == 0
+            || self.http.header_read_timeout.is_zero()
+            || self.http.body_read_timeout.is_zero()
+        {
+            problems.push(
+                "[http] max_connections, header_read_timeout and body_read_timeout must be above zero"
+                    .into(),
+            );
+        }
         if self.database.max_connections == 0 {
             problems.push("[database] max_connections must be at least 1".into());
         }
@@ -1229,6 +1250,8 @@ impl Config {
             *value = MASK.into();
         }
         masked.database.url = mask_url_password(&masked.database.url);
+        masked.sms.webhook.url = mask_url_password(&masked.sms.webhook.url);
+        masked.sms.twilio.base_url = mask_url_password(&masked.sms.twilio.base_url);
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
@@ -1247,15 +1270,22 @@ fn is_mailbox(s: &str) -> bool {
         (Some(l), Some(d), None) if !l.is_empty() && !d.is_empty() && !addr.contains(char::is_whitespace))
 }
 
-/// Hides the password in a `postgres://user:password@host/db` URL.
+/// Hides the secrets a URL may carry: the password of `postgres://user:password@host/db`
+/// and the value of every query parameter (`?password=`, `?key=`, `?token=` …).
 fn mask_url_password(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some(MASK));
-            u.to_string()
-        }
-        _ => raw.to_owned(),
+    let Ok(mut u) = url::Url::parse(raw) else {
+        return raw.to_owned();
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some(MASK));
     }
+    if u.query().is_some() {
+        let names: Vec<String> = u.query_pairs().map(|(k, _)| k.into_owned()).collect();
+        u.query_pairs_mut()
+            .clear()
+            .extend_pairs(names.iter().map(|k| (k.as_str(), MASK)));
+    }
+    u.to_string()
 }
 
 #[cfg(test)]
@@ -1358,12 +1388,12 @@ mod tests {
     fn secrets_are_masked() {
         let mut c = Config::default();
         c.password.pepper = "sekrit".into();
-        c.database.url = "postgres://vouch:hunter2@db/vouch".into();
+        c.database.url = "postgres://vouch:hunter2@db/vouch?sslmode=require&password=pw2".into();
+        c.sms.webhook.url = "https://relay:hooksecret@sms.example.net/send?key=k3y".into();
         let shown = c.to_masked_toml();
-        assert!(
-            !shown.contains("sekrit") && !shown.contains("hunter2"),
-            "{shown}"
-        );
+        for secret in ["sekrit", "hunter2", "pw2", "hooksecret", "k3y"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
         assert!(shown.contains("********"));
     }
 }

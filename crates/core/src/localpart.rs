@@ -62,6 +62,17 @@ impl fmt::Display for Localpart {
     }
 }
 
+/// Whether `localpart` is one the spec's historical grammar allows (printable ASCII but
+/// `:`), as older servers created them, within the 255-byte user ID limit. What an import
+/// may bring in; new accounts follow [`Localpart::parse`].
+pub fn is_historical_localpart(localpart: &str, server_name: &str) -> bool {
+    !localpart.is_empty()
+        && localpart.len() + server_name.len() + 2 <= 255
+        && localpart
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+}
+
 /// The localpart of `user`, when `user` is a full user ID on `server_name` or a bare localpart.
 /// Used for login identifiers, which may be either.
 pub fn localpart_of<'a>(user: &'a str, server_name: &str) -> Option<&'a str> {

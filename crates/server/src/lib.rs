@@ -13,6 +13,8 @@ use vouch_config::Config;
 use vouch_core::{Clock, SecretSource};
 use vouch_storage::Db;
 
+mod listener;
+
 /// A server that is bound to its ports and ready to serve.
 pub struct Server {
     listeners: Vec<TcpListener>,
@@ -22,6 +24,7 @@ pub struct Server {
     worker: vouch_outbox::Worker,
     housekeeping: Housekeeping,
     metrics: Option<(TcpListener, SocketAddr)>,
+    limits: listener::Limits,
 }
 
 /// The periodic removal of expired state.
@@ -166,6 +169,10 @@ impl Server {
             }
         };
         vouch_metrics::init();
+        let limits = listener::Limits {
+            max_connections: services.config.http.max_connections,
+            header_read_timeout: services.config.http.header_read_timeout,
+        };
         let router = vouch_api::router(Arc::new(services));
         Ok(Self {
             listeners,
@@ -175,6 +182,7 @@ impl Server {
             worker,
             housekeeping,
             metrics,
+            limits,
         })
     }
 
@@ -236,24 +244,21 @@ impl Server {
         let mut tasks = Vec::new();
         for listener in self.listeners {
             let mut rx = tx.subscribe();
-            let app = self
-                .router
-                .clone()
-                .into_make_service_with_connect_info::<SocketAddr>();
-            tasks.push(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.recv().await;
-                    })
-                    .await
-            }));
+            let router = self.router.clone();
+            let limits = self.limits;
+            tasks.push(tokio::spawn(listener::serve(
+                listener,
+                router,
+                limits,
+                async move {
+                    let _ = rx.recv().await;
+                },
+            )));
         }
         shutdown.await;
         let _ = tx.send(());
         for task in tasks {
-            task.await
-                .context("server task panicked")?
-                .context("server failed")?;
+            task.await.context("server task panicked")?;
         }
         let _ = stop_worker.send(true);
         let _ = worker.await;
@@ -312,5 +317,49 @@ pub fn redact(url: &str) -> String {
             format!("{scheme_user}:********@{host}")
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_restarted_loudly() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let counted = runs.clone();
+        let before = vouch_metrics::TASK_RESTARTS
+            .with_label_values(&["test-task"])
+            .get();
+        let supervisor = tokio::spawn(supervise("test-task", stop, move || {
+            let counted = counted.clone();
+            async move {
+                assert!(counted.fetch_add(1, Ordering::SeqCst) > 0, "first run dies");
+                std::future::pending::<()>().await;
+            }
+        }));
+        for _ in 0..50 {
+            if runs.load(Ordering::SeqCst) >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "restarted after the panic");
+        assert_eq!(
+            vouch_metrics::TASK_RESTARTS
+                .with_label_values(&["test-task"])
+                .get(),
+            before + 1
+        );
+        assert_eq!(
+            vouch_metrics::TASK_UP
+                .with_label_values(&["test-task"])
+                .get(),
+            1
+        );
+        stop_tx.send(true).unwrap();
+        supervisor.abort();
     }
 }

@@ -573,8 +573,10 @@ pub struct ImportOutcome {
 }
 
 impl Db {
-    /// Writes an imported account unless it exists; its addresses are added unless already
-    /// there. Running it twice changes nothing the second time.
+    /// Writes an imported account and its addresses, in one transaction, unless the user ID
+    /// exists: an existing account is left exactly as it is, addresses included (attaching
+    /// another server's addresses to an account the import did not create would let whoever
+    /// controls them reset its password). Running it twice changes nothing the second time.
     pub async fn import_user(&self, u: &ImportedUser) -> Result<ImportOutcome, StorageError> {
         let mut tx = self.begin_write().await?;
         let done = sqlx::query(
@@ -596,6 +598,9 @@ impl Db {
             created: done.rows_affected() == 1,
             ..ImportOutcome::default()
         };
+        if !outcome.created {
+            return Ok(outcome);
+        }
         for (medium, address, validated_at, added_at) in &u.threepids {
             let owner: Option<String> = sqlx::query(
                 "SELECT user_id FROM user_threepids WHERE medium = $1 AND address = $2",

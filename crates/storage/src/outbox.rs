@@ -157,7 +157,9 @@ impl Db {
         }
         let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL WHERE id IN ({})",
+            // The body goes: a sent mail's link or an SMS's code must not outlive its
+            // delivery in the database (the row stays for the send limits and statistics).
+            "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL, message = '' WHERE id IN ({})",
             placeholders.join(", ")
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
@@ -181,7 +183,8 @@ impl Db {
         sqlx::query(
             "UPDATE outbox SET attempts = attempts + 1, locked_until = NULL, last_error = $1,
                  next_attempt_at = COALESCE($2, next_attempt_at),
-                 failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END
+                 failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END,
+                 message = CASE WHEN $2 IS NULL THEN '' ELSE message END
              WHERE id = $4",
         )
         .bind(error)

@@ -22,5 +22,6 @@ mod profile;
 mod races;
 mod register;
 mod security;
+mod slow_clients;
 mod sms;
 mod uia;

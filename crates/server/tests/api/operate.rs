@@ -16,6 +16,7 @@ on_both_databases!(
     admin_api_registration_tokens,
     admin_cli_commands,
     import_from_a_real_synapse_database,
+    import_never_touches_existing_accounts_and_refuses_bad_rows,
     metrics_move_with_what_happens,
     housekeeping_removes_exactly_what_expired,
 );
@@ -429,13 +430,13 @@ async fn import_from_a_real_synapse_database(db: Backend) {
     .await;
     let out = ok(&vouch(&app, &["import", "synapse", "--from", fixture]));
     assert!(
-        out.contains("imported 4 users (0 already here), 3 addresses"),
+        out.contains("imported 4 users (0 already here, left as they are), 3 addresses"),
         "{out}"
     );
     // Idempotent: a second run changes nothing.
     let again = ok(&vouch(&app, &["import", "synapse", "--from", fixture]));
     assert!(
-        again.contains("imported 0 users (4 already here), 0 addresses"),
+        again.contains("imported 0 users (4 already here, left as they are), 0 addresses"),
         "{again}"
     );
 
@@ -475,6 +476,76 @@ async fn import_from_a_real_synapse_database(db: Backend) {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+}
+
+/// A Synapse user whose name already exists here is left alone, addresses included (they
+/// would let whoever holds them reset the existing account's password); rows Vouch cannot
+/// hold safely are refused by name, printed escaped; the rest is imported.
+async fn import_never_touches_existing_accounts_and_refuses_bad_rows(db: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("synapse.db");
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/synapse.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let from = format!("{fixture}{suffix}");
+        if std::path::Path::new(&from).exists() {
+            std::fs::copy(&from, format!("{}{suffix}", copy.display())).unwrap();
+        }
+    }
+    {
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.display()))
+            .await
+            .unwrap();
+        // A hash that would pin a core for good, and a name that rewrites a terminal.
+        sqlx::query("UPDATE users SET password_hash = '$argon2id$v=19$m=1048576,t=4294967295,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g' WHERE name = '@alice:synapse.test'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO users (name, password_hash, creation_ts) SELECT '@' || char(27) || '[2Jevil:synapse.test', password_hash, creation_ts FROM users WHERE name = '@bob:synapse.test'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let app = spawn_with(db, |c| {
+        c.server_name = "synapse.test".into();
+        c.password.pepper = "fixture-pepper".into();
+    })
+    .await;
+    // Someone here already is bob.
+    app.register("bob", "the local bob's password").await;
+    let path = copy.display().to_string();
+    let out = vouch(&app, &["import", "synapse", "--from", &path]);
+    assert!(!out.status.success(), "refusals make the run fail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stderr.contains('\u{1b}') && !stdout.contains('\u{1b}'),
+        "raw escape printed"
+    );
+    assert!(
+        stderr.contains("@alice:synapse.test: refused: password hash"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("\\u{1b}[2Jevil"), "{stderr}");
+    assert!(stdout.contains("2 refused"), "{stdout}");
+    // The local bob keeps his password and has no addresses of the other bob's.
+    app.login_ok("bob", "the local bob's password").await;
+    app.login("bob", "bob password")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .threepid_owner("email", "bob@example.org")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Alice was refused; dave and carol came in.
+    app.login("alice", "alice password")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
 }
 
 async fn metrics_move_with_what_happens(db: Backend) {

@@ -490,6 +490,21 @@ async fn a_gateway_error_in_any_text_does_not_stop_delivery(db: Backend) {
     // The failed one is retried after its backoff and delivered.
     app.clock.advance(Duration::from_secs(30));
     received(&hook, 3).await;
+    // Delivered messages keep no code: their bodies are gone from the outbox.
+    let mut kept = Vec::new();
+    for _ in 0..50 {
+        kept = sqlx::query_as::<_, (String,)>(
+            "SELECT message FROM outbox WHERE sent_at IS NULL OR message <> ''",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        if kept.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(kept.is_empty(), "bodies kept after delivery: {kept:?}");
 }
 
 async fn invalid_numbers_countries_and_policies(db: Backend) {

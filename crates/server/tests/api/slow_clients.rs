@@ -1,0 +1,98 @@
+//! Slow and greedy clients (issue 11): half-sent headers, idle keep-alive connections and
+//! half-sent bodies are cut off after their timeouts, and connections past
+//! `[http] max_connections` are closed at once. The listener does not depend on the
+//! database, so these run on SQLite only.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{Backend, spawn_with};
+
+/// Reads until the server closes the connection (at most `within`); returns what it sent
+/// and how long it took, or panics when the connection is still open.
+async fn until_closed(conn: &mut TcpStream, within: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, conn.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the server kept the connection open for {within:?}"
+    );
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_connections_are_cut_off() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.http.header_read_timeout = Duration::from_secs(1);
+        c.http.body_read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+
+    // Headers that never end.
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (_, took) = until_closed(&mut conn, Duration::from_secs(5)).await;
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
+
+    // An idle kept-alive connection after a request.
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = until_closed(&mut conn, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // A body that never arrives in full.
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"type\":",
+    )
+    .await
+    .unwrap();
+    let (answer, _) = until_closed(&mut conn, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("M_UNKNOWN"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_are_closed_at_once() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.http.max_connections = 3;
+        c.http.header_read_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /").await.unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (answer, took) = until_closed(&mut extra, Duration::from_secs(2)).await;
+    assert!(
+        answer.is_empty(),
+        "a fourth connection was served: {answer}"
+    );
+    assert!(took < Duration::from_secs(1));
+    // Once the holders leave, clients are served again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.get("/_matrix/client/versions", None).await.ok();
+}
