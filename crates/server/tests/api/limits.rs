@@ -27,6 +27,7 @@ on_both_databases!(
     made_up_methods_add_no_series,
     a_reused_refresh_token_ends_the_session,
     device_fields_are_bounded,
+    housekeeping_keeps_up_with_a_flood,
 );
 
 const DEACTIVATE: &str = "/_matrix/client/v3/account/deactivate";
@@ -523,4 +524,35 @@ async fn device_fields_are_bounded(db: Backend) {
     )
     .await
     .assert_error(400, "M_INVALID_PARAM");
+}
+
+/// A flood of stored UIA sessions is cleared at once, not `50 × batch_size` rows per
+/// `interval`: a run that leaves a backlog is followed by another straight away.
+async fn housekeeping_keeps_up_with_a_flood(db: Backend) {
+    let app = spawn_with(db, |c| {
+        c.housekeeping.interval = Duration::from_secs(2);
+        c.housekeeping.batch_size = 2;
+    })
+    .await;
+    let requests: Vec<Held> = (0..300)
+        .map(|_| Held::post_json(DEACTIVATE, &json!({})))
+        .collect();
+    for chunk in requests.chunks(100) {
+        release_together(&app.base, chunk.to_vec()).await;
+    }
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    let count = || async {
+        sqlx::query_as::<_, (i64,)>("SELECT COUNT(*) FROM uia_sessions")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .0
+    };
+    assert_eq!(count().await, 300);
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    // The first run starts within 2 s; one run removes at most 100 rows here.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(count().await, 0, "the backlog waited for the next interval");
 }
