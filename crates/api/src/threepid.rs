@@ -291,6 +291,45 @@ impl Services {
         }
     }
 
+    /// A fresh secret's hash (none for a decoy), when it stops working, and the message
+    /// that goes with it for session `sid`.
+    fn secret_and_message(
+        &self,
+        req: &TokenRequest<'_>,
+        target: &Target,
+        carry: Carry,
+        sid: &str,
+    ) -> ApiResult<(Option<String>, i64, NewMessage)> {
+        let (secret, lifetime) = self.new_secret(target);
+        let expires = self.now() + lifetime;
+        match carry {
+            Carry::Secret { held } => {
+                let message =
+                    self.message_for(target, req.purpose, sid, req.client_secret, &secret, held)?;
+                Ok((Some(token_hash(&secret)), expires, message))
+            }
+            Carry::Decoy { in_use } => {
+                let message = match target {
+                    Target::Email(e) => NewMessage {
+                        stand_in: !in_use,
+                        ..self.mail(
+                            "already_in_use",
+                            e.as_str(),
+                            Some(sid),
+                            String::new(),
+                            false,
+                        )?
+                    },
+                    Target::Msisdn(m) => NewMessage {
+                        stand_in: true,
+                        ..self.sms(m, sid, &secret, false)?
+                    },
+                };
+                Ok((None, expires, message))
+            }
+        }
+    }
+
     /// Wrong secrets a session of `medium` takes before it is burned.
     pub fn max_attempts(&self, medium: &str) -> i64 {
         i64::from(if medium == "msisdn" {
@@ -467,7 +506,10 @@ async fn start_session(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Req
         if !state.config.email.inhibit_3pid_errors {
             return Err(refusal);
         }
-        return decoy(state, &req, &target, owner.is_some())
+        let decoy = Carry::Decoy {
+            in_use: owner.is_some(),
+        };
+        return issue(state, &req, &target, decoy, None)
             .await
             .map(Requested::local);
     }
@@ -476,73 +518,105 @@ async fn start_session(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Req
         return delegate_request(state, &req, &target, &server, &token).await;
     }
 
-    let now = state.now();
     let held = req.purpose == Purpose::Register && state.registration_gated();
-    if let Some(existing) = state
+    issue(state, &req, &target, Carry::Secret { held }, next_link)
+        .await
+        .map(Requested::local)
+}
+
+/// What a session's message carries.
+#[derive(Debug, Clone, Copy)]
+enum Carry {
+    /// A link token or code; `held` until the registration's cheap stages pass.
+    Secret {
+        /// Not sent until released.
+        held: bool,
+    },
+    /// Nothing to validate with (`inhibit_3pid_errors`): the owner of an email address in
+    /// use gets a notice instead of a link; otherwise a stand-in row is counted by the
+    /// send limits and never sent (an SMS notice would cost money and invite pumping).
+    Decoy {
+        /// The address belongs to an account.
+        in_use: bool,
+    },
+}
+
+/// Creates the session for (address, client secret, purpose), or puts a fresh secret on
+/// it for a higher `send_attempt`, and queues its message within the send limits, in one
+/// transaction. A decoy takes exactly the same path, so retries, resends, expiry, attempt
+/// caps and 429s answer alike; it only never has a token. Returns the `sid`.
+async fn issue(
+    state: &AppState,
+    req: &TokenRequest<'_>,
+    target: &Target,
+    carry: Carry,
+    next_link: Option<String>,
+) -> ApiResult<String> {
+    let medium = target.medium();
+    let now = state.now();
+    let limits = state.send_limits(target);
+    let existing = state
         .db
         .find_validation(medium, target.address(), req.client_secret, req.purpose)
-        .await?
-    {
+        .await?;
+    if let Some(existing) = existing {
         let sid = existing.session.sid.clone();
         if existing.session.on_request(req.send_attempt) == SendDecision::Resend {
-            let (secret, lifetime) = state.new_secret(&target);
-            let message =
-                state.message_for(&target, req.purpose, &sid, req.client_secret, &secret, held)?;
+            let (hash, expires, message) = state.secret_and_message(req, target, carry, &sid)?;
             let resent = state
                 .db
                 .resend_validation(
                     &sid,
                     req.send_attempt,
-                    Some(&token_hash(&secret)),
-                    now + lifetime,
+                    hash.as_deref(),
+                    expires,
                     &message,
-                    &state.send_limits(&target),
+                    &limits,
                     now,
                 )
                 .await?;
             match resent {
                 Queued::Done => state.queued(&message),
                 Queued::Raced => {}
-                Queued::Limited(l) => return Err(state.limited(&target, l)),
+                Queued::Limited(l) => return Err(state.limited(target, l)),
             }
         }
-        return Ok(Requested::local(sid));
+        return Ok(sid);
     }
-
     let sid = new_opaque_id(state.secrets.as_ref());
-    let (secret, lifetime) = state.new_secret(&target);
-    let message =
-        state.message_for(&target, req.purpose, &sid, req.client_secret, &secret, held)?;
+    let (hash, expires, message) = state.secret_and_message(req, target, carry, &sid)?;
     let new = NewValidation {
         sid: sid.clone(),
         medium: medium.into(),
         address: target.address().to_owned(),
         client_secret: req.client_secret.to_owned(),
         purpose: req.purpose,
-        token_hash: Some(token_hash(&secret)),
-        token_expires_at: now + lifetime,
+        token_hash: hash,
+        token_expires_at: expires,
         send_attempt: req.send_attempt,
         next_link,
     };
     match state
         .db
-        .create_validation(&new, &message, &state.send_limits(&target), now)
+        .create_validation(&new, &message, &limits, now)
         .await?
     {
         Queued::Done => {
-            vouch_metrics::VALIDATION
-                .with_label_values(&[medium, "created"])
-                .inc();
+            if matches!(carry, Carry::Secret { .. }) {
+                vouch_metrics::VALIDATION
+                    .with_label_values(&[medium, "created"])
+                    .inc();
+            }
             state.queued(&message);
-            Ok(Requested::local(sid))
+            Ok(sid)
         }
-        Queued::Limited(l) => Err(state.limited(&target, l)),
+        Queued::Limited(l) => Err(state.limited(target, l)),
         // A concurrent identical request created the session first: answer with its sid.
         Queued::Raced => state
             .db
             .find_validation(medium, target.address(), req.client_secret, req.purpose)
             .await?
-            .map(|s| Requested::local(s.session.sid))
+            .map(|s| s.session.sid)
             .ok_or_else(|| ApiError::internal("validation session vanished")),
     }
 }
@@ -787,100 +861,6 @@ pub async fn refresh_delegated(
         .mark_delegated_validated(sid, &address, validated_at, now)
         .await?;
     Ok(Ok(()))
-}
-
-/// `inhibit_3pid_errors`: answer exactly like a real send. The session is stored like a
-/// real one (same expiry, attempt cap and `send_attempt` rules, so wrong codes, retries and
-/// expiry answer the same) but without a token, so it never validates. Its message counts
-/// toward the same send limits, so 429s come at the same moment: the owner of an email
-/// address in use is sent a notice instead of a link; otherwise a stand-in row is counted
-/// and never sent (an SMS notice would cost money and invite pumping).
-async fn decoy(
-    state: &AppState,
-    req: &TokenRequest<'_>,
-    target: &Target,
-    in_use: bool,
-) -> ApiResult<String> {
-    let medium = target.medium();
-    let now = state.now();
-    let existing = state
-        .db
-        .find_validation(medium, target.address(), req.client_secret, req.purpose)
-        .await?;
-    let sid = existing.as_ref().map_or_else(
-        || new_opaque_id(state.secrets.as_ref()),
-        |e| e.session.sid.clone(),
-    );
-    // Rendered whether or not it is sent, so every answer takes the time a real one takes.
-    let (secret, lifetime) = state.new_secret(target);
-    let message = match target {
-        Target::Email(e) => NewMessage {
-            stand_in: !in_use,
-            ..state.mail(
-                "already_in_use",
-                e.as_str(),
-                Some(&sid),
-                String::new(),
-                false,
-            )?
-        },
-        Target::Msisdn(m) => NewMessage {
-            stand_in: true,
-            ..state.sms(m, &sid, &secret, false)?
-        },
-    };
-    let limits = state.send_limits(target);
-    let queued = match existing {
-        Some(e) if e.session.on_request(req.send_attempt) == SendDecision::Resend => {
-            state
-                .db
-                .resend_validation(
-                    &sid,
-                    req.send_attempt,
-                    None,
-                    now + lifetime,
-                    &message,
-                    &limits,
-                    now,
-                )
-                .await?
-        }
-        Some(_) => return Ok(sid),
-        None => {
-            let new = NewValidation {
-                sid: sid.clone(),
-                medium: medium.into(),
-                address: target.address().to_owned(),
-                client_secret: req.client_secret.to_owned(),
-                purpose: req.purpose,
-                token_hash: None,
-                token_expires_at: now + lifetime,
-                send_attempt: req.send_attempt,
-                next_link: None,
-            };
-            let queued = state
-                .db
-                .create_validation(&new, &message, &limits, now)
-                .await?;
-            if queued == Queued::Raced {
-                return state
-                    .db
-                    .find_validation(medium, target.address(), req.client_secret, req.purpose)
-                    .await?
-                    .map(|s| s.session.sid)
-                    .ok_or_else(|| ApiError::internal("validation session vanished"));
-            }
-            queued
-        }
-    };
-    match queued {
-        Queued::Limited(l) => Err(state.limited(target, l)),
-        Queued::Done => {
-            state.queued(&message);
-            Ok(sid)
-        }
-        Queued::Raced => Ok(sid),
-    }
 }
 
 /// What presenting a token or code to a session did.
