@@ -348,6 +348,8 @@ pub struct AccountConfig {
     pub displayname_change: bool,
     /// Users may set their avatar.
     pub avatar_change: bool,
+    /// Devices one account may have; a login that would add one more is refused.
+    pub max_devices_per_user: u32,
 }
 
 impl Default for AccountConfig {
@@ -357,6 +359,7 @@ impl Default for AccountConfig {
             threepid_changes: true,
             displayname_change: true,
             avatar_change: true,
+            max_devices_per_user: 500,
         }
     }
 }

@@ -214,13 +214,17 @@ impl Db {
     /// the account's row until the token is in: a concurrent deactivation or password
     /// change either comes first (and this returns `false`) or after (and revokes the
     /// token with the others).
+    ///
+    /// A login that would make the account's devices more than `max_devices` is refused
+    /// (counted under the same row lock, so concurrent logins cannot pass it together).
     pub async fn create_login(
         &self,
         user_id: &str,
         password_hash: &str,
         login: &NewLogin,
+        max_devices: i64,
         now: i64,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<LoginWritten, StorageError> {
         let mut tx = self.begin_write().await?;
         let still = sqlx::query(
             "UPDATE users SET password_hash = password_hash
@@ -231,11 +235,21 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         if still.rows_affected() != 1 {
-            return Ok(false);
+            return Ok(LoginWritten::Stale);
+        }
+        let others: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM devices WHERE user_id = $1 AND device_id <> $2")
+                .bind(user_id)
+                .bind(&login.device_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+        if others >= max_devices {
+            return Ok(LoginWritten::TooManyDevices);
         }
         Self::insert_login(&mut tx, user_id, login, now).await?;
         tx.commit().await?;
-        Ok(true)
+        Ok(LoginWritten::Done)
     }
 
     pub(crate) async fn insert_login(
@@ -559,6 +573,18 @@ pub struct ImportedUser {
     pub avatar_url: Option<String>,
     /// (medium, canonical address, validated_at, added_at).
     pub threepids: Vec<(String, String, i64, i64)>,
+}
+
+/// What writing a login did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginWritten {
+    /// The device and its tokens are in.
+    Done,
+    /// The password checked is no longer the account's, or the account was deactivated
+    /// meanwhile: nothing was written.
+    Stale,
+    /// The account has its most devices already: nothing was written.
+    TooManyDevices,
 }
 
 /// What importing one account did.

@@ -8,6 +8,8 @@ use ruma::api::error::ErrorKind;
 use vouch_core::localpart::localpart_of;
 use vouch_core::threepid::{Email, Msisdn};
 
+use vouch_storage::LoginWritten;
+
 use crate::client::own_user_id;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
@@ -162,12 +164,19 @@ pub async fn login_route(
     // Issued only if the password checked is still the account's and the account is still
     // active, in the transaction that writes the token: a deactivation or password change
     // that won the race leaves this login without a token.
-    if !state
+    let max_devices = i64::from(state.config.account.max_devices_per_user);
+    match state
         .db
-        .create_login(&user_id, &hash, &issued.login, state.now())
+        .create_login(&user_id, &hash, &issued.login, max_devices, state.now())
         .await?
     {
-        return Err(ApiError::forbidden(BAD_CREDENTIALS));
+        LoginWritten::Done => {}
+        LoginWritten::Stale => return Err(ApiError::forbidden(BAD_CREDENTIALS)),
+        LoginWritten::TooManyDevices => {
+            return Err(ApiError::forbidden(format!(
+                "This account has {max_devices} devices already; sign out of some first"
+            )));
+        }
     }
     tracing::info!(user_id, device_id = issued.login.device_id, "logged in");
 

@@ -497,7 +497,7 @@ async fn a_reused_refresh_token_ends_the_session(db: Backend) {
 
 /// Device IDs and names a client chooses are bounded before anything is stored.
 async fn device_fields_are_bounded(db: Backend) {
-    let app = spawn_with(db, |_| {}).await;
+    let app = spawn_with(db, |c| c.account.max_devices_per_user = 2).await;
     app.register("devicer", "correct horse battery").await;
     let login = |device_id: String, name: String| {
         let app = &app;
@@ -517,6 +517,12 @@ async fn device_fields_are_bounded(db: Backend) {
         .await
         .assert_error(400, "M_INVALID_PARAM");
     login("DEV1".into(), "n".repeat(100)).await.ok();
+    // Two devices here (registration's and DEV1): a third is one too many; logging in
+    // again on a device the account has is fine.
+    login("DEV2".into(), "x".into())
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    login("DEV1".into(), "x".into()).await.ok();
     app.post(
         "/_matrix/client/v3/register",
         json!({ "username": "big", "password": "correct horse battery", "device_id": "x".repeat(1 << 16) }),
