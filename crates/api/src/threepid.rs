@@ -1074,7 +1074,11 @@ pub async fn verify_threepid_stage(
         (Operation::Register, _, Some(_)) => {
             return Ok(Err(ApiError::new(
                 ErrorKind::ThreepidInUse,
-                "That email address is already in use",
+                if medium == "msisdn" {
+                    "That phone number is already in use"
+                } else {
+                    "That email address is already in use"
+                },
             )));
         }
         (Operation::Register, _, None) => {}

@@ -27,7 +27,8 @@ struct Cli {
 #[derive(clap::Args)]
 struct ConfigArg {
     /// Configuration file (default: ./vouch.toml if present, else the embedded defaults).
-    #[arg(long, short)]
+    /// Accepted anywhere on the line, before or after the subcommand.
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
 }
 
@@ -217,7 +218,13 @@ fn load_config(arg: &ConfigArg) -> anyhow::Result<Config> {
 fn init_logging(config: &Config) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.logging.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only for a person at a terminal: not in files, pipes or journald, nor when
+    // NO_COLOR is set (no-color.org).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour);
     match config.logging.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),

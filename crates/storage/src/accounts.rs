@@ -526,11 +526,31 @@ impl Db {
         now: i64,
     ) -> Result<bool, StorageError> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM user_threepids WHERE user_id = $1")
+        // Addresses the account keeps keep their rows (and their validated_at / added_at);
+        // only the ones that go are deleted and the new ones inserted.
+        let current = sqlx::query("SELECT medium, address FROM user_threepids WHERE user_id = $1")
             .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("medium")?,
+                    r.try_get::<String, _>("address")?,
+                ))
+            })
+            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()?;
+        for (medium, address) in current.iter().filter(|t| !threepids.contains(t)) {
+            sqlx::query(
+                "DELETE FROM user_threepids WHERE user_id = $1 AND medium = $2 AND address = $3",
+            )
+            .bind(user_id)
+            .bind(medium)
+            .bind(address)
             .execute(&mut *tx)
             .await?;
-        for (medium, address) in threepids {
+        }
+        for (medium, address) in threepids.iter().filter(|t| !current.contains(t)) {
             let added = sqlx::query(
                 "INSERT INTO user_threepids (medium, address, user_id, validated_at, added_at) VALUES ($1, $2, $3, $4, $4)",
             )

@@ -152,11 +152,10 @@ impl Db {
             .bind(sid)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.and_then(|r| {
-            r.try_get::<Option<String>, _>("delegated_to")
-                .ok()
-                .flatten()
-        }))
+        Ok(match row {
+            Some(r) => r.try_get::<Option<String>, _>("delegated_to")?,
+            None => None,
+        })
     }
 
     /// Marks a delegated session validated, with the address the identity server reports.

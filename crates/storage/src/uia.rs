@@ -65,10 +65,11 @@ impl Db {
         for s in &stages {
             let stage: String = s.try_get("stage")?;
             let raw: String = s.try_get("result")?;
-            results.push((
-                stage,
-                serde_json::from_str(&raw).unwrap_or(serde_json::Value::Null),
-            ));
+            // A stored result that does not parse is damage, not an empty result: say so.
+            let result = serde_json::from_str(&raw).map_err(|e| {
+                sqlx::Error::Decode(format!("UIA stage {stage} of {session_id}: {e}").into())
+            })?;
+            results.push((stage, result));
         }
         Ok(Some(StoredUiaSession {
             session: UiaSession {

@@ -260,3 +260,41 @@ fn sms_test_sends_through_the_gateway_and_checks_the_number() {
     assert!(!down.status.success());
     assert!(String::from_utf8_lossy(&down.stderr).contains("sending failed"));
 }
+
+/// Human-format logs written to a pipe (a file, journald) carry no colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = vouch()
+        .args(["serve"])
+        .current_dir(dir.path())
+        .env("VOUCH_HTTP__LISTEN", "127.0.0.1:0")
+        .env("VOUCH_LOGGING__FORMAT", "human")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(10)) {
+        lines.push(line);
+        if lines.len() >= 3 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!lines.is_empty(), "serve logged nothing");
+    for line in &lines {
+        assert!(!line.contains('\u{1b}'), "colour code in {line:?}");
+    }
+}

@@ -364,6 +364,12 @@ async fn admin_cli_commands(db: Backend) {
     );
     let (token, _) = app.login_ok("dora", "dora battery staple").await;
 
+    let before: Value = serde_json::from_str(&ok(&vouch(
+        &app,
+        &["admin", "show-user", "dora@example.org"],
+    )))
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
     ok(&vouch(
         &app,
         &["admin", "add-3pid", "dora", "msisdn", "+447400123456"],
@@ -372,6 +378,30 @@ async fn admin_cli_commands(db: Backend) {
         serde_json::from_str(&ok(&vouch(&app, &["admin", "show-user", "+447400123456"]))).unwrap();
     assert_eq!(shown["name"], "@dora:vouch.test");
     assert_eq!(shown["threepids"].as_array().unwrap().len(), 2);
+    // The address she had keeps its dates.
+    let email = |v: &Value| {
+        v["threepids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["medium"] == "email")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(email(&shown), email(&before));
+    // --config is accepted after the subcommand too.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vouch.toml");
+    std::fs::write(&file, "").unwrap();
+    let file = file.display().to_string();
+    ok(&vouch(
+        &app,
+        &["admin", "show-user", "dora", "--config", &file],
+    ));
+    ok(&vouch(
+        &app,
+        &["admin", "--config", &file, "show-user", "dora"],
+    ));
     let by_email: Value = serde_json::from_str(&ok(&vouch(
         &app,
         &["admin", "show-user", "dora@example.org"],

@@ -11,7 +11,8 @@ use crate::on_both_databases;
 on_both_databases!(
     sessions_expire_and_stay_with_their_operation,
     stages_in_order_and_flows_from_config,
-    fallback_page_completes_terms
+    fallback_page_completes_terms,
+    a_damaged_stored_stage_is_an_error_not_an_empty_result,
 );
 
 async fn sessions_expire_and_stay_with_their_operation(db: Backend) {
@@ -186,4 +187,33 @@ async fn fallback_page_completes_terms(db: Backend) {
     )
     .await
     .assert_error(404, "M_UNRECOGNIZED");
+}
+
+/// A stored stage result that does not parse fails the request (and is logged), instead of
+/// quietly counting as an empty result.
+async fn a_damaged_stored_stage_is_an_error_not_an_empty_result(db: Backend) {
+    let app = spawn(db).await;
+    let body = json!({ "username": "damaged", "password": "correct horse battery" });
+    let start = app
+        .post("/_matrix/client/v3/register", body.clone(), None)
+        .await;
+    let session = start.body["session"].as_str().unwrap().to_owned();
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO uia_stages (session_id, stage, result, completed_at) VALUES ($1, 'm.login.terms', '{not json', 0)",
+    )
+    .bind(&session)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let mut b = body;
+    b["auth"] = json!({ "type": "m.login.dummy", "session": session });
+    app.post("/_matrix/client/v3/register", b, None)
+        .await
+        .assert_error(500, "M_UNKNOWN");
+    app.login("damaged", "correct horse battery")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
 }
