@@ -22,6 +22,7 @@ on_both_databases!(
     sms_send_limits,
     flows_with_phone_numbers,
     submit_url_bad_input,
+    a_number_taken_meanwhile_is_called_a_phone_number,
 );
 
 /// A GB mobile number that the numbering data accepts (Ofcom's drama range does not).
@@ -681,4 +682,44 @@ async fn submit_url_bad_input(db: Backend) {
     app.raw(Method::POST, url, "{oops", None)
         .await
         .assert_error(400, "M_NOT_JSON");
+}
+
+/// Two sign-ups verify one number; the second to finish is told the *phone number* is in
+/// use (not an email address).
+async fn a_number_taken_meanwhile_is_called_a_phone_number(db: Backend) {
+    let (app, twilio) = with_twilio(db, |_| {}).await;
+    let mut pending = Vec::new();
+    for (i, name) in ["first", "second"].into_iter().enumerate() {
+        let body = json!({ "username": name, "password": "correct horse battery" });
+        let start = app
+            .post("/_matrix/client/v3/register", body.clone(), None)
+            .await;
+        let secret = format!("s-{name}");
+        let r = request_phone_token(&app, "register", "GB", NUMBER, &secret, 1).await;
+        let (sid, url) = (
+            r.ok()["sid"].clone(),
+            r.body["submit_url"].as_str().unwrap().to_owned(),
+        );
+        let code = code_in(&form(&received(&twilio, i + 1).await[i])["Body"]);
+        submit(&app, &url, &sid, &secret, &code).await.ok();
+        let mut b = body;
+        b["auth"] = json!({ "type": "m.login.msisdn", "session": start.body["session"], "threepid_creds": { "sid": sid, "client_secret": secret } });
+        pending.push(b);
+    }
+    app.post("/_matrix/client/v3/register", pending[0].clone(), None)
+        .await
+        .ok();
+    let late = app
+        .post("/_matrix/client/v3/register", pending[1].clone(), None)
+        .await;
+    assert_eq!(late.status.as_u16(), 401, "{:?}", late.body);
+    assert_eq!(late.body["errcode"], "M_THREEPID_IN_USE");
+    assert!(
+        late.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("phone number"),
+        "{:?}",
+        late.body
+    );
 }
