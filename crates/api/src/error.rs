@@ -43,6 +43,8 @@ pub enum ApiError {
     Uia(Box<UiaaInfo>),
     /// Something broke inside; logged in full, answered as `M_UNKNOWN` without details.
     Internal(String),
+    /// The database cannot be reached; answered 503 with `Retry-After`, logged in full.
+    Unavailable(String),
 }
 
 /// The HTTP status for an errcode (tuwunel's `bad_request_code`, extended).
@@ -165,13 +167,16 @@ impl ApiError {
             ApiError::Passthrough { body, .. } => {
                 body["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned()
             }
-            ApiError::Internal(_) => "M_UNKNOWN".into(),
+            ApiError::Internal(_) | ApiError::Unavailable(_) => "M_UNKNOWN".into(),
         }
     }
 }
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
+        if e.is_unavailable() {
+            return ApiError::Unavailable(e.to_string());
+        }
         ApiError::Internal(e.to_string())
     }
 }
@@ -196,6 +201,25 @@ impl IntoResponse for ApiError {
             ApiError::Uia(info) => UiaaResponse::AuthResponse(*info),
             ApiError::Passthrough { status, body } => {
                 UiaaResponse::MatrixError(MatrixError::new(status, ErrorBody::Json(body)))
+            }
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "database unavailable");
+                let body = ErrorBody::Json(serde_json::json!({
+                    "errcode": "M_UNKNOWN",
+                    "error": "The database is unavailable; try again in a few seconds",
+                }));
+                let mut res = UiaaResponse::MatrixError(MatrixError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    body,
+                ))
+                .try_into_http_response::<Vec<u8>>()
+                .map(|r| r.map(axum::body::Body::from).into_response())
+                .unwrap_or_else(|_| StatusCode::SERVICE_UNAVAILABLE.into_response());
+                res.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("5"),
+                );
+                return res;
             }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");

@@ -10,6 +10,7 @@ pub mod client;
 pub mod client_ip;
 pub mod email_validate;
 pub mod error;
+pub mod health;
 pub mod identity;
 pub mod pages;
 pub mod public_net;

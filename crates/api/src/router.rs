@@ -65,6 +65,7 @@ fn routes() -> Routes {
         .add("/_matrix/client/r0/account/3pid", &[Method::POST], post(add_3pid_deprecated::add_3pid_deprecated_route))
         .add("/_matrix/client/v3/account/3pid", &[Method::POST], post(add_3pid_deprecated::add_3pid_deprecated_route))
         .add(&format!("/{}", crate::threepid::SUBMIT_PATH), &[Method::POST], post(submit_token::submit_token_route))
+        .add(crate::health::HEALTH_PATH, &[Method::GET], get(crate::health::health_route))
         .add(
             &format!("/{}", crate::threepid::EMAIL_LINK_PATH),
             &[Method::GET, Method::POST],

@@ -58,6 +58,8 @@ pub struct Services {
     pub mail_wake: Arc<tokio::sync::Notify>,
     /// The server's signing key (unbind requests, `/_matrix/key/v2/server`).
     pub signing_key: crate::identity::SigningKey,
+    /// Whether the background tasks run (for `/_vouch/health`).
+    pub liveness: Arc<crate::health::Liveness>,
     /// The HTTP clients for identity servers.
     pub identity_http: crate::identity::IdentityHttp,
     /// `[email] allowed_3pids`, compiled.
@@ -126,6 +128,7 @@ impl Services {
             composer,
             mail_wake: Arc::new(tokio::sync::Notify::new()),
             allowed_3pids,
+            liveness: Arc::new(crate::health::Liveness::default()),
             identity_http: crate::identity::IdentityHttp::new(config_timeout)?,
             signing_key,
             hash_slots: Arc::new(tokio::sync::Semaphore::new(slots)),

@@ -149,6 +149,10 @@ pub struct DatabaseConfig {
     pub url: String,
     /// Largest number of pooled connections.
     pub max_connections: u32,
+    /// How long a request waits for a database connection; then it is answered 503 with
+    /// `Retry-After`, so an unreachable database fails fast.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -156,6 +160,7 @@ impl Default for DatabaseConfig {
         Self {
             url: "sqlite://vouch-data/vouch.db".into(),
             max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
         }
     }
 }

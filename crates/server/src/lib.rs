@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -25,6 +26,7 @@ pub struct Server {
     housekeeping: Housekeeping,
     metrics: Option<(TcpListener, SocketAddr)>,
     limits: listener::Limits,
+    liveness: Arc<vouch_api::health::Liveness>,
 }
 
 /// The periodic removal of expired state.
@@ -114,14 +116,18 @@ impl Server {
         clock: Arc<dyn Clock>,
         secrets: Arc<dyn SecretSource>,
     ) -> anyhow::Result<Self> {
-        let db = Db::connect(&config.database.url, config.database.max_connections)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot open the database at {}",
-                    redact(&config.database.url)
-                )
-            })?;
+        let db = Db::connect_with(
+            &config.database.url,
+            config.database.max_connections,
+            config.database.acquire_timeout,
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                redact(&config.database.url)
+            )
+        })?;
         let mut listeners = Vec::new();
         let mut addrs = Vec::new();
         for addr in config.listen_addrs() {
@@ -173,6 +179,7 @@ impl Server {
             max_connections: services.config.http.max_connections,
             header_read_timeout: services.config.http.header_read_timeout,
         };
+        let liveness = services.liveness.clone();
         let router = vouch_api::router(Arc::new(services));
         Ok(Self {
             listeners,
@@ -183,6 +190,7 @@ impl Server {
             housekeeping,
             metrics,
             limits,
+            liveness,
         })
     }
 
@@ -212,17 +220,22 @@ impl Server {
         });
         let (stop_worker, worker_stopped) = tokio::sync::watch::channel(false);
         let clock = self.worker.clock.clone();
+        let liveness = self.liveness.clone();
         let worker = {
-            let (w, stop) = (self.worker, worker_stopped.clone());
-            tokio::spawn(supervise("outbox", worker_stopped.clone(), move || {
-                w.clone().run(stop.clone())
-            }))
+            let (w, stop, live) = (self.worker, worker_stopped.clone(), liveness.clone());
+            tokio::spawn(supervise(
+                "outbox",
+                worker_stopped.clone(),
+                move |up| live.outbox.store(up, Ordering::Relaxed),
+                move || w.clone().run(stop.clone()),
+            ))
         };
         let housekeeping = {
-            let (h, stop) = (self.housekeeping, worker_stopped.clone());
+            let (h, stop, live) = (self.housekeeping, worker_stopped.clone(), liveness);
             tokio::spawn(supervise(
                 "housekeeping",
                 worker_stopped.clone(),
+                move |up| live.housekeeping.store(up, Ordering::Relaxed),
                 move || h.clone().run(stop.clone()),
             ))
         };
@@ -274,6 +287,7 @@ impl Server {
 async fn supervise<F, Fut>(
     name: &'static str,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    set_up: impl Fn(bool),
     start: F,
 ) where
     F: Fn() -> Fut,
@@ -282,8 +296,10 @@ async fn supervise<F, Fut>(
     let up = vouch_metrics::TASK_UP.with_label_values(&[name]);
     loop {
         up.set(1);
+        set_up(true);
         let ended = tokio::spawn(start()).await;
         up.set(0);
+        set_up(false);
         if *stop.borrow() {
             return;
         }
@@ -333,13 +349,18 @@ mod tests {
         let before = vouch_metrics::TASK_RESTARTS
             .with_label_values(&["test-task"])
             .get();
-        let supervisor = tokio::spawn(supervise("test-task", stop, move || {
-            let counted = counted.clone();
-            async move {
-                assert!(counted.fetch_add(1, Ordering::SeqCst) > 0, "first run dies");
-                std::future::pending::<()>().await;
-            }
-        }));
+        let supervisor = tokio::spawn(supervise(
+            "test-task",
+            stop,
+            |_| {},
+            move || {
+                let counted = counted.clone();
+                async move {
+                    assert!(counted.fetch_add(1, Ordering::SeqCst) > 0, "first run dies");
+                    std::future::pending::<()>().await;
+                }
+            },
+        ));
         for _ in 0..50 {
             if runs.load(Ordering::SeqCst) >= 2 {
                 break;

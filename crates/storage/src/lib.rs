@@ -68,6 +68,28 @@ pub enum StorageError {
     Setup(String),
 }
 
+impl StorageError {
+    /// Whether the database could not be reached (down, restarting, out of connections),
+    /// as opposed to a query that failed: the client may simply try again later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StorageError::Database(e) => match e {
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::WorkerCrashed => true,
+                // PostgreSQL: connection exceptions (08…), shutting down (57P0…).
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 /// The database handle shared by the whole server.
 #[derive(Debug, Clone)]
 pub struct Db {
@@ -108,6 +130,15 @@ impl Db {
     /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file and its
     /// directory if missing, and runs the migrations.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StorageError> {
+        Self::connect_with(url, max_connections, std::time::Duration::from_secs(5)).await
+    }
+
+    /// [`Self::connect`], waiting at most `acquire_timeout` for a pooled connection.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: std::time::Duration,
+    ) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
         let (url, backend) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let path = rest.trim_start_matches("//");
@@ -130,7 +161,9 @@ impl Db {
         } else {
             (url.to_owned(), Backend::Postgres)
         };
-        let mut options = AnyPoolOptions::new().max_connections(max_connections);
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout);
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
