@@ -36,24 +36,50 @@ impl AuthedUser {
     }
 }
 
-/// The access token in a request, if any.
-fn bearer_token(parts: &Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get(http::header::AUTHORIZATION) {
-        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is as valid as `Bearer`.
-        let value = value.to_str().ok()?.trim_start();
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_owned());
+/// The access token in a request, if any. Like Synapse, a request that names more than one
+/// (two `Authorization` headers, two `access_token` parameters, or one of each) is refused
+/// rather than having one picked for it.
+fn bearer_token(parts: &Parts) -> Result<Option<String>, ApiError> {
+    let ambiguous = |what: &str| ApiError::new(ErrorKind::MissingToken, what.to_owned());
+    let headers: Vec<_> = parts
+        .headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .collect();
+    let params: Vec<String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "access_token")
+                .map(|(_, v)| v.into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    match (headers.as_slice(), params.as_slice()) {
+        ([], []) => Ok(None),
+        ([value], []) => {
+            // The scheme is case-insensitive (RFC 9110 §11.1): `bearer` is as valid as `Bearer`.
+            let token = value
+                .to_str()
+                .ok()
+                .map(str::trim_start)
+                .and_then(|v| v.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim().to_owned());
+            Ok(token)
+        }
+        ([], [token]) => Ok(Some(token.clone())),
+        ([], _) => Err(ambiguous("Too many access_token query parameters")),
+        (_, []) => Err(ambiguous("Too many Authorization headers")),
+        _ => Err(ambiguous(
+            "Mixing Authorization headers and access_token query parameters",
+        )),
     }
-    let query = parts.uri.query()?;
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == "access_token")
-        .map(|(_, v)| v.into_owned())
 }
 
 async fn resolve(parts: &Parts, state: &AppState) -> Result<Option<AuthedUser>, ApiError> {
-    let Some(token) = bearer_token(parts) else {
+    let Some(token) = bearer_token(parts)? else {
         return Ok(None);
     };
     let Some(info) = state.db.access_token(&token_hash(&token)).await? else {

@@ -9,7 +9,6 @@ use axum::routing::{get, post};
 use http::{HeaderValue, Method, StatusCode, header};
 use ruma::api::client::{account, device, discovery, profile, session, uiaa};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::client::*;
@@ -111,7 +110,10 @@ fn routes() -> Routes {
 
 /// Builds the router over `state`.
 pub fn router(state: AppState) -> Router {
-    let body_timeout = state.config.http.body_read_timeout;
+    let body_limits = (
+        state.config.http.max_request_bytes,
+        state.config.http.body_read_timeout,
+    );
     let r = routes().router;
     r.fallback(|| async { ApiError::unrecognized() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -120,7 +122,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()
         }))
-        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(middleware::from_fn_with_state(body_limits, read_whole_body))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(record_metrics))
@@ -131,6 +133,47 @@ pub fn router(state: AppState) -> Router {
                     tracing::info_span!("request", method = %req.method(), path = %loggable_path(req.uri().path()))
                 }),
         )
+}
+
+/// Reads the whole request body before anything else runs, within
+/// `[http] body_read_timeout` in all (a client that trickles a byte now and then is cut
+/// off like one that stops) and `max_request_bytes`. Handlers then parse from memory.
+async fn read_whole_body(
+    axum::extract::State((limit, deadline)): axum::extract::State<(usize, std::time::Duration)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let over = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if over {
+                crate::ruma_axum::too_large(limit).into_response()
+            } else {
+                ApiError::Custom {
+                    status: StatusCode::BAD_REQUEST,
+                    errcode: "M_BAD_JSON",
+                    message: "The request body could not be read".into(),
+                }
+                .into_response()
+            };
+        }
+        Err(_) => {
+            return ApiError::Custom {
+                status: StatusCode::REQUEST_TIMEOUT,
+                errcode: "M_UNKNOWN",
+                message: "The request body did not arrive in time".into(),
+            }
+            .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// A path as the log may show it: a registration token in an admin path is a secret.

@@ -250,7 +250,7 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
-fn too_large(limit: usize) -> ApiError {
+pub(crate) fn too_large(limit: usize) -> ApiError {
     ApiError::new(
         ruma::api::error::ErrorKind::TooLarge,
         format!("The request body is larger than {limit} bytes"),

@@ -115,6 +115,9 @@ pub struct HttpConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Open client connections per listener at most; one more is closed at once.
     pub max_connections: usize,
+    /// Open connections from one client address (its /64 for IPv6) at most; trusted
+    /// proxies are not counted.
+    pub max_connections_per_ip: usize,
     /// Time a client has to send a request's headers, and to start the next request on
     /// a kept-alive connection.
     #[serde(with = "humantime_serde")]
@@ -135,6 +138,7 @@ impl Default for HttpConfig {
                 ipnet::IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
             ],
             max_connections: 10_000,
+            max_connections_per_ip: 100,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
         }
@@ -976,11 +980,12 @@ impl Config {
             problems.push("[database] url must start with sqlite:// or postgres://".into());
         }
         if self.http.max_connections == 0
+            || self.http.max_connections_per_ip == 0
             || self.http.header_read_timeout.is_zero()
             || self.http.body_read_timeout.is_zero()
         {
             problems.push(
-                "[http] max_connections, header_read_timeout and body_read_timeout must be above zero"
+                "[http] max_connections, max_connections_per_ip, header_read_timeout and body_read_timeout must be above zero"
                     .into(),
             );
         }

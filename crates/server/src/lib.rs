@@ -177,6 +177,8 @@ impl Server {
         vouch_metrics::init();
         let limits = listener::Limits {
             max_connections: services.config.http.max_connections,
+            max_connections_per_ip: services.config.http.max_connections_per_ip,
+            trusted_proxies: services.config.http.trusted_proxies.clone(),
             header_read_timeout: services.config.http.header_read_timeout,
         };
         let liveness = services.liveness.clone();
@@ -258,7 +260,7 @@ impl Server {
         for listener in self.listeners {
             let mut rx = tx.subscribe();
             let router = self.router.clone();
-            let limits = self.limits;
+            let limits = self.limits.clone();
             tasks.push(tokio::spawn(listener::serve(
                 listener,
                 router,

@@ -1,8 +1,8 @@
 //! Serving HTTP/1.1 on a listener with the limits a slow or hostile client meets: at most
 //! `[http] max_connections` open connections (one more is closed at once), request headers
 //! complete within `header_read_timeout` (also the idle time allowed between requests on a
-//! kept-alive connection), and a request body within `body_read_timeout` (the router's
-//! `RequestBodyTimeoutLayer`). Shutdown stops accepting and lets in-flight requests finish.
+//! kept-alive connection), and a request body within `body_read_timeout` in all (the
+//! router reads it), and at most `max_connections_per_ip` from one client address. Shutdown stops accepting and lets in-flight requests finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,12 +19,62 @@ use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 
 /// What one listener enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Open connections at most.
     pub max_connections: usize,
+    /// Open connections from one client address (its /64 for IPv6) at most; trusted
+    /// proxies, which carry many clients' connections, are not counted.
+    pub max_connections_per_ip: usize,
+    /// The trusted proxies.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Time for a request's headers (and idle time between requests).
     pub header_read_timeout: Duration,
+}
+
+/// Open connections per client address.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+impl PerAddress {
+    /// Counts one more connection from `key`, unless it has `max` already.
+    fn enter(self: &Arc<Self>, key: String, max: usize) -> Option<AddressSlot> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(key.clone()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            table: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One connection counted against its address; dropping it uncounts it.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: String,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .table
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes, then waits for open
@@ -36,6 +86,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let per_address = Arc::new(PerAddress::default());
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -64,6 +115,23 @@ pub async fn serve(
             drop(stream);
             continue;
         };
+        let client =
+            vouch_api::client_ip::ClientIp(vouch_api::client_ip::resolve(peer.ip(), &[], &[]));
+        let trusted = limits.trusted_proxies.iter().any(|n| n.contains(&client.0));
+        let address_slot = if trusted {
+            None
+        } else {
+            match per_address.enter(client.limit_key(), limits.max_connections_per_ip) {
+                Some(s) => Some(s),
+                None => {
+                    vouch_metrics::RATE_LIMITED
+                        .with_label_values(&["max_connections_per_ip"])
+                        .inc();
+                    drop(stream);
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let service = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -76,6 +144,7 @@ pub async fn serve(
         tokio::spawn(async move {
             // A client that breaks off or times out is no error of ours.
             let _ = watched.await;
+            drop(address_slot);
             drop(slot);
         });
     }

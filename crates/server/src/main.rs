@@ -13,6 +13,12 @@ use vouch_core::{Clock, OsSecretSource, SystemClock};
 use vouch_server::Server;
 use vouch_storage::Db;
 
+/// mimalloc instead of the system allocator: password hashes take tens of MiB each, and
+/// glibc's allocator kept such freed buffers in per-thread arenas (peak RSS grew past
+/// 900 MiB under 300 concurrent hashes, two at a time); mimalloc gives them back.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "vouch",

@@ -118,7 +118,21 @@ pub async fn login_route(
         Some(id) => state.db.user(id).await?,
         None => None,
     };
-    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    // The account's own budget, whichever identifier names it: guesses through its user
+    // ID and each of its addresses share it. Spent silently: when it is used up the
+    // attempt fails like a wrong password (after a hash, for the same timing), so no
+    // identifier's answers tell which account another identifier belongs to.
+    let account_spent = user_id.as_ref().is_some_and(|id| {
+        state
+            .limits
+            .failed_login_per_account
+            .check(&format!("account:{id}"))
+            .is_err()
+    });
+    let stored = user
+        .as_ref()
+        .filter(|_| !account_spent)
+        .and_then(|u| u.password_hash.clone());
     // An unknown user, a user on another server or an unknown 3PID costs one hash too, like
     // a real check, and gets the same answer as a wrong password.
     if !state

@@ -28,6 +28,8 @@ on_both_databases!(
     a_reused_refresh_token_ends_the_session,
     device_fields_are_bounded,
     housekeeping_keeps_up_with_a_flood,
+    every_identifier_of_an_account_shares_its_guess_budget,
+    a_request_naming_two_tokens_is_refused,
 );
 
 const DEACTIVATE: &str = "/_matrix/client/v3/account/deactivate";
@@ -561,4 +563,64 @@ async fn housekeeping_keeps_up_with_a_flood(db: Backend) {
     // The first run starts within 2 s; one run removes at most 100 rows here.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(count().await, 0, "the backlog waited for the next interval");
+}
+
+/// Guesses through an account's email address and through its user ID draw on one
+/// budget: once it is spent, even the right password fails like a wrong one (so the
+/// answers say nothing about which account an address belongs to).
+async fn every_identifier_of_an_account_shares_its_guess_budget(db: Backend) {
+    let (app, sink) = spawn_with_mail(db, |c| {
+        generous(c);
+        c.rate_limits.failed_login_per_account = rate(0.01, 3);
+    })
+    .await;
+    register_with_email(&app, &sink, "budget", "budget@example.org").await;
+    for _ in 0..3 {
+        app.post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.thirdparty", "medium": "email", "address": "budget@example.org" }, "password": "wrong" }),
+            None,
+        )
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    }
+    app.login("budget", "correct horse battery")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    // Time refills it.
+    app.clock.advance(Duration::from_secs(1000));
+    app.login_ok("budget", "correct horse battery").await;
+}
+
+/// Two tokens in one request (two headers, or a header and a query parameter): refused,
+/// as Synapse does, instead of one being picked.
+async fn a_request_naming_two_tokens_is_refused(db: Backend) {
+    let app = spawn_with(db, |_| {}).await;
+    let (_, token, _) = app.register("twotokens", "correct horse battery").await;
+    let url = format!("{}/_matrix/client/v3/account/whoami", app.base);
+    let two_headers = app
+        .http
+        .get(&url)
+        .header("Authorization", format!("Bearer {token}"))
+        .header("Authorization", "Bearer other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two_headers.status().as_u16(), 401);
+    let mixed = app
+        .http
+        .get(format!("{url}?access_token=other"))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mixed.status().as_u16(), 401);
+    let body: Value = mixed.json().await.unwrap();
+    assert_eq!(body["errcode"], "M_MISSING_TOKEN");
+    app.get(
+        &format!("/_matrix/client/v3/account/whoami?access_token={token}"),
+        None,
+    )
+    .await
+    .ok();
 }

@@ -64,6 +64,60 @@ async fn slow_and_idle_connections_are_cut_off() {
     let (answer, _) = until_closed(&mut conn, Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("M_UNKNOWN"), "{answer}");
+
+    // A body trickled a byte at a time: the deadline is for the whole body.
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0_u8; 1024];
+    while started.elapsed() < Duration::from_secs(5) {
+        if conn.write_all(b" ").await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_millis(300), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_hold_every_connection() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.http.max_connections_per_ip = 2;
+        c.http.trusted_proxies = Vec::new();
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /").await.unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (answer, _) = until_closed(&mut extra, Duration::from_secs(2)).await;
+    assert!(answer.is_empty(), "a third connection was served: {answer}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.get("/_matrix/client/versions", None).await.ok();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
