@@ -17,6 +17,7 @@ mod instances;
 mod limits;
 mod login;
 mod operate;
+mod outage;
 mod password;
 mod profile;
 mod races;
