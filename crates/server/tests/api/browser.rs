@@ -29,7 +29,10 @@ async fn browser() -> Option<(fantoccini::Client, Driver, tempfile::TempDir)> {
             std::env::var("VOUCH_TEST_BROWSER").ok().as_deref() != Some("1"),
             "VOUCH_TEST_BROWSER=1 but {CHROMEDRIVER} is missing: apt-get install chromium chromium-driver"
         );
-        eprintln!("{CHROMEDRIVER} not installed; browser test skipped");
+        crate::helpers::skipped(
+            "Chromium",
+            "apt-get install chromium chromium-driver; .ci/run does",
+        );
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")

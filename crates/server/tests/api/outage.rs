@@ -47,7 +47,10 @@ impl Relay {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_is_answered_fast_and_survived() {
     let Some(admin_url) = postgres_url() else {
-        eprintln!("VOUCH_TEST_POSTGRES_URL is not set; the outage test needs PostgreSQL");
+        crate::helpers::skipped(
+            "PostgreSQL",
+            "set VOUCH_TEST_POSTGRES_URL (see README.md); .ci/run does",
+        );
         return;
     };
     let target = url::Url::parse(&admin_url).unwrap();
