@@ -240,5 +240,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::Matrix { kind, message } => write!(f, "{}: {message}", kind.errcode()),
+            ApiError::Custom {
+                errcode, message, ..
+            } => write!(f, "{errcode}: {message}"),
+            ApiError::Internal(detail) | ApiError::Unavailable(detail) => f.write_str(detail),
+            other => write!(f, "{}", other.errcode()),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 /// Handler result.
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -4,6 +4,7 @@
 //! [`ruma_axum::Ruma`]), check policy, call storage and the domain, and map the result;
 //! every error becomes Matrix JSON in exactly one place ([`error`]).
 
+pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod client;

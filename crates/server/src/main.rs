@@ -571,29 +571,18 @@ async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {
             let parsed = vouch_core::localpart::Localpart::parse(&localpart, &config.server_name)?;
             anyhow::ensure!(parsed.as_str() == localpart, "user IDs must be lower-case");
             let password = read_password(password, password_file)?;
-            services.policy.check(&password)?;
-            let hash = services
-                .hash_password(password)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             let threepids = email
                 .iter()
                 .map(|e| canonical("email", e).map(|a| ("email".to_owned(), a, now)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let account = vouch_storage::NewAccount {
-                user_id: user_id.clone(),
-                localpart: localpart.clone(),
-                password_hash: Some(hash),
-                is_guest: false,
-                is_admin: admin,
-                displayname: Some(localpart),
-                login: None,
-                threepids,
-                registration_token: None,
-                uia_session: None,
-                validations: Vec::new(),
-            };
-            db.create_account(&account, now)
+            services
+                .create_user(vouch_api::accounts::NewUser {
+                    localpart: Some(parsed),
+                    password: Some(password),
+                    admin,
+                    threepids,
+                    ..vouch_api::accounts::NewUser::default()
+                })
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot create {user_id}: {e}"))?;
             println!(

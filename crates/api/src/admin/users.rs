@@ -9,8 +9,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use vouch_core::localpart::Localpart;
 use vouch_core::threepid::{Email, Msisdn};
-use vouch_storage::{CreateAccountError, NewAccount, User, UserFilter};
+use vouch_storage::{User, UserFilter};
 
+use crate::accounts::NewUser;
 use crate::admin::{Admin, local_user_id};
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::JsonBody;
@@ -231,42 +232,21 @@ pub async fn put_user_route(
                 "User IDs must be lower-case",
             ));
         }
-        let password_hash = match password.clone() {
-            Some(p) => Some(state.hash_password(p).await?),
-            None => None,
-        };
-        let account = NewAccount {
-            user_id: user_id.clone(),
-            localpart: localpart.clone(),
-            password_hash,
-            is_guest: false,
-            is_admin: admin_flag.unwrap_or(false),
-            displayname: displayname.clone().or_else(|| Some(localpart.clone())),
-            login: None,
-            threepids: threepids
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(m, a)| (m, a, now))
-                .collect(),
-            registration_token: None,
-            uia_session: None,
-            validations: Vec::new(),
-        };
         state
-            .db
-            .create_account(&account, now)
-            .await
-            .map_err(|e| match e {
-                CreateAccountError::UserInUse => {
-                    ApiError::new(ErrorKind::UserInUse, "User ID already taken")
-                }
-                CreateAccountError::ThreepidInUse => {
-                    ApiError::new(ErrorKind::ThreepidInUse, "An address is already in use")
-                }
-                CreateAccountError::Storage(e) => e.into(),
-                other => ApiError::internal(other.to_string()),
-            })?;
+            .create_user(NewUser {
+                localpart: Some(parsed),
+                password: password.clone(),
+                admin: admin_flag.unwrap_or(false),
+                displayname: displayname.clone(),
+                threepids: threepids
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(m, a)| (m, a, now))
+                    .collect(),
+                ..NewUser::default()
+            })
+            .await?;
         if let Some(url) = &avatar_url {
             state.db.set_avatar_url(&user_id, Some(url)).await?;
         }

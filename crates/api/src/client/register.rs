@@ -6,8 +6,8 @@ use ruma::api::error::ErrorKind;
 use vouch_core::localpart::{Localpart, LocalpartError};
 use vouch_core::secrets::new_localpart;
 use vouch_core::uia::{Operation, REGISTRATION_TOKEN};
-use vouch_storage::{CreateAccountError, NewAccount};
 
+use crate::accounts::NewUser;
 use crate::client::own_user_id;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
@@ -77,12 +77,6 @@ pub async fn register_route(
     )
     .await?;
 
-    let localpart = match localpart {
-        Some(l) => l,
-        None => generated_localpart(&state).await?,
-    };
-    let password_hash = state.hash_password(password).await?;
-    let user_id = localpart.user_id(state.server_name());
     let issued = (!request.inhibit_login).then(|| {
         state.issue_tokens(
             request.device_id.as_ref().map(ToString::to_string),
@@ -96,46 +90,26 @@ pub async fn register_route(
         .and_then(|r| r.get("token"))
         .and_then(|t| t.as_str())
         .map(str::to_owned);
-    let account = NewAccount {
-        user_id: user_id.clone(),
-        localpart: localpart.as_str().to_owned(),
-        password_hash: Some(password_hash),
-        is_guest: false,
-        is_admin: false,
-        displayname: Some(localpart.as_str().to_owned()),
-        login: issued.as_ref().map(|i| i.login.clone()),
-        threepids: passed
-            .threepids()
-            .into_iter()
-            .map(|(m, a, v, _)| (m, a, v))
-            .collect(),
-        registration_token,
-        uia_session: Some(passed.session_id.clone()),
-        validations: passed
-            .threepids()
-            .into_iter()
-            .map(|(_, _, _, sid)| sid)
-            .collect(),
-    };
-    state
-        .db
-        .create_account(&account, state.now())
-        .await
-        .map_err(|e| match e {
-            CreateAccountError::UserInUse => {
-                ApiError::new(ErrorKind::UserInUse, "That user ID is already taken")
-            }
-            CreateAccountError::TokenUsedUp => {
-                ApiError::forbidden("The registration token has been used up or has expired")
-            }
-            CreateAccountError::ThreepidInUse => {
-                ApiError::new(ErrorKind::ThreepidInUse, "That address is already in use")
-            }
-            CreateAccountError::SessionSpent => {
-                ApiError::forbidden("This authentication session has already been used")
-            }
-            CreateAccountError::Storage(e) => e.into(),
-        })?;
+    let user_id = state
+        .create_user(NewUser {
+            localpart,
+            password: Some(password),
+            login: issued.as_ref().map(|i| i.login.clone()),
+            threepids: passed
+                .threepids()
+                .into_iter()
+                .map(|(m, a, v, _)| (m, a, v))
+                .collect(),
+            registration_token,
+            uia_session: Some(passed.session_id.clone()),
+            validations: passed
+                .threepids()
+                .into_iter()
+                .map(|(_, _, _, sid)| sid)
+                .collect(),
+            ..NewUser::default()
+        })
+        .await?;
     tracing::info!(user_id, "registered");
 
     let mut response = register::v3::Response::new(own_user_id(&user_id)?);
@@ -160,35 +134,19 @@ async fn register_guest(
             "Guest access is disabled on this server",
         ));
     }
-    let localpart = generated_localpart(state).await?;
-    let user_id = localpart.user_id(state.server_name());
     let issued = state.issue_tokens(
         None,
         request.initial_device_display_name.clone(),
         false,
         Some(ip),
     );
-    let account = NewAccount {
-        user_id: user_id.clone(),
-        localpart: localpart.as_str().to_owned(),
-        password_hash: None,
-        is_guest: true,
-        is_admin: false,
-        displayname: None,
-        login: Some(issued.login.clone()),
-        threepids: Vec::new(),
-        registration_token: None,
-        uia_session: None,
-        validations: Vec::new(),
-    };
-    state
-        .db
-        .create_account(&account, state.now())
-        .await
-        .map_err(|e| match e {
-            CreateAccountError::Storage(e) => e.into(),
-            other => ApiError::internal(format!("guest registration: {other}")),
-        })?;
+    let user_id = state
+        .create_user(NewUser {
+            guest: true,
+            login: Some(issued.login.clone()),
+            ..NewUser::default()
+        })
+        .await?;
     let mut response = register::v3::Response::new(own_user_id(&user_id)?);
     response.access_token = Some(issued.access_token);
     response.device_id = Some(OwnedDeviceId::from(issued.login.device_id.as_str()));
@@ -233,7 +191,7 @@ pub(crate) async fn check_available(state: &Services, localpart: &Localpart) -> 
 }
 
 /// A free random localpart for registrations without a username.
-async fn generated_localpart(state: &Services) -> ApiResult<Localpart> {
+pub(crate) async fn generated_localpart(state: &Services) -> ApiResult<Localpart> {
     for _ in 0..10 {
         let candidate = new_localpart(state.secrets.as_ref());
         let localpart = Localpart::parse(&candidate, state.server_name())

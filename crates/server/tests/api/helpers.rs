@@ -58,7 +58,9 @@ pub fn skipped(component: &'static str, how: &str) {
         std::env::var("VOUCH_TEST_REQUIRE_ALL").ok().as_deref() != Some("1"),
         "VOUCH_TEST_REQUIRE_ALL=1 but {component} is missing: {how}"
     );
-    let mut said = SAID.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut said = SAID
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !said.contains(&component) {
         said.push(component);
         use std::io::Write as _;

@@ -1,0 +1,133 @@
+//! The accounts service: how an account comes to be, whichever door it comes through
+//! (registration, the admin API, the command line). The rules live here once: the
+//! password policy, hashing, the default display name, the unique user ID and addresses,
+//! the registration token's uses, and the one mapping of what can go wrong to a Matrix
+//! error.
+
+use ruma::api::error::ErrorKind;
+use vouch_core::localpart::Localpart;
+use vouch_storage::{CreateAccountError, NewAccount, NewLogin};
+
+use crate::error::ApiError;
+use crate::state::Services;
+
+/// An account to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    /// Its localpart (parsed: lower-case, the grammar, the length limit).
+    pub localpart: Option<Localpart>,
+    /// The password in clear, held to the policy and hashed here; none for guests and
+    /// accounts that only log in by other means.
+    pub password: Option<String>,
+    /// Server admin.
+    pub admin: bool,
+    /// Guest.
+    pub guest: bool,
+    /// Display name; the localpart when `None` (except for guests, who get none).
+    pub displayname: Option<String>,
+    /// Verified addresses: (medium, canonical address, validated_at).
+    pub threepids: Vec<(String, String, i64)>,
+    /// The first device and its tokens.
+    pub login: Option<NewLogin>,
+    /// The registration token spent on it.
+    pub registration_token: Option<String>,
+    /// The UIA session spent on it.
+    pub uia_session: Option<String>,
+    /// The validation sessions spent on it.
+    pub validations: Vec<String>,
+}
+
+/// Why an account was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    /// The password breaks the policy.
+    #[error("{0}")]
+    WeakPassword(String),
+    /// The user ID is taken.
+    #[error("That user ID is already taken")]
+    UserInUse,
+    /// An address belongs to another account.
+    #[error("That address is already in use")]
+    ThreepidInUse,
+    /// The registration token was used up or expired meanwhile.
+    #[error("The registration token has been used up or has expired")]
+    TokenUsedUp,
+    /// The authentication session was used by a concurrent request.
+    #[error("This authentication session has already been used")]
+    SessionSpent,
+    /// Anything else (storage, hashing).
+    #[error(transparent)]
+    Other(#[from] ApiError),
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        let message = e.to_string();
+        match e {
+            AccountError::WeakPassword(_) => ApiError::new(ErrorKind::WeakPassword, message),
+            AccountError::UserInUse => ApiError::new(ErrorKind::UserInUse, message),
+            AccountError::ThreepidInUse => ApiError::new(ErrorKind::ThreepidInUse, message),
+            AccountError::TokenUsedUp | AccountError::SessionSpent => ApiError::forbidden(message),
+            AccountError::Other(e) => e,
+        }
+    }
+}
+
+impl Services {
+    /// Creates an account and everything that comes with it in one transaction, after the
+    /// password policy; a missing localpart gets a fresh numeric one. Returns the user ID.
+    pub async fn create_user(
+        self: &std::sync::Arc<Self>,
+        new: NewUser,
+    ) -> Result<String, AccountError> {
+        if let Some(password) = &new.password {
+            self.policy
+                .check(password)
+                .map_err(|weak| AccountError::WeakPassword(weak.to_string()))?;
+        }
+        let localpart = match new.localpart {
+            Some(l) => l,
+            None => crate::client::register::generated_localpart(self).await?,
+        };
+        let password_hash = match new.password {
+            Some(p) => Some(self.hash_password(p).await?),
+            None => None,
+        };
+        let user_id = localpart.user_id(self.server_name());
+        let displayname = match (new.displayname, new.guest) {
+            (Some(d), _) => Some(d),
+            (None, false) => Some(localpart.as_str().to_owned()),
+            (None, true) => None,
+        };
+        let account = NewAccount {
+            user_id: user_id.clone(),
+            localpart: localpart.as_str().to_owned(),
+            password_hash,
+            is_guest: new.guest,
+            is_admin: new.admin,
+            displayname,
+            login: new.login,
+            threepids: new.threepids,
+            registration_token: new.registration_token,
+            uia_session: new.uia_session,
+            validations: new.validations,
+        };
+        self.db
+            .create_account(&account, self.now())
+            .await
+            .map_err(|e| match e {
+                CreateAccountError::UserInUse => AccountError::UserInUse,
+                CreateAccountError::ThreepidInUse => AccountError::ThreepidInUse,
+                CreateAccountError::TokenUsedUp => AccountError::TokenUsedUp,
+                CreateAccountError::SessionSpent => AccountError::SessionSpent,
+                CreateAccountError::Storage(e) => AccountError::Other(e.into()),
+            })?;
+        tracing::info!(
+            user_id,
+            guest = new.guest,
+            admin = new.admin,
+            "account created"
+        );
+        Ok(user_id)
+    }
+}
