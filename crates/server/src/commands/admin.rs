@@ -1,0 +1,272 @@
+//! `vouch admin …`: accounts, passwords, addresses and registration tokens, against the
+//! configured database.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use vouch_config::Config;
+use vouch_core::secrets::random_string;
+use vouch_core::{Clock, OsSecretSource, SystemClock};
+use vouch_storage::Db;
+
+use crate::cli::{AdminCommand, ConfigArg, TokenCommand};
+use crate::commands::load_config;
+
+/// The services, for commands that hash passwords or render users without serving.
+pub(crate) async fn offline_services(
+    config: &Config,
+    db: Db,
+) -> anyhow::Result<Arc<vouch_api::Services>> {
+    let key = vouch_api::identity::SigningKey::load(&db, &OsSecretSource, SystemClock.now_ms())
+        .await
+        .map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
+    let services = vouch_api::Services::new(
+        config.clone(),
+        db,
+        Arc::new(SystemClock),
+        Arc::new(OsSecretSource),
+        key,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Arc::new(services))
+}
+
+/// `alice` or `@alice:server` as a full user ID.
+pub(crate) fn full_user_id(config: &Config, user: &str) -> String {
+    if user.starts_with('@') {
+        user.to_owned()
+    } else {
+        format!("@{}:{}", user.to_lowercase(), config.server_name)
+    }
+}
+
+pub(crate) async fn existing_user(db: &Db, config: &Config, user: &str) -> anyhow::Result<String> {
+    let user_id = full_user_id(config, user);
+    db.user(&user_id)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no account {user_id}"))?;
+    Ok(user_id)
+}
+
+/// An address in its canonical form.
+pub(crate) fn canonical(medium: &str, address: &str) -> anyhow::Result<String> {
+    Ok(match medium {
+        "email" => vouch_core::threepid::Email::parse(address)?
+            .as_str()
+            .to_owned(),
+        "msisdn" => vouch_core::threepid::Msisdn::parse_international(address)?
+            .as_str()
+            .to_owned(),
+        other => anyhow::bail!("unknown medium {other} (email or msisdn)"),
+    })
+}
+
+/// The password from the flag, the file, or standard input (one line); never echoed or logged.
+pub(crate) fn read_password(
+    password: Option<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    if let Some(p) = password {
+        return Ok(p);
+    }
+    if let Some(f) = file {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let p = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(
+        !p.is_empty(),
+        "no password given (use --password, --password-file or standard input)"
+    );
+    Ok(p)
+}
+
+pub(crate) async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {
+    let config = load_config(arg)?;
+    let db = Db::connect(&config.database.url, 2)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                vouch_server::redact(&config.database.url)
+            )
+        })?;
+    let now = SystemClock.now_ms();
+    match command {
+        AdminCommand::CreateUser {
+            user,
+            password,
+            password_file,
+            admin,
+            email,
+        } => {
+            let services = offline_services(&config, db.clone()).await?;
+            let user_id = full_user_id(&config, &user);
+            let localpart = user_id
+                .trim_start_matches('@')
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let parsed = vouch_core::localpart::Localpart::parse(&localpart, &config.server_name)?;
+            anyhow::ensure!(parsed.as_str() == localpart, "user IDs must be lower-case");
+            let password = read_password(password, password_file)?;
+            let threepids = email
+                .iter()
+                .map(|e| canonical("email", e).map(|a| ("email".to_owned(), a, now)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            services
+                .create_user(vouch_api::accounts::NewUser {
+                    localpart: Some(parsed),
+                    password: Some(password),
+                    admin,
+                    threepids,
+                    ..vouch_api::accounts::NewUser::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot create {user_id}: {e}"))?;
+            println!(
+                "created {user_id}{}",
+                if admin { " (server admin)" } else { "" }
+            );
+        }
+        AdminCommand::SetPassword {
+            user,
+            password,
+            password_file,
+            keep_devices,
+        } => {
+            let services = offline_services(&config, db.clone()).await?;
+            let user_id = existing_user(&db, &config, &user).await?;
+            let password = read_password(password, password_file)?;
+            services.policy.check(&password)?;
+            let hash = services
+                .hash_password(password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            db.set_password(&user_id, &hash, !keep_devices, None)
+                .await?;
+            println!(
+                "password of {user_id} changed{}",
+                if keep_devices {
+                    ""
+                } else {
+                    "; all devices logged out"
+                }
+            );
+        }
+        AdminCommand::AddThreepid {
+            user,
+            medium,
+            address,
+        } => {
+            let user_id = existing_user(&db, &config, &user).await?;
+            let address = canonical(&medium, &address)?;
+            if let Some(owner) = db.threepid_owner(&medium, &address).await? {
+                anyhow::bail!("{address} already belongs to {owner}");
+            }
+            let mut list: Vec<(String, String)> = db
+                .threepids(&user_id)
+                .await?
+                .into_iter()
+                .map(|t| (t.medium, t.address))
+                .collect();
+            list.push((medium.clone(), address.clone()));
+            anyhow::ensure!(
+                db.replace_threepids(&user_id, &list, now).await?,
+                "{address} is already in use"
+            );
+            println!("added {medium} {address} to {user_id}");
+        }
+        AdminCommand::RemoveThreepid {
+            user,
+            medium,
+            address,
+        } => {
+            let user_id = existing_user(&db, &config, &user).await?;
+            let address = canonical(&medium, &address)?;
+            anyhow::ensure!(
+                db.delete_threepid(&user_id, &medium, &address).await?,
+                "{user_id} has no {medium} {address}"
+            );
+            println!("removed {medium} {address} from {user_id}");
+        }
+        AdminCommand::ShowUser { who } => {
+            let services = offline_services(&config, db.clone()).await?;
+            let user_id = if who.starts_with('@') || !(who.contains('@') || who.starts_with('+')) {
+                full_user_id(&config, &who)
+            } else {
+                let medium = if who.contains('@') { "email" } else { "msisdn" };
+                db.threepid_owner(medium, &canonical(medium, &who)?)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("no account has {who}"))?
+            };
+            let user = db
+                .user(&user_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no account {user_id}"))?;
+            let json = vouch_api::admin::users::user_json(&services, &user)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        }
+        AdminCommand::RegistrationToken(TokenCommand::Create {
+            token,
+            uses,
+            expires_in,
+        }) => {
+            let token = token.unwrap_or_else(|| {
+                random_string(
+                    &OsSecretSource,
+                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+                    16,
+                )
+            });
+            if token.is_empty()
+                || token.len() > 64
+                || !token
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+            {
+                anyhow::bail!("a registration token is 1 to 64 characters of [A-Za-z0-9._~-]");
+            }
+            let expiry = expires_in.map(|d| now.saturating_add(vouch_core::clock::duration_ms(d)));
+            if !db
+                .create_registration_token(&token, uses.map(i64::from), expiry, now)
+                .await?
+            {
+                anyhow::bail!("a token '{token}' exists already");
+            }
+            println!("{token}");
+        }
+        AdminCommand::RegistrationToken(TokenCommand::List) => {
+            println!(
+                "{:<24} {:>8} {:>8} {:>10}  expires",
+                "token", "pending", "used", "allowed"
+            );
+            for t in db.registration_tokens().await? {
+                println!(
+                    "{:<24} {:>8} {:>8} {:>10}  {}",
+                    t.token,
+                    t.pending,
+                    t.completed,
+                    t.uses_allowed.map_or("unlimited".into(), |n| n.to_string()),
+                    t.expiry_time
+                        .map_or("never".into(), |ms| format!("{ms} (ms since epoch)")),
+                );
+            }
+        }
+        AdminCommand::RegistrationToken(TokenCommand::Delete { token }) => {
+            if !db.delete_registration_token(&token).await? {
+                anyhow::bail!("no token '{token}'");
+            }
+            println!("deleted {token}");
+        }
+    }
+    db.close().await;
+    Ok(())
+}

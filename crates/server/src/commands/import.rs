@@ -1,0 +1,112 @@
+//! `vouch import synapse`.
+
+use anyhow::Context as _;
+use vouch_storage::Db;
+
+use crate::cli::ConfigArg;
+use crate::commands::load_config;
+
+pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Result<()> {
+    let config = load_config(arg)?;
+    let source = vouch_storage::SynapseSource::open(from)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the Synapse database {}",
+                vouch_server::redact(from)
+            )
+        })?;
+    let (names, total) = source.server_names().await?;
+    if let Some(other) = names.iter().find(|n| **n != config.server_name) {
+        anyhow::bail!(
+            "the Synapse database holds users of '{other}', but this server is '{}': refusing to mix two servers' names (set server_name = \"{other}\")",
+            config.server_name
+        );
+    }
+    let db = Db::connect(&config.database.url, 4)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                vouch_server::redact(&config.database.url)
+            )
+        })?;
+    eprintln!(
+        "importing {total} users from Synapse into {}",
+        vouch_server::redact(&config.database.url)
+    );
+    let hasher = vouch_api::state::password_hasher(&config.password);
+    let (mut seen, mut created, mut existing, mut threepids, mut conflicts) = (0_i64, 0, 0, 0, 0);
+    let mut refused = 0_u64;
+    let mut after = String::new();
+    loop {
+        let page = source.users_after(&after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = last.user_id.clone();
+        for user in &page {
+            if let Err(why) = check_imported(user, &config, &hasher) {
+                refused += 1;
+                eprintln!("  {}: refused: {why}", user.user_id.escape_debug());
+                continue;
+            }
+            let outcome = db.import_user(user).await?;
+            if outcome.created {
+                created += 1
+            } else {
+                existing += 1
+            }
+            threepids += outcome.threepids_added;
+            conflicts += outcome.threepids_conflicting;
+            if outcome.threepids_conflicting > 0 {
+                eprintln!(
+                    "  {}: an address of theirs belongs to another account here; left out",
+                    user.user_id.escape_debug()
+                );
+            }
+        }
+        seen += i64::try_from(page.len()).unwrap_or(0);
+        eprintln!("  {seen}/{total} users");
+    }
+    println!(
+        "imported {created} users ({existing} already here, left as they are), {threepids} addresses ({conflicts} conflicting, left out), {refused} refused"
+    );
+    db.close().await;
+    if refused > 0 {
+        anyhow::bail!(
+            "{refused} users were refused (see above); the others are in, and a second run skips them"
+        );
+    }
+    Ok(())
+}
+
+/// What an imported account must be before it is written: a user ID of this server in
+/// the historical grammar, a password hash Vouch can verify within the configured cost
+/// ceilings, and a profile of sane size.
+pub(crate) fn check_imported(
+    user: &vouch_storage::ImportedUser,
+    config: &vouch_config::Config,
+    hasher: &vouch_core::password::PasswordHasher,
+) -> Result<(), String> {
+    let expected = format!("@{}:{}", user.localpart, config.server_name);
+    if user.user_id != expected
+        || !vouch_core::localpart::is_historical_localpart(&user.localpart, &config.server_name)
+    {
+        return Err("the user ID is not one this server can hold".into());
+    }
+    if let Some(hash) = &user.password_hash {
+        hasher
+            .check_stored(hash)
+            .map_err(|e| format!("password hash: {e}"))?;
+    }
+    if user
+        .displayname
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 256)
+    {
+        return Err("the display name is longer than 256 characters".into());
+    }
+    if user.avatar_url.as_ref().is_some_and(|a| a.len() > 1000) {
+        return Err("the avatar URL is longer than 1000 bytes".into());
+    }
+    Ok(())
+}
