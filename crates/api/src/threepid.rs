@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use vouch_config::IdentityServerRequests;
 use vouch_core::clock::duration_ms;
 use vouch_core::secrets::{constant_time_eq, new_opaque_id, random_string, token_hash};
-use vouch_core::threepid::{Email, Msisdn, check_next_link};
+use vouch_core::threepid::{Email, Msisdn, ThirdPartyId, check_next_link};
 use vouch_core::uia::Operation;
 use vouch_core::validation::{Purpose, SendDecision, TokenCheck};
 use vouch_storage::{
@@ -828,18 +828,12 @@ pub async fn refresh_delegated(
             "The identity server's answer was incomplete",
         )));
     };
-    let canonical = match medium {
-        "email" => Email::parse(address).map(|e| e.as_str().to_owned()).ok(),
-        "msisdn" => Msisdn::parse_international(address)
-            .map(|m| m.as_str().to_owned())
-            .ok(),
-        _ => None,
-    };
-    let Some(address) = canonical else {
+    let Ok(reported) = ThirdPartyId::parse(medium, address) else {
         return Ok(Err(unauthorized(
             "The identity server reported an address Vouch cannot use",
         )));
     };
+    let (medium, address) = (reported.medium().as_str(), reported.address().to_owned());
     let now = state.now();
     if !known {
         let base = server.base.to_string();

@@ -2,7 +2,7 @@
 //! profiles and `user_threepids`, page by page.
 
 use sqlx::{AnyPool, Row};
-use vouch_core::threepid::{Email, Msisdn};
+use vouch_core::threepid::ThirdPartyId;
 
 use crate::StorageError;
 use crate::accounts::ImportedUser;
@@ -90,17 +90,10 @@ impl SynapseSource {
             for t in &threepid_rows {
                 let medium: String = t.try_get("medium")?;
                 let address: String = t.try_get("address")?;
-                let canonical = match medium.as_str() {
-                    "email" => Email::parse(&address).ok().map(|e| e.as_str().to_owned()),
-                    "msisdn" => Msisdn::parse_international(&address)
-                        .ok()
-                        .map(|m| m.as_str().to_owned()),
-                    _ => None,
-                };
-                if let Some(address) = canonical {
+                if let Ok(id) = ThirdPartyId::parse(&medium, &address) {
                     threepids.push((
-                        medium,
-                        address,
+                        id.medium().as_str().to_owned(),
+                        id.address().to_owned(),
                         t.try_get("validated_at")?,
                         t.try_get("added_at")?,
                     ));

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
-use vouch_core::threepid::{Email, Msisdn};
+use vouch_core::threepid::{InvalidThreepid, ThirdPartyId};
 
 use crate::admin::Admin;
 use crate::error::{ApiError, ApiResult};
@@ -15,16 +15,17 @@ pub async fn threepid_lookup_route(
     Admin(_): Admin,
     Path((medium, address)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    let canonical = match medium.as_str() {
-        "email" => Email::parse(&address).map(|e| e.as_str().to_owned()).ok(),
-        "msisdn" => Msisdn::parse_international(&address)
-            .map(|m| m.as_str().to_owned())
-            .ok(),
-        _ => return Err(ApiError::invalid_param("medium must be email or msisdn")),
-    };
-    let owner = match canonical {
-        Some(c) => state.db.threepid_owner(&medium, &c).await?,
-        None => None,
+    let owner = match ThirdPartyId::parse(&medium, &address) {
+        Ok(id) => {
+            state
+                .db
+                .threepid_owner(id.medium().as_str(), id.address())
+                .await?
+        }
+        Err(InvalidThreepid::Medium(_)) => {
+            return Err(ApiError::invalid_param("medium must be email or msisdn"));
+        }
+        Err(_) => None,
     };
     owner
         .map(|user_id| Json(json!({ "user_id": user_id })))

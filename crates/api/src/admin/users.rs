@@ -8,7 +8,7 @@ use ruma::api::error::ErrorKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use vouch_core::localpart::Localpart;
-use vouch_core::threepid::{Email, Msisdn};
+use vouch_core::threepid::ThirdPartyId;
 use vouch_storage::{User, UserFilter};
 
 use crate::accounts::NewUser;
@@ -145,16 +145,9 @@ fn parse_threepids(raw: &Value) -> ApiResult<Vec<(String, String)>> {
                 .get("address")
                 .and_then(Value::as_str)
                 .ok_or_else(|| ApiError::missing_param("threepids[].address"))?;
-            let canonical = match medium {
-                "email" => Email::parse(address)
-                    .map(|e| e.as_str().to_owned())
-                    .map_err(|e| ApiError::invalid_param(e.to_string()))?,
-                "msisdn" => Msisdn::parse_international(address)
-                    .map(|m| m.as_str().to_owned())
-                    .map_err(|e| ApiError::invalid_param(e.to_string()))?,
-                other => return Err(ApiError::invalid_param(format!("unknown medium {other}"))),
-            };
-            Ok((medium.to_owned(), canonical))
+            let id = ThirdPartyId::parse(medium, address)
+                .map_err(|e| ApiError::invalid_param(e.to_string()))?;
+            Ok((id.medium().as_str().to_owned(), id.address().to_owned()))
         })
         .collect()
 }

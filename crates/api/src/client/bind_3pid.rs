@@ -1,7 +1,7 @@
 use axum::extract::State;
 use ruma::api::client::account::bind_3pid;
 use serde_json::{Value, json};
-use vouch_core::threepid::{Email, Msisdn};
+use vouch_core::threepid::ThirdPartyId;
 use vouch_storage::Binding;
 
 use crate::auth::AuthedUser;
@@ -46,14 +46,10 @@ pub async fn bind_3pid_route(
             message: "The identity server's answer did not say what it bound".into(),
         });
     };
-    let canonical = match medium {
-        "email" => Email::parse(address)
-            .map(|e| e.as_str().to_owned())
-            .unwrap_or_else(|_| address.to_owned()),
-        _ => Msisdn::parse_international(address)
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_else(|_| address.to_owned()),
-    };
+    // An address the identity server spelt in a way Vouch does not parse is kept as it
+    // said, so the unbind later names what it bound.
+    let canonical = ThirdPartyId::parse(medium, address)
+        .map_or_else(|_| address.to_owned(), |id| id.address().to_owned());
     let binding = Binding {
         user_id: user.user_id.clone(),
         medium: medium.to_owned(),

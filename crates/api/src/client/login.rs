@@ -6,7 +6,7 @@ use ruma::api::client::session::login::{
 use ruma::api::client::uiaa::UserIdentifier;
 use ruma::api::error::ErrorKind;
 use vouch_core::localpart::localpart_of;
-use vouch_core::threepid::{Email, Msisdn};
+use vouch_core::threepid::{Msisdn, ThirdPartyId};
 
 use vouch_storage::LoginWritten;
 
@@ -88,21 +88,16 @@ pub async fn login_route(
         Named::Threepid(medium, address) => {
             // Addresses are stored canonical; an unknown or malformed one is a 403 like a
             // bad password (the spec: an unknown 3PID is 403).
-            let canonical = match medium {
-                "email" => Email::parse(&address).ok().map(|e| e.as_str().to_owned()),
-                _ => Msisdn::parse_international(&address)
-                    .ok()
-                    .map(|m| m.as_str().to_owned()),
-            };
-            let key = format!(
-                "{medium}:{}",
-                canonical.clone().unwrap_or_else(|| address.to_lowercase())
-            );
-            let owner = match canonical {
-                Some(c) => state.db.threepid_owner(medium, &c).await?,
-                None => None,
-            };
-            (key, owner)
+            match ThirdPartyId::parse(medium, &address) {
+                Ok(id) => (
+                    format!("{}:{}", id.medium(), id.address()),
+                    state
+                        .db
+                        .threepid_owner(id.medium().as_str(), id.address())
+                        .await?,
+                ),
+                Err(_) => (format!("{medium}:{}", address.to_lowercase()), None),
+            }
         }
         Named::Phone(country, number) => match Msisdn::parse(&country, &number) {
             Ok(m) => (

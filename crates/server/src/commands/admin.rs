@@ -51,15 +51,9 @@ pub(crate) async fn existing_user(db: &Db, config: &Config, user: &str) -> anyho
 
 /// An address in its canonical form.
 pub(crate) fn canonical(medium: &str, address: &str) -> anyhow::Result<String> {
-    Ok(match medium {
-        "email" => vouch_core::threepid::Email::parse(address)?
-            .as_str()
-            .to_owned(),
-        "msisdn" => vouch_core::threepid::Msisdn::parse_international(address)?
-            .as_str()
-            .to_owned(),
-        other => anyhow::bail!("unknown medium {other} (email or msisdn)"),
-    })
+    Ok(vouch_core::threepid::ThirdPartyId::parse(medium, address)?
+        .address()
+        .to_owned())
 }
 
 /// The password from the flag, the file, or standard input (one line); never echoed or logged.
