@@ -23,7 +23,7 @@ pub fn password_hasher(p: &vouch_config::PasswordConfig) -> PasswordHasher {
         argon2_m_cost_kib: p.argon2_m_cost_kib,
         argon2_t_cost: p.argon2_t_cost,
         argon2_p_cost: p.argon2_p_cost,
-        pepper: p.pepper.clone(),
+        pepper: p.pepper.expose().to_owned(),
         ceilings: HashCeilings {
             argon2_m_cost_kib: p.max_argon2_m_cost_kib,
             argon2_t_cost: p.max_argon2_t_cost,

@@ -653,7 +653,7 @@ fn delegation(
     let cfg = &state.config.identity_server;
     if let Some(d) = cfg.delegate.get(medium) {
         let server = state.require_trusted(&d.base_url)?;
-        return Ok(Some((server, d.access_token.clone())));
+        return Ok(Some((server, d.access_token.expose().to_owned())));
     }
     let text = |k: &str| json.and_then(|j| j.get(k)).and_then(Value::as_str);
     match (cfg.requests, text("id_server"), text("id_access_token")) {
@@ -790,7 +790,7 @@ pub async fn refresh_delegated(
     });
     let Some(token) = text("id_access_token")
         .map(str::to_owned)
-        .or_else(|| operator.map(|d| d.access_token.clone()))
+        .or_else(|| operator.map(|d| d.access_token.expose().to_owned()))
     else {
         return Ok(Err(ApiError::missing_param(
             "threepid_creds.id_access_token is needed for a session an identity server runs",

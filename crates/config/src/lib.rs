@@ -100,6 +100,49 @@ impl OneOrMany {
     }
 }
 
+/// A configured secret (a pepper, a password, a token). It prints and serialises as
+/// `********` (so `vouch config check`, logs and `Debug` never show it); code that needs
+/// the value asks for it with [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether it is unset.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { MASK })
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if self.0.is_empty() { "" } else { MASK })
+    }
+}
+
 /// `[http]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -261,7 +304,7 @@ pub struct PasswordConfig {
     /// argon2id lanes.
     pub argon2_p_cost: u32,
     /// Secret appended to passwords before bcrypt (Synapse's `password_config.pepper`).
-    pub pepper: String,
+    pub pepper: Secret,
     /// Minimum length in characters.
     pub min_length: usize,
     /// Maximum length in bytes.
@@ -310,7 +353,7 @@ impl Default for PasswordConfig {
             argon2_m_cost_kib: 19_456,
             argon2_t_cost: 2,
             argon2_p_cost: 1,
-            pepper: String::new(),
+            pepper: Secret::default(),
             min_length: 8,
             max_length: 512,
             require_digit: false,
@@ -492,7 +535,7 @@ pub struct SmtpConfig {
     /// User name; empty: no authentication.
     pub username: String,
     /// Password (prefer `password_file`).
-    pub password: String,
+    pub password: Secret,
     /// File holding the password.
     pub password_file: String,
     /// Timeout of one SMTP conversation.
@@ -507,7 +550,7 @@ impl Default for SmtpConfig {
             port: 587,
             tls: SmtpTls::Starttls,
             username: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             password_file: String::new(),
             timeout: Duration::from_secs(30),
         }
@@ -598,7 +641,7 @@ pub struct TwilioConfig {
     /// Account SID (`AC…`), also the basic-auth user.
     pub account_sid: String,
     /// Auth token (prefer `auth_token_file`).
-    pub auth_token: String,
+    pub auth_token: Secret,
     /// File holding the auth token.
     pub auth_token_file: String,
     /// Sender number (`From`), unless `messaging_service_sid` is set.
@@ -616,7 +659,7 @@ impl Default for TwilioConfig {
     fn default() -> Self {
         Self {
             account_sid: String::new(),
-            auth_token: String::new(),
+            auth_token: Secret::default(),
             auth_token_file: String::new(),
             from: String::new(),
             messaging_service_sid: String::new(),
@@ -692,7 +735,7 @@ pub struct OperatorDelegate {
     /// Base URL (also put it in `trusted`).
     pub base_url: String,
     /// The operator's access token on that server (v2 API).
-    pub access_token: String,
+    pub access_token: Secret,
 }
 
 /// How a client-supplied `id_server` is treated.
@@ -1247,18 +1290,8 @@ impl Config {
     /// The effective configuration as TOML, with secrets masked (`vouch config check`).
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
-        if !masked.password.pepper.is_empty() {
-            masked.password.pepper = MASK.into();
-        }
-        if !masked.email.smtp.password.is_empty() {
-            masked.email.smtp.password = MASK.into();
-        }
-        for d in masked.identity_server.delegate.values_mut() {
-            d.access_token = MASK.into();
-        }
-        if !masked.sms.twilio.auth_token.is_empty() {
-            masked.sms.twilio.auth_token = MASK.into();
-        }
+        // `Secret` fields serialise masked by themselves; header values and URLs are
+        // strings that may carry secrets.
         for value in masked.sms.webhook.headers.values_mut() {
             *value = MASK.into();
         }
@@ -1395,6 +1428,17 @@ mod tests {
             assert!(!c.rate_limits.enabled);
             Ok(())
         });
+    }
+
+    #[test]
+    fn secrets_hide_themselves() {
+        let mut c = Config::default();
+        c.sms.twilio.auth_token = "tw-secret".into();
+        c.email.smtp.password = "smtp-secret".into();
+        assert_eq!(c.sms.twilio.auth_token.expose(), "tw-secret");
+        for shown in [format!("{c:?}"), c.to_masked_toml()] {
+            assert!(!shown.contains("tw-secret") && !shown.contains("smtp-secret"));
+        }
     }
 
     #[test]

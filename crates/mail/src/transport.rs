@@ -55,7 +55,7 @@ impl Transport {
                 let mut builder = builder.port(s.port).timeout(Some(s.timeout));
                 if !s.username.is_empty() {
                     let password = if s.password_file.is_empty() {
-                        s.password.clone()
+                        s.password.expose().to_owned()
                     } else {
                         std::fs::read_to_string(&s.password_file)
                             .map_err(|e| {

@@ -56,7 +56,7 @@ impl Gateway {
             SmsTransport::Twilio => {
                 let t = &config.twilio;
                 let auth_token = if t.auth_token_file.is_empty() {
-                    t.auth_token.clone()
+                    t.auth_token.expose().to_owned()
                 } else {
                     std::fs::read_to_string(&t.auth_token_file)
                         .map_err(|e| {

@@ -30,7 +30,10 @@ fn vouch(app: &TestApp, args: &[&str]) -> std::process::Output {
         .env("VOUCH_SERVER_NAME", &app.config.server_name)
         .env("VOUCH_PASSWORD__ARGON2_M_COST_KIB", "1024")
         .env("VOUCH_PASSWORD__ARGON2_T_COST", "1")
-        .env("VOUCH_PASSWORD__PEPPER", &app.config.password.pepper)
+        .env(
+            "VOUCH_PASSWORD__PEPPER",
+            app.config.password.pepper.expose(),
+        )
         .output()
         .expect("vouch runs")
 }
