@@ -11,7 +11,7 @@ use vouch_core::{Clock, OsSecretSource, SystemClock};
 use vouch_storage::Db;
 
 use crate::cli::{AdminCommand, ConfigArg, TokenCommand};
-use crate::commands::load_config;
+use crate::commands::{load_config, open_database};
 
 /// The services, for commands that hash passwords or render users without serving.
 pub(crate) async fn offline_services(
@@ -81,14 +81,7 @@ pub(crate) fn read_password(
 
 pub(crate) async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Result<()> {
     let config = load_config(arg)?;
-    let db = Db::connect(&config.database.url, 2)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database at {}",
-                vouch_server::redact(&config.database.url)
-            )
-        })?;
+    let db = open_database(&config, 2).await?;
     let now = SystemClock.now_ms();
     match command {
         AdminCommand::CreateUser {

@@ -1,10 +1,9 @@
 //! `vouch import synapse`.
 
 use anyhow::Context as _;
-use vouch_storage::Db;
 
 use crate::cli::ConfigArg;
-use crate::commands::load_config;
+use crate::commands::{load_config, open_database};
 
 pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Result<()> {
     let config = load_config(arg)?;
@@ -23,14 +22,7 @@ pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Resul
             config.server_name
         );
     }
-    let db = Db::connect(&config.database.url, 4)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database at {}",
-                vouch_server::redact(&config.database.url)
-            )
-        })?;
+    let db = open_database(&config, 4).await?;
     eprintln!(
         "importing {total} users from Synapse into {}",
         vouch_server::redact(&config.database.url)

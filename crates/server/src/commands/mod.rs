@@ -37,3 +37,20 @@ pub(crate) fn init_logging(config: &Config) {
         LogFormat::Human => builder.init(),
     }
 }
+
+/// The configured database, for a command (`connections` pooled), with an error that
+/// names it without its password.
+pub(crate) async fn open_database(
+    config: &Config,
+    connections: u32,
+) -> anyhow::Result<vouch_storage::Db> {
+    use anyhow::Context as _;
+    vouch_storage::Db::connect(&config.database.url, connections)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                vouch_server::redact(&config.database.url)
+            )
+        })
+}
