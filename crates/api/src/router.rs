@@ -110,10 +110,13 @@ fn routes() -> Routes {
 
 /// Builds the router over `state`.
 pub fn router(state: AppState) -> Router {
-    let body_limits = (
-        state.config.http.max_request_bytes,
-        state.config.http.body_read_timeout,
-    );
+    let body_limits = BodyLimits {
+        max_bytes: state.config.http.max_request_bytes,
+        deadline: state.config.http.body_read_timeout,
+        budget: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            state.config.http.max_buffered_bytes.div_ceil(1024),
+        )),
+    };
     let r = routes().router;
     r.fallback(|| async { ApiError::unrecognized() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -139,11 +142,42 @@ pub fn router(state: AppState) -> Router {
 /// `[http] body_read_timeout` in all (a client that trickles a byte now and then is cut
 /// off like one that stops) and `max_request_bytes`. Handlers then parse from memory.
 async fn read_whole_body(
-    axum::extract::State((limit, deadline)): axum::extract::State<(usize, std::time::Duration)>,
+    axum::extract::State(limits): axum::extract::State<BodyLimits>,
     req: Request,
     next: Next,
 ) -> Response {
+    let (limit, deadline) = (limits.max_bytes, limits.deadline);
     let (parts, body) = req.into_parts();
+    // Room for the body in the shared budget (KiB), held until the answer is made: requests
+    // queued behind password hashing cannot pile up memory without bound.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let expected = match (
+        declared,
+        parts.headers.contains_key(header::TRANSFER_ENCODING),
+    ) {
+        (_, true) => limit,
+        (Some(n), false) => n.min(limit),
+        (None, false) => 0,
+    };
+    let _room = if expected == 0 {
+        None
+    } else {
+        let kib = u32::try_from(expected.div_ceil(1024)).unwrap_or(u32::MAX);
+        let wait = deadline.min(ROOM_WAIT);
+        match tokio::time::timeout(wait, limits.budget.clone().acquire_many_owned(kib)).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                vouch_metrics::RATE_LIMITED
+                    .with_label_values(&["max_buffered_bytes"])
+                    .inc();
+                return ApiError::limit_exceeded(std::time::Duration::from_secs(1)).into_response();
+            }
+        }
+    };
     let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await;
     let bytes = match read {
         Ok(Ok(bytes)) => bytes,
@@ -174,6 +208,20 @@ async fn read_whole_body(
     };
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+}
+
+/// How long a request waits for room in the body budget before it is answered 429.
+const ROOM_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What [`read_whole_body`] holds requests to.
+#[derive(Clone)]
+struct BodyLimits {
+    /// `[http] max_request_bytes`.
+    max_bytes: usize,
+    /// `[http] body_read_timeout`, for the whole body.
+    deadline: std::time::Duration,
+    /// `[http] max_buffered_bytes`, in KiB permits.
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// A path as the log may show it: a registration token in an admin path is a secret.

@@ -409,6 +409,9 @@ async fn verify_password_stage(
     };
     state.limits.login_per_account.check(&user_id)?;
     state.limits.failed_login_per_account.check(&user_id)?;
+    if state.policy.too_long(password) {
+        return Ok(Err(ApiError::forbidden("Invalid username or password")));
+    }
     let user = state
         .db
         .user(&user_id)

@@ -165,9 +165,16 @@ pub struct HttpConfig {
     /// a kept-alive connection.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
-    /// Time a client has to send a request's body.
+    /// Time a client has to send a request's body, in all.
     #[serde(with = "humantime_serde")]
     pub body_read_timeout: Duration,
+    /// Time a client may leave an answer unread (not reading, e.g. pipelining requests
+    /// without reading answers) before its connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub response_write_timeout: Duration,
+    /// Request bodies held in memory at once, in bytes, over all connections; a request
+    /// that would exceed it waits up to a second for room, then gets 429.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for HttpConfig {
@@ -184,6 +191,8 @@ impl Default for HttpConfig {
             max_connections_per_ip: 100,
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(30),
+            response_write_timeout: Duration::from_secs(30),
+            max_buffered_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -1026,9 +1035,11 @@ impl Config {
             || self.http.max_connections_per_ip == 0
             || self.http.header_read_timeout.is_zero()
             || self.http.body_read_timeout.is_zero()
+            || self.http.response_write_timeout.is_zero()
+            || self.http.max_buffered_bytes < self.http.max_request_bytes
         {
             problems.push(
-                "[http] max_connections, max_connections_per_ip, header_read_timeout and body_read_timeout must be above zero"
+                "[http] max_connections, max_connections_per_ip and the timeouts must be above zero, and max_buffered_bytes at least max_request_bytes"
                     .into(),
             );
         }

@@ -242,6 +242,12 @@ pub enum WeakPassword {
 }
 
 impl PasswordPolicy {
+    /// Whether `password` is longer than any password this policy lets be set, so that it
+    /// cannot match a stored hash made under it (checked before any hashing).
+    pub fn too_long(&self, password: &str) -> bool {
+        self.max_length > 0 && password.len() > self.max_length
+    }
+
     /// Checks a new password against the policy.
     pub fn check(&self, password: &str) -> Result<(), WeakPassword> {
         if password.chars().count() < self.min_length {

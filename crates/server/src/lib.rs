@@ -180,6 +180,7 @@ impl Server {
             max_connections_per_ip: services.config.http.max_connections_per_ip,
             trusted_proxies: services.config.http.trusted_proxies.clone(),
             header_read_timeout: services.config.http.header_read_timeout,
+            write_stall_timeout: services.config.http.response_write_timeout,
         };
         let liveness = services.liveness.clone();
         let router = vouch_api::router(Arc::new(services));

@@ -30,6 +30,8 @@ pub struct Limits {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Time for a request's headers (and idle time between requests).
     pub header_read_timeout: Duration,
+    /// Time a client may leave an answer unread before the connection is closed.
+    pub write_stall_timeout: Duration,
 }
 
 /// Open connections per client address.
@@ -138,8 +140,8 @@ pub async fn serve(
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             router.clone().oneshot(req.map(axum::body::Body::new))
         });
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let io = TokioIo::new(StallGuard::new(stream, limits.write_stall_timeout));
+        let conn = builder.serve_connection(io, TowerToHyperService::new(service));
         let watched = graceful.watch(conn);
         tokio::spawn(async move {
             // A client that breaks off or times out is no error of ours.
@@ -150,4 +152,105 @@ pub async fn serve(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection whose writes may not stall: when the client stops reading (its window
+/// and our send buffer full) for longer than `stall`, the write fails and the connection
+/// closes. Without it, a client that pipelines requests and never reads the answers holds
+/// its connection (and its slot) for good, since no read deadline ever fires.
+pub(crate) struct StallGuard<T> {
+    inner: T,
+    stall: Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> StallGuard<T> {
+    pub(crate) fn new(inner: T, stall: Duration) -> Self {
+        Self {
+            inner,
+            stall,
+            timer: None,
+        }
+    }
+
+    /// Called when a write could not proceed: starts or checks the stall timer.
+    fn stalled<R>(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<R>> {
+        let stall = self.stall;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        match timer.as_mut().poll(cx) {
+            std::task::Poll::Ready(()) => std::task::Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        }
+    }
+
+    fn progressed<R>(&mut self, r: std::io::Result<R>) -> std::task::Poll<std::io::Result<R>> {
+        self.timer = None;
+        std::task::Poll::Ready(r)
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StallGuard<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StallGuard<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_write(cx, buf) {
+            std::task::Poll::Ready(r) => this.progressed(r),
+            std::task::Poll::Pending => this.stalled(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_write_vectored(cx, bufs) {
+            std::task::Poll::Ready(r) => this.progressed(r),
+            std::task::Poll::Pending => this.stalled(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.inner).poll_flush(cx) {
+            std::task::Poll::Ready(r) => this.progressed(r),
+            std::task::Poll::Pending => this.stalled(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }

@@ -160,7 +160,7 @@ impl Db {
         if let Some(token) = &new.registration_token {
             let used = sqlx::query(
                 "UPDATE registration_tokens SET completed = completed + 1
-                 WHERE token = $1 AND (uses_allowed IS NULL OR pending + completed < uses_allowed)
+                 WHERE token = $1 AND (uses_allowed IS NULL OR completed < uses_allowed)
                    AND (expiry_time IS NULL OR expiry_time > $2)",
             )
             .bind(token)

@@ -12,8 +12,6 @@ pub struct RegistrationToken {
     pub token: String,
     /// How many registrations it allows; `None`: unlimited.
     pub uses_allowed: Option<i64>,
-    /// Registrations in progress that hold a use.
-    pub pending: i64,
     /// Registrations completed with it.
     pub completed: i64,
     /// When it stops working (ms); `None`: never.
@@ -25,7 +23,6 @@ impl RegistrationToken {
         Ok(Self {
             token: row.try_get("token")?,
             uses_allowed: row.try_get("uses_allowed")?,
-            pending: row.try_get("pending")?,
             completed: row.try_get("completed")?,
             expiry_time: row.try_get("expiry_time")?,
         })
@@ -33,8 +30,7 @@ impl RegistrationToken {
 
     /// Whether it can still authorise a registration at `now`.
     pub fn is_valid(&self, now: i64) -> bool {
-        self.uses_allowed
-            .is_none_or(|max| self.pending + self.completed < max)
+        self.uses_allowed.is_none_or(|max| self.completed < max)
             && self.expiry_time.is_none_or(|t| t > now)
     }
 }
@@ -72,7 +68,7 @@ impl Db {
         token: &str,
     ) -> Result<Option<RegistrationToken>, StorageError> {
         let row = sqlx::query(
-            "SELECT token, uses_allowed, pending, completed, expiry_time FROM registration_tokens WHERE token = $1",
+            "SELECT token, uses_allowed, completed, expiry_time FROM registration_tokens WHERE token = $1",
         )
         .bind(token)
         .fetch_optional(&self.pool)
@@ -83,7 +79,7 @@ impl Db {
     /// Every token, oldest first.
     pub async fn registration_tokens(&self) -> Result<Vec<RegistrationToken>, StorageError> {
         let rows = sqlx::query(
-            "SELECT token, uses_allowed, pending, completed, expiry_time FROM registration_tokens
+            "SELECT token, uses_allowed, completed, expiry_time FROM registration_tokens
              ORDER BY created_at, token",
         )
         .fetch_all(&self.pool)

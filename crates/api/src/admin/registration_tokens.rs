@@ -16,7 +16,9 @@ fn token_json(t: &RegistrationToken) -> Value {
     json!({
         "token": t.token,
         "uses_allowed": t.uses_allowed,
-        "pending": t.pending,
+        // Synapse's field: registrations in progress holding a use. Vouch spends a use only
+        // in the transaction that creates the account, so none is ever held.
+        "pending": 0,
         "completed": t.completed,
         "expiry_time": t.expiry_time,
     })

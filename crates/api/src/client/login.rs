@@ -109,6 +109,11 @@ pub async fn login_route(
     };
     state.limits.login_per_account.check(&key)?;
     state.limits.failed_login_per_account.check(&key)?;
+    // No password longer than the policy allows was ever set: refuse it before it waits
+    // for a hashing slot (whoever is named, so the answer says nothing about the account).
+    if state.policy.too_long(&info.password) {
+        return Err(ApiError::forbidden(BAD_CREDENTIALS));
+    }
     let user = match &user_id {
         Some(id) => state.db.user(id).await?,
         None => None,

@@ -231,15 +231,11 @@ pub(crate) async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Res
             println!("{token}");
         }
         AdminCommand::RegistrationToken(TokenCommand::List) => {
-            println!(
-                "{:<24} {:>8} {:>8} {:>10}  expires",
-                "token", "pending", "used", "allowed"
-            );
+            println!("{:<24} {:>8} {:>10}  expires", "token", "used", "allowed");
             for t in db.registration_tokens().await? {
                 println!(
-                    "{:<24} {:>8} {:>8} {:>10}  {}",
+                    "{:<24} {:>8} {:>10}  {}",
                     t.token,
-                    t.pending,
                     t.completed,
                     t.uses_allowed.map_or("unlimited".into(), |n| n.to_string()),
                     t.expiry_time

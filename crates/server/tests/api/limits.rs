@@ -373,6 +373,10 @@ async fn small_ones(db: Backend) {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 200);
+    // A password longer than any the policy lets be set is refused before any hashing.
+    app.login("plain", &"x".repeat(10_000))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
     // A login body without `type` is refused before anything parses it.
     app.post(
         "/_matrix/client/v3/login",

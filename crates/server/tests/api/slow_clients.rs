@@ -150,3 +150,64 @@ async fn connections_past_the_cap_are_closed_at_once() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     app.get("/_matrix/client/versions", None).await.ok();
 }
+
+/// A client that pipelines requests and never reads the answers: once the server's writes
+/// stall for `response_write_timeout`, the connection is closed, instead of being held
+/// for good with no read deadline ever firing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.http.response_write_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let conn = socket.connect(addr).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    let n = 40_000;
+    let requests = b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n".repeat(n);
+    let writer = tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(10), write.write_all(&requests)).await;
+        write
+    });
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut got = Vec::new();
+    let read_all = tokio::time::timeout(Duration::from_secs(20), read.read_to_end(&mut got)).await;
+    assert!(read_all.is_ok(), "the connection was still open");
+    let answers = String::from_utf8_lossy(&got)
+        .matches("HTTP/1.1 200")
+        .count();
+    assert!(
+        answers < n,
+        "all {n} answers were written: the stall was waited out"
+    );
+    drop(writer.await);
+}
+
+/// Request bodies held in memory are bounded over all connections: past
+/// `max_buffered_bytes`, a request waits for room and then gets 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffered_bodies_are_bounded() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.http.max_request_bytes = 1024 * 1024;
+        c.http.max_buffered_bytes = 2 * 1024 * 1024;
+        c.http.body_read_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let head = b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n{";
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(head).await.unwrap();
+        holders.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    third.write_all(head).await.unwrap();
+    let (answer, _) = until_closed(&mut third, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
+    assert!(answer.contains("M_LIMIT_EXCEEDED"), "{answer}");
+    drop(holders);
+}
