@@ -1,12 +1,12 @@
 //! The accounts service: how an account comes to be, whichever door it comes through
-//! (registration, the admin API, the command line). The rules live here once: the
+//! (registration, the admin API, the command line, an import from Synapse). The rules live here once: the
 //! password policy, hashing, the default display name, the unique user ID and addresses,
 //! the registration token's uses, and the one mapping of what can go wrong to a Matrix
 //! error.
 
 use ruma::api::error::ErrorKind;
 use vouch_core::localpart::Localpart;
-use vouch_storage::{CreateAccountError, NewAccount, NewLogin};
+use vouch_storage::{CreateAccountError, ImportOutcome, ImportedUser, NewAccount, NewLogin};
 
 use crate::error::ApiError;
 use crate::state::Services;
@@ -55,6 +55,9 @@ pub enum AccountError {
     /// The authentication session was used by a concurrent request.
     #[error("This authentication session has already been used")]
     SessionSpent,
+    /// An imported account that this server cannot hold safely.
+    #[error("{0}")]
+    Refused(String),
     /// Anything else (storage, hashing).
     #[error(transparent)]
     Other(#[from] ApiError),
@@ -67,7 +70,9 @@ impl From<AccountError> for ApiError {
             AccountError::WeakPassword(_) => ApiError::new(ErrorKind::WeakPassword, message),
             AccountError::UserInUse => ApiError::new(ErrorKind::UserInUse, message),
             AccountError::ThreepidInUse => ApiError::new(ErrorKind::ThreepidInUse, message),
-            AccountError::TokenUsedUp | AccountError::SessionSpent => ApiError::forbidden(message),
+            AccountError::TokenUsedUp | AccountError::SessionSpent | AccountError::Refused(_) => {
+                ApiError::forbidden(message)
+            }
             AccountError::Other(e) => e,
         }
     }
@@ -129,5 +134,38 @@ impl Services {
             "account created"
         );
         Ok(user_id)
+    }
+
+    /// Writes an account brought over from another server, after checking what it must be
+    /// here: a user ID of this server in the historical grammar, a password hash Vouch can
+    /// verify within the configured cost ceilings, and a profile of sane size. An existing
+    /// account is left exactly as it is (see `Db::import_user`).
+    pub async fn import_user(&self, user: &ImportedUser) -> Result<ImportOutcome, AccountError> {
+        let refuse = |why: &str| Err(AccountError::Refused(why.to_owned()));
+        let expected = format!("@{}:{}", user.localpart, self.server_name());
+        if user.user_id != expected
+            || !vouch_core::localpart::is_historical_localpart(&user.localpart, self.server_name())
+        {
+            return refuse("the user ID is not one this server can hold");
+        }
+        if let Some(hash) = &user.password_hash
+            && let Err(e) = self.hasher.check_stored(hash)
+        {
+            return refuse(&format!("password hash: {e}"));
+        }
+        if user
+            .displayname
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > 256)
+        {
+            return refuse("the display name is longer than 256 characters");
+        }
+        if user.avatar_url.as_ref().is_some_and(|a| a.len() > 1000) {
+            return refuse("the avatar URL is longer than 1000 bytes");
+        }
+        self.db
+            .import_user(user)
+            .await
+            .map_err(|e| AccountError::Other(e.into()))
     }
 }

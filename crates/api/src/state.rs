@@ -12,8 +12,8 @@ use vouch_storage::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::rate_limit::Limiters;
 
-/// The hasher `[password]` describes (the server, the CLI and the import use the same).
-pub fn password_hasher(p: &vouch_config::PasswordConfig) -> PasswordHasher {
+/// The hasher `[password]` describes.
+fn password_hasher(p: &vouch_config::PasswordConfig) -> PasswordHasher {
     PasswordHasher {
         scheme: match p.scheme {
             PasswordScheme::Argon2id => Scheme::Argon2id,

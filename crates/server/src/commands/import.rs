@@ -27,7 +27,7 @@ pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Resul
         "importing {total} users from Synapse into {}",
         vouch_server::redact(&config.database.url)
     );
-    let hasher = vouch_api::state::password_hasher(&config.password);
+    let services = crate::commands::admin::offline_services(&config, db.clone()).await?;
     let (mut seen, mut created, mut existing, mut threepids, mut conflicts) = (0_i64, 0, 0, 0, 0);
     let mut refused = 0_u64;
     let mut after = String::new();
@@ -36,12 +36,15 @@ pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Resul
         let Some(last) = page.last() else { break };
         after = last.user_id.clone();
         for user in &page {
-            if let Err(why) = check_imported(user, &config, &hasher) {
-                refused += 1;
-                eprintln!("  {}: refused: {why}", user.user_id.escape_debug());
-                continue;
-            }
-            let outcome = db.import_user(user).await?;
+            let outcome = match services.import_user(user).await {
+                Ok(outcome) => outcome,
+                Err(vouch_api::accounts::AccountError::Refused(why)) => {
+                    refused += 1;
+                    eprintln!("  {}: refused: {why}", user.user_id.escape_debug());
+                    continue;
+                }
+                Err(e) => return Err(anyhow::anyhow!("{e}")),
+            };
             if outcome.created {
                 created += 1
             } else {
@@ -67,38 +70,6 @@ pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Resul
         anyhow::bail!(
             "{refused} users were refused (see above); the others are in, and a second run skips them"
         );
-    }
-    Ok(())
-}
-
-/// What an imported account must be before it is written: a user ID of this server in
-/// the historical grammar, a password hash Vouch can verify within the configured cost
-/// ceilings, and a profile of sane size.
-pub(crate) fn check_imported(
-    user: &vouch_storage::ImportedUser,
-    config: &vouch_config::Config,
-    hasher: &vouch_core::password::PasswordHasher,
-) -> Result<(), String> {
-    let expected = format!("@{}:{}", user.localpart, config.server_name);
-    if user.user_id != expected
-        || !vouch_core::localpart::is_historical_localpart(&user.localpart, &config.server_name)
-    {
-        return Err("the user ID is not one this server can hold".into());
-    }
-    if let Some(hash) = &user.password_hash {
-        hasher
-            .check_stored(hash)
-            .map_err(|e| format!("password hash: {e}"))?;
-    }
-    if user
-        .displayname
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 256)
-    {
-        return Err("the display name is longer than 256 characters".into());
-    }
-    if user.avatar_url.as_ref().is_some_and(|a| a.len() > 1000) {
-        return Err("the avatar URL is longer than 1000 bytes".into());
     }
     Ok(())
 }
