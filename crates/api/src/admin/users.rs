@@ -164,10 +164,7 @@ pub async fn put_user_route(
     JsonBody { body, .. }: JsonBody,
 ) -> ApiResult<Response> {
     let user_id = local_user_id(&state, &user_id)?;
-    let localpart = user_id
-        .trim_start_matches('@')
-        .split(':')
-        .next()
+    let localpart = vouch_core::localpart::localpart_of(&user_id, state.server_name())
         .unwrap_or_default()
         .to_owned();
     let text = |key: &str| -> ApiResult<Option<String>> {

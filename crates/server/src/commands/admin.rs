@@ -93,10 +93,7 @@ pub(crate) async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Res
         } => {
             let services = offline_services(&config, db.clone()).await?;
             let user_id = full_user_id(&config, &user);
-            let localpart = user_id
-                .trim_start_matches('@')
-                .split(':')
-                .next()
+            let localpart = vouch_core::localpart::localpart_of(&user_id, &config.server_name)
                 .unwrap_or_default()
                 .to_owned();
             let parsed = vouch_core::localpart::Localpart::parse(&localpart, &config.server_name)?;

@@ -26,6 +26,25 @@ async fn until_closed(conn: &mut TcpStream, within: Duration) -> (String, Durati
     )
 }
 
+/// Opens `n` connections that hold half a request each, then one more with a whole
+/// request; returns the holders, what the extra one was answered and how soon it closed.
+async fn one_past(base: &str, n: usize) -> (Vec<TcpStream>, String, Duration) {
+    let addr = base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let mut c = TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"GET /").await.unwrap();
+        held.push(c);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(&addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (answer, took) = until_closed(&mut extra, Duration::from_secs(2)).await;
+    (held, answer, took)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_are_cut_off() {
     let app = spawn_with(Backend::Sqlite, |c| {
@@ -101,19 +120,7 @@ async fn one_address_cannot_hold_every_connection() {
         c.http.trusted_proxies = Vec::new();
     })
     .await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut c = TcpStream::connect(&addr).await.unwrap();
-        c.write_all(b"GET /").await.unwrap();
-        held.push(c);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut extra = TcpStream::connect(&addr).await.unwrap();
-    let _ = extra
-        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let (answer, _) = until_closed(&mut extra, Duration::from_secs(2)).await;
+    let (held, answer, _) = one_past(&app.base, 2).await;
     assert!(answer.is_empty(), "a third connection was served: {answer}");
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -127,19 +134,7 @@ async fn connections_past_the_cap_are_closed_at_once() {
         c.http.header_read_timeout = Duration::from_secs(30);
     })
     .await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        let mut c = TcpStream::connect(&addr).await.unwrap();
-        c.write_all(b"GET /").await.unwrap();
-        held.push(c);
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut extra = TcpStream::connect(&addr).await.unwrap();
-    let _ = extra
-        .write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let (answer, took) = until_closed(&mut extra, Duration::from_secs(2)).await;
+    let (held, answer, took) = one_past(&app.base, 3).await;
     assert!(
         answer.is_empty(),
         "a fourth connection was served: {answer}"
