@@ -57,7 +57,7 @@ pub struct Services {
     /// Rung when mail is queued, so the outbox worker sends it at once.
     pub mail_wake: Arc<tokio::sync::Notify>,
     /// The server's signing key (unbind requests, `/_matrix/key/v2/server`).
-    pub signing_key: crate::identity::SigningKey,
+    pub signing_key: crate::signing_key::SigningKey,
     /// Whether the background tasks run (for `/_vouch/health`).
     pub liveness: Arc<crate::health::Liveness>,
     /// The HTTP clients for identity servers.
@@ -78,7 +78,7 @@ impl Services {
         db: Db,
         clock: Arc<dyn Clock>,
         secrets: Arc<dyn SecretSource>,
-        signing_key: crate::identity::SigningKey,
+        signing_key: crate::signing_key::SigningKey,
     ) -> Result<Self, String> {
         let p = &config.password;
         let hasher = password_hasher(p);
@@ -134,6 +134,11 @@ impl Services {
             hash_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             dummy_hash,
         })
+    }
+
+    /// The accounts service: every change to an account goes through it.
+    pub fn accounts(self: &Arc<Self>) -> crate::accounts::Accounts<'_> {
+        crate::accounts::Accounts::new(self)
     }
 
     /// Now, in ms since the epoch.

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
-use crate::admin::{Admin, local_user_id};
+use crate::admin::{Admin, bool_field, local_user_id};
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::JsonBody;
 use crate::state::AppState;
@@ -23,17 +23,10 @@ pub async fn deactivate_route(
             "You may not deactivate yourself",
         ));
     }
-    let erase = match body.get("erase") {
-        None => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::bad_json("erase must be true or false")),
-    };
-    state
-        .db
-        .user(&user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("User not found"))?;
-    state.db.deactivate(&user_id, erase, state.now()).await?;
+    let erase = bool_field(&body, "erase")?.unwrap_or(false);
+    let accounts = state.accounts();
+    accounts.existing(&user_id).await?;
+    accounts.deactivate(&user_id, erase).await?;
     tracing::info!(
         admin = admin.user_id,
         target = user_id,

@@ -46,3 +46,27 @@ pub(crate) fn local_user_id(state: &AppState, user_id: &str) -> Result<String, A
         None => Err(ApiError::invalid_param("Not a valid user ID")),
     }
 }
+
+/// A string field of an admin request's body: `None` when absent or `null`.
+pub(crate) fn text_field(
+    body: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
+    match body.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::bad_json(format!("{key} must be a string"))),
+    }
+}
+
+/// A true-or-false field of an admin request's body: `None` when absent or `null`.
+pub(crate) fn bool_field(
+    body: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<bool>, ApiError> {
+    match body.get(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(ApiError::bad_json(format!("{key} must be true or false"))),
+    }
+}

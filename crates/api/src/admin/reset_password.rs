@@ -2,10 +2,11 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use ruma::api::error::ErrorKind;
 use serde_json::{Value, json};
 
-use crate::admin::{Admin, local_user_id};
+use crate::accounts::Logout;
+
+use crate::admin::{Admin, bool_field, local_user_id, text_field};
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::JsonBody;
 use crate::state::AppState;
@@ -20,29 +21,17 @@ pub async fn reset_password_route(
     JsonBody { body, .. }: JsonBody,
 ) -> ApiResult<Json<Value>> {
     let user_id = local_user_id(&state, &user_id)?;
-    let new_password = match body.get("new_password") {
-        Some(Value::String(p)) => p.clone(),
-        Some(_) => return Err(ApiError::bad_json("new_password must be a string")),
-        None => return Err(ApiError::missing_param("new_password is required")),
-    };
-    let logout_devices = match body.get("logout_devices") {
-        None => true,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(ApiError::bad_json("logout_devices must be true or false")),
-    };
-    state
-        .db
-        .user(&user_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("User not found"))?;
-    state
-        .policy
-        .check(&new_password)
-        .map_err(|w| ApiError::new(ErrorKind::WeakPassword, w.to_string()))?;
-    let hash = state.hash_password(new_password).await?;
-    state
-        .db
-        .set_password(&user_id, &hash, logout_devices, None)
+    let new_password = text_field(&body, "new_password")?
+        .ok_or_else(|| ApiError::missing_param("new_password is required"))?;
+    let logout_devices = bool_field(&body, "logout_devices")?.unwrap_or(true);
+    let accounts = state.accounts();
+    accounts.existing(&user_id).await?;
+    accounts
+        .set_password(
+            &user_id,
+            new_password,
+            Logout::from_flag(logout_devices, None),
+        )
         .await?;
     tracing::info!(
         admin = admin.user_id,

@@ -11,8 +11,9 @@ use vouch_core::localpart::Localpart;
 use vouch_core::threepid::ThirdPartyId;
 use vouch_storage::{User, UserFilter};
 
+use crate::accounts::Logout;
 use crate::accounts::NewUser;
-use crate::admin::{Admin, local_user_id};
+use crate::admin::{Admin, bool_field, local_user_id, text_field};
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::JsonBody;
 use crate::state::{AppState, Services};
@@ -167,20 +168,8 @@ pub async fn put_user_route(
     let localpart = vouch_core::localpart::localpart_of(&user_id, state.server_name())
         .unwrap_or_default()
         .to_owned();
-    let text = |key: &str| -> ApiResult<Option<String>> {
-        match body.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ApiError::bad_json(format!("{key} must be a string"))),
-        }
-    };
-    let boolean = |key: &str| -> ApiResult<Option<bool>> {
-        match body.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ApiError::bad_json(format!("{key} must be true or false"))),
-        }
-    };
+    let text = |key: &str| text_field(&body, key);
+    let boolean = |key: &str| bool_field(&body, key);
     let password = text("password")?;
     let displayname = text("displayname")?;
     let avatar_url = text("avatar_url")?;
@@ -203,11 +192,9 @@ pub async fn put_user_route(
             ));
         }
     }
+    let accounts = state.accounts();
     if let Some(p) = &password {
-        state
-            .policy
-            .check(p)
-            .map_err(|w| ApiError::new(ErrorKind::WeakPassword, w.to_string()))?;
+        accounts.check_password(p)?;
     }
     let now = state.now();
 
@@ -222,7 +209,7 @@ pub async fn put_user_route(
                 "User IDs must be lower-case",
             ));
         }
-        state
+        accounts
             .create_user(NewUser {
                 localpart: Some(parsed),
                 password: password.clone(),
@@ -238,7 +225,7 @@ pub async fn put_user_route(
             })
             .await?;
         if let Some(url) = &avatar_url {
-            state.db.set_avatar_url(&user_id, Some(url)).await?;
+            accounts.set_avatar_url(&user_id, Some(url)).await?;
         }
         tracing::info!(
             admin = admin.user_id,
@@ -247,37 +234,26 @@ pub async fn put_user_route(
         );
     } else {
         // Addresses first: the one change that can be refused must not follow the others.
-        let replaced = match &threepids {
-            Some(list) => state.db.replace_threepids(&user_id, list, now).await?,
-            None => true,
-        };
-        if !replaced {
-            return Err(ApiError::new(
-                ErrorKind::ThreepidInUse,
-                "An address is already in use by another account",
-            ));
+        if let Some(list) = &threepids {
+            accounts.replace_threepids(&user_id, list).await?;
         }
         if let Some(p) = password {
-            let hash = state.hash_password(p).await?;
-            state
-                .db
-                .set_password(&user_id, &hash, logout_devices, None)
+            accounts
+                .set_password(&user_id, p, Logout::from_flag(logout_devices, None))
                 .await?;
         }
         if body.contains_key("displayname") {
-            state
-                .db
+            accounts
                 .set_displayname(&user_id, displayname.as_deref().filter(|d| !d.is_empty()))
                 .await?;
         }
         if body.contains_key("avatar_url") {
-            state
-                .db
+            accounts
                 .set_avatar_url(&user_id, avatar_url.as_deref().filter(|d| !d.is_empty()))
                 .await?;
         }
         if let Some(a) = admin_flag {
-            state.db.set_admin(&user_id, a).await?;
+            accounts.set_admin(&user_id, a).await?;
         }
         match deactivated {
             Some(true)
@@ -285,9 +261,9 @@ pub async fn put_user_route(
                     .as_ref()
                     .is_some_and(|u| u.deactivated_at.is_none()) =>
             {
-                state.db.deactivate(&user_id, false, now).await?
+                accounts.deactivate(&user_id, false).await?
             }
-            Some(false) => state.db.reactivate(&user_id).await?,
+            Some(false) => accounts.reactivate(&user_id).await?,
             _ => {}
         }
         tracing::info!(admin = admin.user_id, target = user_id, fields = ?body.keys().collect::<Vec<_>>(), "admin: modified user");

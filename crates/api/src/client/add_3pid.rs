@@ -1,12 +1,13 @@
 use axum::extract::State;
 use ruma::api::client::account::add_3pid;
 use ruma::api::error::ErrorKind;
+use vouch_core::threepid::ThirdPartyId;
 use vouch_core::uia::Operation;
 use vouch_core::validation::Purpose;
-use vouch_storage::AddThreepidError;
 
 use vouch_core::secrets::token_hash;
 
+use crate::accounts::AccountError;
 use crate::auth::AuthedUser;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
@@ -71,30 +72,16 @@ pub(crate) async fn add_validated_threepid(
     )
     .await?;
     let validated_at = stored.session.validated_at.unwrap_or_default();
+    let threepid = ThirdPartyId::parse(&stored.session.medium, &stored.session.address)
+        .map_err(|e| ApiError::internal(format!("stored session address: {e}")))?;
     state
-        .db
-        .add_threepid(
-            &user.user_id,
-            &stored.session.medium,
-            &stored.session.address,
-            validated_at,
-            sid,
-            state.now(),
-        )
+        .accounts()
+        .add_validated_threepid(&user.user_id, &threepid, validated_at, sid)
         .await
         .map_err(|e| match e {
-            AddThreepidError::InUse => {
-                ApiError::new(ErrorKind::ThreepidInUse, "That address is already in use")
-            }
-            AddThreepidError::SessionSpent => not_validated(),
-            AddThreepidError::Storage(e) => e.into(),
-        })?;
-    tracing::info!(
-        user_id = user.user_id,
-        medium = stored.session.medium,
-        "address added"
-    );
-    Ok(())
+            AccountError::SessionSpent => not_validated(),
+            e => e.into(),
+        })
 }
 
 /// # `POST /_matrix/client/v3/account/3pid/add`

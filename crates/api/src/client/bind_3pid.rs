@@ -21,20 +21,20 @@ pub async fn bind_3pid_route(
 ) -> ApiResult<RumaResponse<bind_3pid::v3::Response>> {
     user.not_guest()?;
     let info = &body.identity_server_info;
-    let server = state.require_trusted(&info.id_server)?;
+    let server = crate::identity::require_trusted(&state, &info.id_server)?;
     let request =
         json!({ "sid": body.sid, "client_secret": body.client_secret, "mxid": user.user_id });
-    let (status, answer) = state
-        .identity_call(
-            &server,
-            http::Method::POST,
-            "/_matrix/identity/v2/3pid/bind",
-            Some(format!("Bearer {}", info.id_access_token)),
-            Some(&request),
-        )
-        .await?;
+    let (status, answer) = crate::identity::identity_call(
+        &state,
+        &server,
+        http::Method::POST,
+        "/_matrix/identity/v2/3pid/bind",
+        Some(format!("Bearer {}", info.id_access_token)),
+        Some(&request),
+    )
+    .await?;
     if !status.is_success() {
-        return Err(state.identity_error(status, &answer));
+        return Err(crate::identity::identity_error(&state, status, &answer));
     }
     let (Some(medium), Some(address)) = (
         answer.get("medium").and_then(Value::as_str),

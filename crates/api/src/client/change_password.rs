@@ -5,6 +5,7 @@ use vouch_core::uia::Operation;
 
 use vouch_core::secrets::token_hash;
 
+use crate::accounts::Logout;
 use crate::auth::MaybeAuthed;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
@@ -32,16 +33,13 @@ pub async fn change_password_route(
     if let Some(user) = &user {
         user.not_guest()?;
     }
-    state
-        .policy
-        .check(&body.new_password)
-        .map_err(|weak| ApiError::new(ErrorKind::WeakPassword, weak.to_string()))?;
+    state.accounts().check_password(&body.new_password)?;
 
     let (op, caller) = match &user {
         Some(u) => (Operation::ChangePassword, Some(u.user_id.as_str())),
         None => (Operation::ResetPassword, None),
     };
-    if state.flows_for(op).is_empty() {
+    if crate::uia::flows_for(&state, op).is_empty() {
         return Err(ApiError::new(
             ErrorKind::MissingToken,
             "This server cannot reset passwords without an access token; log in first",
@@ -59,16 +57,14 @@ pub async fn change_password_route(
             ));
         }
     };
-    let hash = state.hash_password(body.new_password.clone()).await?;
-    let keep = user.as_ref().map(|u| u.device_id.as_str());
+    let caller = user.as_ref().map(|u| u.device_id.as_str());
     state
-        .db
-        .set_password(&user_id, &hash, body.logout_devices, keep)
+        .accounts()
+        .set_password(
+            &user_id,
+            body.new_password.clone(),
+            Logout::from_flag(body.logout_devices, caller),
+        )
         .await?;
-    tracing::info!(
-        user_id,
-        logout_devices = body.logout_devices,
-        "password changed"
-    );
     Ok(RumaResponse(change_password::v3::Response::new()))
 }

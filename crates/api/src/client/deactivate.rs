@@ -46,15 +46,11 @@ pub async fn deactivate_route(
     // nothing to unbind.
     let mut bindings = state.db.bindings(&user_id, None).await?;
     if let Some(named) = body.id_server.as_deref() {
-        let server = state.require_trusted(named)?;
+        let server = crate::identity::require_trusted(&state, named)?;
         bindings.retain(|b| b.id_server == server.name);
     }
-    let unbound = state.unbind_all(&bindings).await?;
-    state
-        .db
-        .deactivate(&user_id, body.erase, state.now())
-        .await?;
-    tracing::info!(user_id, erase = body.erase, "account deactivated");
+    let unbound = crate::identity::unbind_all(&state, &bindings).await?;
+    state.accounts().deactivate(&user_id, body.erase).await?;
     let result = if unbound {
         ThirdPartyIdRemovalStatus::Success
     } else {

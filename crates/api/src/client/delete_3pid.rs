@@ -24,13 +24,13 @@ pub async fn delete_3pid_route(
         ));
     }
     let (medium, address) = canonical(&body.medium, &body.address)?;
-    if state
-        .db
-        .delete_threepid(&user.user_id, medium, &address)
-        .await?
-    {
-        tracing::info!(user_id = user.user_id, medium, "address removed");
-    }
+    let typed = medium
+        .parse()
+        .map_err(|_| ApiError::invalid_param(format!("unknown medium {medium}")))?;
+    state
+        .accounts()
+        .remove_threepid(&user.user_id, typed, &address)
+        .await?;
     let result = unbind_address(
         &state,
         &user.user_id,

@@ -30,8 +30,8 @@ pub async fn delete_device_route(
     )
     .await?;
     state
-        .db
-        .delete_devices(&user.user_id, &[body.device_id.to_string()])
+        .accounts()
+        .log_out(&user.user_id, &[body.device_id.to_string()])
         .await?;
     Ok(RumaResponse(delete_device::v3::Response::new()))
 }

@@ -29,6 +29,6 @@ pub async fn delete_devices_route(
         Some(&token_hash(&ids.join("\0"))),
     )
     .await?;
-    state.db.delete_devices(&user.user_id, &ids).await?;
+    state.accounts().log_out(&user.user_id, &ids).await?;
     Ok(RumaResponse(delete_devices::v3::Response::new()))
 }

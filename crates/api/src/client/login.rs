@@ -8,8 +8,6 @@ use ruma::api::error::ErrorKind;
 use vouch_core::localpart::localpart_of;
 use vouch_core::threepid::{Msisdn, ThirdPartyId};
 
-use vouch_storage::LoginWritten;
-
 use crate::client::own_user_id;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
@@ -165,34 +163,20 @@ pub async fn login_route(
         }
     }
 
-    crate::client::session::check_new_device(
+    crate::accounts::check_new_device(
         request.device_id.as_ref().map(|d| d.as_str()),
         request.initial_device_display_name.as_deref(),
     )?;
-    let issued = state.issue_tokens(
+    let issued = state.accounts().issue_tokens(
         request.device_id.as_ref().map(ToString::to_string),
         request.initial_device_display_name.clone(),
         request.refresh_token,
         Some(ip.to_string()),
     );
-    // Issued only if the password checked is still the account's and the account is still
-    // active, in the transaction that writes the token: a deactivation or password change
-    // that won the race leaves this login without a token.
-    let max_devices = i64::from(state.config.account.max_devices_per_user);
-    match state
-        .db
-        .create_login(&user_id, &hash, &issued.login, max_devices, state.now())
-        .await?
-    {
-        LoginWritten::Done => {}
-        LoginWritten::Stale => return Err(ApiError::forbidden(BAD_CREDENTIALS)),
-        LoginWritten::TooManyDevices => {
-            return Err(ApiError::forbidden(format!(
-                "This account has {max_devices} devices already; sign out of some first"
-            )));
-        }
-    }
-    tracing::info!(user_id, device_id = issued.login.device_id, "logged in");
+    state
+        .accounts()
+        .log_in(&user_id, &hash, &issued.login)
+        .await?;
 
     let mut response = login::v3::Response::new(
         own_user_id(&user_id)?,

@@ -15,8 +15,8 @@ pub async fn logout_route(
     _body: Ruma<logout::v3::Request>,
 ) -> ApiResult<RumaResponse<logout::v3::Response>> {
     state
-        .db
-        .delete_devices(&user.user_id, std::slice::from_ref(&user.device_id))
+        .accounts()
+        .log_out(&user.user_id, std::slice::from_ref(&user.device_id))
         .await?;
     Ok(RumaResponse(logout::v3::Response::new()))
 }

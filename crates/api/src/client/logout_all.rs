@@ -14,6 +14,6 @@ pub async fn logout_all_route(
     user: AuthedUser,
     _body: Ruma<logout_all::v3::Request>,
 ) -> ApiResult<RumaResponse<logout_all::v3::Response>> {
-    state.db.delete_all_devices(&user.user_id).await?;
+    state.accounts().log_out_all(&user.user_id).await?;
     Ok(RumaResponse(logout_all::v3::Response::new()))
 }

@@ -32,7 +32,6 @@ pub mod request_password_change_token_via_email;
 pub mod request_password_change_token_via_msisdn;
 pub mod request_registration_token_via_email;
 pub mod request_registration_token_via_msisdn;
-pub mod session;
 pub mod set_avatar_url;
 pub mod set_display_name;
 pub mod submit_token;

@@ -1,6 +1,5 @@
 use axum::extract::State;
 use ruma::api::client::session::refresh_token;
-use vouch_core::secrets::token_hash;
 
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
@@ -18,11 +17,9 @@ pub async fn refresh_token_route(
     body: Ruma<refresh_token::v3::Request>,
 ) -> ApiResult<RumaResponse<refresh_token::v3::Response>> {
     state.limits.refresh_per_ip.check_ip(ip)?;
-    let issued = state.issue_tokens(None, None, true, None);
-    let refreshed = state
-        .db
-        .refresh(&token_hash(&body.refresh_token), &issued.login, state.now())
-        .await?;
+    let accounts = state.accounts();
+    let issued = accounts.issue_tokens(None, None, true, None);
+    let refreshed = accounts.refresh(&body.refresh_token, &issued.login).await?;
     if refreshed.is_none() {
         return Err(ApiError::unknown_token(false));
     }

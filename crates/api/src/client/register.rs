@@ -5,7 +5,7 @@ use ruma::api::client::account::register::{self, LoginType, RegistrationKind};
 use ruma::api::error::ErrorKind;
 use vouch_core::localpart::{Localpart, LocalpartError};
 use vouch_core::secrets::new_localpart;
-use vouch_core::uia::{Operation, REGISTRATION_TOKEN};
+use vouch_core::uia::Operation;
 
 use crate::accounts::NewUser;
 use crate::client::own_user_id;
@@ -32,7 +32,7 @@ pub async fn register_route(
     }
     state.limits.registration_per_ip.check_ip(ip)?;
     let request = &body.body;
-    crate::client::session::check_new_device(
+    crate::accounts::check_new_device(
         request.device_id.as_ref().map(|d| d.as_str()),
         request.initial_device_display_name.as_deref(),
     )?;
@@ -78,35 +78,34 @@ pub async fn register_route(
     .await?;
 
     let issued = (!request.inhibit_login).then(|| {
-        state.issue_tokens(
+        state.accounts().issue_tokens(
             request.device_id.as_ref().map(ToString::to_string),
             request.initial_device_display_name.clone(),
             request.refresh_token,
             Some(ip.to_string()),
         )
     });
-    let registration_token = passed
-        .result(REGISTRATION_TOKEN)
-        .and_then(|r| r.get("token"))
-        .and_then(|t| t.as_str())
-        .map(str::to_owned);
+    let registration_token = passed.registration_token().map(str::to_owned);
+    let proven = passed.threepids();
     let user_id = state
+        .accounts()
         .create_user(NewUser {
             localpart,
             password: Some(password),
             login: issued.as_ref().map(|i| i.login.clone()),
-            threepids: passed
-                .threepids()
-                .into_iter()
-                .map(|(m, a, v, _)| (m, a, v))
+            threepids: proven
+                .iter()
+                .map(|p| {
+                    (
+                        p.medium.as_str().to_owned(),
+                        p.address.clone(),
+                        p.validated_at,
+                    )
+                })
                 .collect(),
             registration_token,
             uia_session: Some(passed.session_id.clone()),
-            validations: passed
-                .threepids()
-                .into_iter()
-                .map(|(_, _, _, sid)| sid)
-                .collect(),
+            validations: proven.into_iter().map(|p| p.sid).collect(),
             ..NewUser::default()
         })
         .await?;
@@ -134,13 +133,14 @@ async fn register_guest(
             "Guest access is disabled on this server",
         ));
     }
-    let issued = state.issue_tokens(
+    let issued = state.accounts().issue_tokens(
         None,
         request.initial_device_display_name.clone(),
         false,
         Some(ip),
     );
     let user_id = state
+        .accounts()
         .create_user(NewUser {
             guest: true,
             login: Some(issued.login.clone()),

@@ -6,7 +6,7 @@ use crate::client_ip::ClientIp;
 use crate::error::ApiResult;
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
-use crate::threepid::{Raw, TokenRequest, request_token};
+use crate::threepid::{TokenBody, request_token};
 
 /// # `POST /_matrix/client/v3/account/password/msisdn/requestToken`
 ///
@@ -17,23 +17,10 @@ pub async fn request_password_change_token_via_msisdn_route(
     ClientIp(ip): ClientIp,
     body: Ruma<request_password_change_token_via_msisdn::v3::Request>,
 ) -> ApiResult<RumaResponse<request_password_change_token_via_msisdn::v3::Response>> {
-    let request = &body.body;
-    let issued = request_token(
-        &state,
-        TokenRequest {
-            purpose: Purpose::PasswordReset,
-            client_secret: request.client_secret.as_str(),
-            address: Raw::Phone {
-                country: &request.country,
-                number: &request.phone_number,
-            },
-            send_attempt: i64::try_from(u64::from(request.send_attempt)).unwrap_or(i64::MAX),
-            next_link: request.next_link.as_deref(),
-            json: body.json.as_ref(),
-            ip,
-        },
-    )
-    .await?;
+    let request = body
+        .body
+        .token_request(Purpose::PasswordReset, body.json.as_ref(), ip);
+    let issued = request_token(&state, request).await?;
     let mut response = request_password_change_token_via_msisdn::v3::Response::new(issued.sid);
     response.submit_url = issued.submit_url;
     Ok(RumaResponse(response))

@@ -30,6 +30,6 @@ pub async fn set_avatar_url_route(
             "avatar_url must be an mxc:// URI of at most 1000 bytes",
         ));
     }
-    state.db.set_avatar_url(&user.user_id, url).await?;
+    state.accounts().set_avatar_url(&user.user_id, url).await?;
     Ok(RumaResponse(set_avatar_url::v3::Response::new()))
 }

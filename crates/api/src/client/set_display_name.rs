@@ -31,6 +31,9 @@ pub async fn set_display_name_route(
             "A display name is at most {MAX_DISPLAYNAME} characters"
         )));
     }
-    state.db.set_displayname(&user.user_id, name).await?;
+    state
+        .accounts()
+        .set_displayname(&user.user_id, name)
+        .await?;
     Ok(RumaResponse(set_display_name::v3::Response::new()))
 }

@@ -40,7 +40,7 @@ pub(crate) async fn unbind_address(
 ) -> ApiResult<ThirdPartyIdRemovalStatus> {
     let mut bindings = state.db.bindings(user_id, Some((medium, address))).await?;
     if let Some(named) = id_server {
-        let server = state.require_trusted(named)?;
+        let server = crate::identity::require_trusted(state, named)?;
         bindings.retain(|b| b.id_server == server.name);
         if bindings.is_empty() {
             bindings.push(Binding {
@@ -54,7 +54,7 @@ pub(crate) async fn unbind_address(
     if bindings.is_empty() {
         return Ok(ThirdPartyIdRemovalStatus::NoSupport);
     }
-    Ok(if state.unbind_all(&bindings).await? {
+    Ok(if crate::identity::unbind_all(state, &bindings).await? {
         ThirdPartyIdRemovalStatus::Success
     } else {
         ThirdPartyIdRemovalStatus::NoSupport

@@ -12,7 +12,7 @@ pub async fn update_device_route(
     user: AuthedUser,
     body: Ruma<update_device::v3::Request>,
 ) -> ApiResult<RumaResponse<update_device::v3::Response>> {
-    crate::client::session::check_new_device(None, body.display_name.as_deref())?;
+    crate::accounts::check_new_device(None, body.display_name.as_deref())?;
     if body.display_name.is_some() {
         let found = state
             .db

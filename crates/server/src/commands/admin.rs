@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use vouch_api::accounts::Logout;
 use vouch_config::Config;
 use vouch_core::secrets::random_string;
+use vouch_core::threepid::ThirdPartyId;
 use vouch_core::{Clock, OsSecretSource, SystemClock};
 use vouch_storage::Db;
 
@@ -18,7 +20,7 @@ pub(crate) async fn offline_services(
     config: &Config,
     db: Db,
 ) -> anyhow::Result<Arc<vouch_api::Services>> {
-    let key = vouch_api::identity::SigningKey::load(&db, &OsSecretSource, SystemClock.now_ms())
+    let key = vouch_api::signing_key::SigningKey::load(&db, &OsSecretSource, SystemClock.now_ms())
         .await
         .map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
     let services = vouch_api::Services::new(
@@ -104,6 +106,7 @@ pub(crate) async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Res
                 .map(|e| canonical("email", e).map(|a| ("email".to_owned(), a, now)))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             services
+                .accounts()
                 .create_user(vouch_api::accounts::NewUser {
                     localpart: Some(parsed),
                     password: Some(password),
@@ -127,12 +130,14 @@ pub(crate) async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Res
             let services = offline_services(&config, db.clone()).await?;
             let user_id = existing_user(&db, &config, &user).await?;
             let password = read_password(password, password_file)?;
-            services.policy.check(&password)?;
-            let hash = services
-                .hash_password(password)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            db.set_password(&user_id, &hash, !keep_devices, None)
+            let logout = if keep_devices {
+                Logout::Nobody
+            } else {
+                Logout::Everyone
+            };
+            services
+                .accounts()
+                .set_password(&user_id, password, logout)
                 .await?;
             println!(
                 "password of {user_id} changed{}",
@@ -148,22 +153,17 @@ pub(crate) async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Res
             medium,
             address,
         } => {
+            let services = offline_services(&config, db.clone()).await?;
             let user_id = existing_user(&db, &config, &user).await?;
-            let address = canonical(&medium, &address)?;
-            if let Some(owner) = db.threepid_owner(&medium, &address).await? {
+            let threepid = ThirdPartyId::parse(&medium, &address)?;
+            let address = threepid.address();
+            if let Some(owner) = db.threepid_owner(&medium, address).await? {
                 anyhow::bail!("{address} already belongs to {owner}");
             }
-            let mut list: Vec<(String, String)> = db
-                .threepids(&user_id)
-                .await?
-                .into_iter()
-                .map(|t| (t.medium, t.address))
-                .collect();
-            list.push((medium.clone(), address.clone()));
-            anyhow::ensure!(
-                db.replace_threepids(&user_id, &list, now).await?,
-                "{address} is already in use"
-            );
+            services
+                .accounts()
+                .add_threepid(&user_id, &threepid)
+                .await?;
             println!("added {medium} {address} to {user_id}");
         }
         AdminCommand::RemoveThreepid {
@@ -171,10 +171,14 @@ pub(crate) async fn admin(arg: &ConfigArg, command: AdminCommand) -> anyhow::Res
             medium,
             address,
         } => {
+            let services = offline_services(&config, db.clone()).await?;
             let user_id = existing_user(&db, &config, &user).await?;
             let address = canonical(&medium, &address)?;
             anyhow::ensure!(
-                db.delete_threepid(&user_id, &medium, &address).await?,
+                services
+                    .accounts()
+                    .remove_threepid(&user_id, medium.parse()?, &address)
+                    .await?,
                 "{user_id} has no {medium} {address}"
             );
             println!("removed {medium} {address} from {user_id}");

@@ -36,7 +36,7 @@ pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Resul
         let Some(last) = page.last() else { break };
         after = last.user_id.clone();
         for user in &page {
-            let outcome = match services.import_user(user).await {
+            let outcome = match services.accounts().import_user(user).await {
                 Ok(outcome) => outcome,
                 Err(vouch_api::accounts::AccountError::Refused(why)) => {
                     refused += 1;

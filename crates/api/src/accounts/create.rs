@@ -1,15 +1,10 @@
-//! The accounts service: how an account comes to be, whichever door it comes through
-//! (registration, the admin API, the command line, an import from Synapse). The rules live here once: the
-//! password policy, hashing, the default display name, the unique user ID and addresses,
-//! the registration token's uses, and the one mapping of what can go wrong to a Matrix
-//! error.
+//! How an account comes to be, whichever door it comes through: registration, guests, the
+//! admin API, the command line, an import from Synapse.
 
-use ruma::api::error::ErrorKind;
 use vouch_core::localpart::Localpart;
 use vouch_storage::{CreateAccountError, ImportOutcome, ImportedUser, NewAccount, NewLogin};
 
-use crate::error::ApiError;
-use crate::state::Services;
+use super::{AccountError, Accounts};
 
 /// An account to create.
 #[derive(Debug, Clone, Default)]
@@ -37,68 +32,25 @@ pub struct NewUser {
     pub validations: Vec<String>,
 }
 
-/// Why an account was not created.
-#[derive(Debug, thiserror::Error)]
-pub enum AccountError {
-    /// The password breaks the policy.
-    #[error("{0}")]
-    WeakPassword(String),
-    /// The user ID is taken.
-    #[error("That user ID is already taken")]
-    UserInUse,
-    /// An address belongs to another account.
-    #[error("That address is already in use")]
-    ThreepidInUse,
-    /// The registration token was used up or expired meanwhile.
-    #[error("The registration token has been used up or has expired")]
-    TokenUsedUp,
-    /// The authentication session was used by a concurrent request.
-    #[error("This authentication session has already been used")]
-    SessionSpent,
-    /// An imported account that this server cannot hold safely.
-    #[error("{0}")]
-    Refused(String),
-    /// Anything else (storage, hashing).
-    #[error(transparent)]
-    Other(#[from] ApiError),
-}
-
-impl From<AccountError> for ApiError {
-    fn from(e: AccountError) -> Self {
-        let message = e.to_string();
-        match e {
-            AccountError::WeakPassword(_) => ApiError::new(ErrorKind::WeakPassword, message),
-            AccountError::UserInUse => ApiError::new(ErrorKind::UserInUse, message),
-            AccountError::ThreepidInUse => ApiError::new(ErrorKind::ThreepidInUse, message),
-            AccountError::TokenUsedUp | AccountError::SessionSpent | AccountError::Refused(_) => {
-                ApiError::forbidden(message)
-            }
-            AccountError::Other(e) => e,
-        }
-    }
-}
-
-impl Services {
+impl Accounts<'_> {
     /// Creates an account and everything that comes with it in one transaction, after the
     /// password policy; a missing localpart gets a fresh numeric one. Returns the user ID.
-    pub async fn create_user(
-        self: &std::sync::Arc<Self>,
-        new: NewUser,
-    ) -> Result<String, AccountError> {
+    pub async fn create_user(&self, new: NewUser) -> Result<String, AccountError> {
         if let Some(password) = &new.password {
-            self.policy
+            self.s
+                .policy
                 .check(password)
                 .map_err(|weak| AccountError::WeakPassword(weak.to_string()))?;
         }
         let localpart = match new.localpart {
             Some(l) => l,
-            None => crate::client::register::generated_localpart(self).await?,
+            None => crate::client::register::generated_localpart(self.s).await?,
         };
         let password_hash = match new.password {
-            Some(p) => Some(self.hash_password(p).await?),
+            Some(p) => Some(self.s.hash_password(p).await?),
             None => None,
         };
-        let user_id = localpart.user_id(self.server_name());
+        let user_id = localpart.user_id(self.s.server_name());
         let displayname = match (new.displayname, new.guest) {
             (Some(d), _) => Some(d),
             (None, false) => Some(localpart.as_str().to_owned()),
@@ -117,8 +69,9 @@ impl Services {
             uia_session: new.uia_session,
             validations: new.validations,
         };
-        self.db
-            .create_account(&account, self.now())
+        self.s
+            .db
+            .create_account(&account, self.s.now())
             .await
             .map_err(|e| match e {
                 CreateAccountError::UserInUse => AccountError::UserInUse,
@@ -142,14 +95,17 @@ impl Services {
     /// account is left exactly as it is (see `Db::import_user`).
     pub async fn import_user(&self, user: &ImportedUser) -> Result<ImportOutcome, AccountError> {
         let refuse = |why: &str| Err(AccountError::Refused(why.to_owned()));
-        let expected = format!("@{}:{}", user.localpart, self.server_name());
+        let expected = format!("@{}:{}", user.localpart, self.s.server_name());
         if user.user_id != expected
-            || !vouch_core::localpart::is_historical_localpart(&user.localpart, self.server_name())
+            || !vouch_core::localpart::is_historical_localpart(
+                &user.localpart,
+                self.s.server_name(),
+            )
         {
             return refuse("the user ID is not one this server can hold");
         }
         if let Some(hash) = &user.password_hash
-            && let Err(e) = self.hasher.check_stored(hash)
+            && let Err(e) = self.s.hasher.check_stored(hash)
         {
             return refuse(&format!("password hash: {e}"));
         }
@@ -163,7 +119,8 @@ impl Services {
         if user.avatar_url.as_ref().is_some_and(|a| a.len() > 1000) {
             return refuse("the avatar URL is longer than 1000 bytes");
         }
-        self.db
+        self.s
+            .db
             .import_user(user)
             .await
             .map_err(|e| AccountError::Other(e.into()))

@@ -1,0 +1,94 @@
+//! The email addresses and phone numbers attached to an account.
+
+use vouch_core::threepid::{Medium, ThirdPartyId};
+use vouch_storage::AddThreepidError;
+
+use super::{AccountError, Accounts};
+
+impl Accounts<'_> {
+    /// Attaches the address a validation session `sid` proved, spending the session, in one
+    /// transaction. [`AccountError::SessionSpent`]: a concurrent request spent it first.
+    pub async fn add_validated_threepid(
+        &self,
+        user_id: &str,
+        threepid: &ThirdPartyId,
+        validated_at: i64,
+        sid: &str,
+    ) -> Result<(), AccountError> {
+        let medium = threepid.medium().as_str();
+        self.s
+            .db
+            .add_threepid(
+                user_id,
+                medium,
+                threepid.address(),
+                validated_at,
+                sid,
+                self.s.now(),
+            )
+            .await
+            .map_err(|e| match e {
+                AddThreepidError::InUse => AccountError::ThreepidInUse,
+                AddThreepidError::SessionSpent => AccountError::SessionSpent,
+                AddThreepidError::Storage(e) => e.into(),
+            })?;
+        tracing::info!(user_id, medium, "address added");
+        Ok(())
+    }
+
+    /// Attaches an address an admin vouches for, keeping the account's others as they are.
+    pub async fn add_threepid(
+        &self,
+        user_id: &str,
+        threepid: &ThirdPartyId,
+    ) -> Result<(), AccountError> {
+        let mut list: Vec<(String, String)> = self
+            .s
+            .db
+            .threepids(user_id)
+            .await?
+            .into_iter()
+            .map(|t| (t.medium, t.address))
+            .collect();
+        list.push((
+            threepid.medium().as_str().to_owned(),
+            threepid.address().to_owned(),
+        ));
+        self.replace_threepids(user_id, &list).await
+    }
+
+    /// Makes `list` (medium, canonical address) the account's addresses: the ones it keeps
+    /// keep their dates. [`AccountError::ThreepidInUse`]: another account holds one.
+    pub async fn replace_threepids(
+        &self,
+        user_id: &str,
+        list: &[(String, String)],
+    ) -> Result<(), AccountError> {
+        if !self
+            .s
+            .db
+            .replace_threepids(user_id, list, self.s.now())
+            .await?
+        {
+            return Err(AccountError::ThreepidInUse);
+        }
+        tracing::info!(user_id, addresses = list.len(), "addresses replaced");
+        Ok(())
+    }
+
+    /// Removes an address from the account. `false`: it had no such address. The address is
+    /// taken as stored, so one that no longer parses (imported, or older rules) can go too.
+    pub async fn remove_threepid(
+        &self,
+        user_id: &str,
+        medium: Medium,
+        address: &str,
+    ) -> Result<bool, AccountError> {
+        let medium = medium.as_str();
+        let removed = self.s.db.delete_threepid(user_id, medium, address).await?;
+        if removed {
+            tracing::info!(user_id, medium, "address removed");
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,137 @@
+//! Sessions: the tokens a login, a registration or a refresh hands out, and logging out
+//! (one device, some, or all).
+
+use std::time::Duration;
+
+use vouch_core::secrets::{new_device_id, new_token, token_hash};
+use vouch_storage::{LoginWritten, NewLogin, RefreshedSession};
+
+use super::{AccountError, Accounts};
+use crate::error::{ApiError, ApiResult};
+
+/// Longest device display name, in characters (Synapse's limit).
+pub const MAX_DEVICE_DISPLAY_NAME: usize = 100;
+/// Longest device ID a client may choose, in bytes.
+pub const MAX_DEVICE_ID: usize = 255;
+
+/// Checks what a client asks its new device to be called: a device ID of at most
+/// [`MAX_DEVICE_ID`] bytes without control characters, a display name of at most
+/// [`MAX_DEVICE_DISPLAY_NAME`] characters. Nothing larger is stored (or logged).
+pub fn check_new_device(device_id: Option<&str>, display_name: Option<&str>) -> ApiResult<()> {
+    if device_id
+        .is_some_and(|d| d.is_empty() || d.len() > MAX_DEVICE_ID || d.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid_param(format!(
+            "device_id must be 1 to {MAX_DEVICE_ID} bytes without control characters"
+        )));
+    }
+    if display_name.is_some_and(|n| n.chars().count() > MAX_DEVICE_DISPLAY_NAME) {
+        return Err(ApiError::invalid_param(format!(
+            "A device display name is at most {MAX_DEVICE_DISPLAY_NAME} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// The secrets handed to the client, and what storage keeps of them.
+pub struct IssuedTokens {
+    /// What to store.
+    pub login: NewLogin,
+    /// The access token, in clear, for the response only.
+    pub access_token: String,
+    /// The refresh token, in clear, if the client asked for one.
+    pub refresh_token: Option<String>,
+    /// The access token's lifetime, with refresh tokens.
+    pub expires_in: Option<Duration>,
+}
+
+impl Accounts<'_> {
+    /// Mints tokens for `device_id` (a new device ID when `None`). Access tokens issued with
+    /// a refresh token expire after `[session] refreshable_access_token_lifetime`.
+    pub fn issue_tokens(
+        &self,
+        device_id: Option<String>,
+        display_name: Option<String>,
+        want_refresh: bool,
+        ip: Option<String>,
+    ) -> IssuedTokens {
+        let secrets = self.s.secrets.as_ref();
+        let access_token = new_token(secrets, "vat");
+        let refresh_token = want_refresh.then(|| new_token(secrets, "vrt"));
+        let expires_in =
+            want_refresh.then_some(self.s.config.session.refreshable_access_token_lifetime);
+        let access_expires_at = expires_in.map(|d| {
+            self.s
+                .now()
+                .saturating_add(vouch_core::clock::duration_ms(d))
+        });
+        IssuedTokens {
+            login: NewLogin {
+                device_id: device_id.unwrap_or_else(|| new_device_id(secrets)),
+                display_name,
+                access_token_hash: token_hash(&access_token),
+                access_expires_at,
+                refresh_token_hash: refresh_token.as_deref().map(token_hash),
+                ip,
+            },
+            access_token,
+            refresh_token,
+            expires_in,
+        }
+    }
+
+    /// Writes a login's device and tokens for `user_id`, if `checked_hash` (the password hash
+    /// the login was checked against) is still the account's and the account is active, in
+    /// the transaction that writes the token: a deactivation or password change that wins
+    /// the race leaves the login without a token.
+    pub async fn log_in(
+        &self,
+        user_id: &str,
+        checked_hash: &str,
+        login: &NewLogin,
+    ) -> Result<(), AccountError> {
+        let max = self.s.config.account.max_devices_per_user;
+        match self
+            .s
+            .db
+            .create_login(user_id, checked_hash, login, i64::from(max), self.s.now())
+            .await?
+        {
+            LoginWritten::Done => {
+                tracing::info!(user_id, device_id = login.device_id, "logged in");
+                Ok(())
+            }
+            LoginWritten::Stale => Err(AccountError::StaleCredentials),
+            LoginWritten::TooManyDevices => Err(AccountError::TooManyDevices(max)),
+        }
+    }
+
+    /// Spends a refresh token for a new pair on the same device. `None`: unknown, expired
+    /// or spent (a reused one has logged its device out).
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        next: &NewLogin,
+    ) -> Result<Option<RefreshedSession>, AccountError> {
+        Ok(self
+            .s
+            .db
+            .refresh(&token_hash(refresh_token), next, self.s.now())
+            .await?)
+    }
+
+    /// Logs `device_ids` of `user_id` out: the devices and every token issued to them go
+    /// (devices already gone are no error).
+    pub async fn log_out(&self, user_id: &str, device_ids: &[String]) -> Result<(), AccountError> {
+        self.s.db.delete_devices(user_id, device_ids).await?;
+        tracing::info!(user_id, devices = device_ids.len(), "logged out");
+        Ok(())
+    }
+
+    /// Logs every device of `user_id` out.
+    pub async fn log_out_all(&self, user_id: &str) -> Result<(), AccountError> {
+        self.s.db.delete_all_devices(user_id).await?;
+        tracing::info!(user_id, "logged out everywhere");
+        Ok(())
+    }
+}
