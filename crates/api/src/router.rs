@@ -60,7 +60,7 @@ fn routes() -> Routes {
         .ruma::<profile::set_avatar_url::v3::Request, _, _>(set_avatar_url::set_avatar_url_route)
         .ruma::<uiaa::get_uiaa_fallback_page::v3::Request, _, _>(get_uiaa_fallback_page::get_uiaa_fallback_page_route)
         .add("/.well-known/matrix/client", &[Method::GET], get(discover_homeserver::discover_homeserver_route))
-        .add("/_matrix/key/v2/server", &[Method::GET], get(crate::identity::get_server_keys_route))
+        .add("/_matrix/key/v2/server", &[Method::GET], get(crate::get_server_keys::get_server_keys_route))
         .add("/_matrix/client/r0/account/3pid", &[Method::POST], post(add_3pid_deprecated::add_3pid_deprecated_route))
         .add("/_matrix/client/v3/account/3pid", &[Method::POST], post(add_3pid_deprecated::add_3pid_deprecated_route))
         .add(&format!("/{}", crate::threepid::SUBMIT_PATH), &[Method::POST], post(submit_token::submit_token_route))

@@ -47,115 +47,130 @@ impl UiaPassed {
             .find_map(|stage| self.result(stage)?.get("user_id")?.as_str())
     }
 
-    /// The validated 3PIDs the stages proved: (medium, address, validated_at, sid).
-    pub fn threepids(&self) -> Vec<(String, String, i64, String)> {
+    /// The registration token an `m.login.registration_token` stage accepted.
+    pub fn registration_token(&self) -> Option<&str> {
+        self.result(REGISTRATION_TOKEN)?.get("token")?.as_str()
+    }
+
+    /// The validated addresses the email and phone stages proved.
+    pub fn threepids(&self) -> Vec<ProvenThreepid> {
         self.results
             .iter()
             .filter(|(stage, _)| stage == EMAIL_IDENTITY || stage == MSISDN)
             .filter_map(|(_, r)| {
-                Some((
-                    r.get("medium")?.as_str()?.to_owned(),
-                    r.get("address")?.as_str()?.to_owned(),
-                    r.get("validated_at")?.as_i64()?,
-                    r.get("sid")?.as_str()?.to_owned(),
-                ))
+                Some(ProvenThreepid {
+                    medium: r.get("medium")?.as_str()?.parse().ok()?,
+                    address: r.get("address")?.as_str()?.to_owned(),
+                    validated_at: r.get("validated_at")?.as_i64()?,
+                    sid: r.get("sid")?.as_str()?.to_owned(),
+                })
             })
             .collect()
     }
 }
 
-impl Services {
-    /// The flows offered for `op`: the `[uia.flows]` override, or the built-in ones.
-    pub fn flows_for(&self, op: Operation) -> Vec<Flow> {
-        if let Some(flows) = self.config.uia.flows.get(op.as_str()) {
-            return flows.clone();
-        }
-        match op {
-            Operation::Register => {
-                let reg = &self.config.registration;
-                let media = self.threepid_stages();
-                let required: Vec<String> = media
-                    .iter()
-                    .filter(|(medium, _)| reg.require_3pid.iter().any(|m| m == medium))
-                    .map(|(_, stage)| (*stage).to_owned())
-                    .collect();
-                let offered = || media.iter().map(|(_, stage)| (*stage).to_owned()).collect();
-                uia::registration_flows(&RegistrationRequirements {
-                    token: reg.registration_token_required,
-                    terms: !reg.terms.is_empty(),
-                    optional_3pid_stages: if required.is_empty() {
-                        offered()
-                    } else {
-                        Vec::new()
-                    },
-                    required_3pid_stages: required,
-                })
-            }
-            // A forgotten password is reset by proving control of an address.
-            Operation::ResetPassword => self
-                .threepid_stages()
-                .into_iter()
-                .map(|(_, stage)| vec![stage.to_owned()])
-                .collect(),
-            Operation::ChangePassword
-            | Operation::Deactivate
-            | Operation::DeleteDevices
-            | Operation::AddThreepid => vec![vec![PASSWORD.to_owned()]],
-        }
-    }
+/// An address an email or phone stage proved.
+#[derive(Debug, Clone)]
+pub struct ProvenThreepid {
+    /// Email or phone number.
+    pub medium: vouch_core::threepid::Medium,
+    /// The canonical address.
+    pub address: String,
+    /// When it was validated (ms since the epoch).
+    pub validated_at: i64,
+    /// The validation session that proved it, spent with the operation.
+    pub sid: String,
+}
 
-    /// The 3PID stages this server can run: (medium, stage), for the media switched on.
-    fn threepid_stages(&self) -> Vec<(&'static str, &'static str)> {
-        let mut stages = Vec::new();
-        if self.config.email.enabled {
-            stages.push(("email", EMAIL_IDENTITY));
-        }
-        if self.config.sms.enabled {
-            stages.push(("msisdn", MSISDN));
-        }
-        stages
+/// The flows offered for `op`: the `[uia.flows]` override, or the built-in ones.
+pub fn flows_for(state: &Services, op: Operation) -> Vec<Flow> {
+    if let Some(flows) = state.config.uia.flows.get(op.as_str()) {
+        return flows.clone();
     }
-
-    /// The `params` of the 401 body: the terms policies when a flow has `m.login.terms`.
-    fn uia_params(&self, flows: &[Flow]) -> Value {
-        let mut params = serde_json::Map::new();
-        if flows.iter().flatten().any(|s| s == TERMS) {
-            let mut policies = serde_json::Map::new();
-            for p in &self.config.registration.terms {
-                let entry = policies
-                    .entry(p.id.clone())
-                    .or_insert_with(|| json!({ "version": p.version }));
-                entry[&p.lang] = json!({ "name": p.name, "url": p.url });
-            }
-            params.insert(TERMS.into(), json!({ "policies": policies }));
-        }
-        Value::Object(params)
-    }
-
-    fn uia_info(
-        &self,
-        flows: &[Flow],
-        session: &str,
-        completed: &[String],
-        error: Option<ApiError>,
-    ) -> ApiError {
-        let mut info = UiaaInfo::new(
-            flows
+    match op {
+        Operation::Register => {
+            let reg = &state.config.registration;
+            let media = threepid_stages(state);
+            let required: Vec<String> = media
                 .iter()
-                .map(|f| AuthFlow::new(f.iter().map(|s| AuthType::from(s.as_str())).collect()))
-                .collect(),
-        );
-        info.session = Some(session.to_owned());
-        info.completed = completed
-            .iter()
-            .map(|s| AuthType::from(s.as_str()))
-            .collect();
-        info.params = serde_json::value::to_raw_value(&self.uia_params(flows)).ok();
-        if let Some(ApiError::Matrix { kind, message }) = error {
-            info.auth_error = Some(Box::new(StandardErrorBody::new(kind, message)));
+                .filter(|(medium, _)| reg.require_3pid.iter().any(|m| m == medium))
+                .map(|(_, stage)| (*stage).to_owned())
+                .collect();
+            let offered = || media.iter().map(|(_, stage)| (*stage).to_owned()).collect();
+            uia::registration_flows(&RegistrationRequirements {
+                token: reg.registration_token_required,
+                terms: !reg.terms.is_empty(),
+                optional_3pid_stages: if required.is_empty() {
+                    offered()
+                } else {
+                    Vec::new()
+                },
+                required_3pid_stages: required,
+            })
         }
-        ApiError::Uia(Box::new(info))
+        // A forgotten password is reset by proving control of an address.
+        Operation::ResetPassword => threepid_stages(state)
+            .into_iter()
+            .map(|(_, stage)| vec![stage.to_owned()])
+            .collect(),
+        Operation::ChangePassword
+        | Operation::Deactivate
+        | Operation::DeleteDevices
+        | Operation::AddThreepid => vec![vec![PASSWORD.to_owned()]],
     }
+}
+
+/// The 3PID stages this server can run: (medium, stage), for the media switched on.
+fn threepid_stages(state: &Services) -> Vec<(&'static str, &'static str)> {
+    let mut stages = Vec::new();
+    if state.config.email.enabled {
+        stages.push(("email", EMAIL_IDENTITY));
+    }
+    if state.config.sms.enabled {
+        stages.push(("msisdn", MSISDN));
+    }
+    stages
+}
+
+/// The `params` of the 401 body: the terms policies when a flow has `m.login.terms`.
+fn uia_params(state: &Services, flows: &[Flow]) -> Value {
+    let mut params = serde_json::Map::new();
+    if flows.iter().flatten().any(|s| s == TERMS) {
+        let mut policies = serde_json::Map::new();
+        for p in &state.config.registration.terms {
+            let entry = policies
+                .entry(p.id.clone())
+                .or_insert_with(|| json!({ "version": p.version }));
+            entry[&p.lang] = json!({ "name": p.name, "url": p.url });
+        }
+        params.insert(TERMS.into(), json!({ "policies": policies }));
+    }
+    Value::Object(params)
+}
+
+fn uia_info(
+    state: &Services,
+    flows: &[Flow],
+    session: &str,
+    completed: &[String],
+    error: Option<ApiError>,
+) -> ApiError {
+    let mut info = UiaaInfo::new(
+        flows
+            .iter()
+            .map(|f| AuthFlow::new(f.iter().map(|s| AuthType::from(s.as_str())).collect()))
+            .collect(),
+    );
+    info.session = Some(session.to_owned());
+    info.completed = completed
+        .iter()
+        .map(|s| AuthType::from(s.as_str()))
+        .collect();
+    info.params = serde_json::value::to_raw_value(&uia_params(state, flows)).ok();
+    if let Some(ApiError::Matrix { kind, message }) = error {
+        info.auth_error = Some(Box::new(StandardErrorBody::new(kind, message)));
+    }
+    ApiError::Uia(Box::new(info))
 }
 
 /// Runs UIA for `op`. `user_id` is the logged-in user, if the request had an access token.
@@ -170,12 +185,12 @@ pub async fn authenticate(
     ip: IpAddr,
     binding: Option<&str>,
 ) -> ApiResult<UiaPassed> {
-    let flows = state.flows_for(op);
+    let flows = flows_for(state, op);
     let now = state.now();
     let auth = match auth {
         None => {
             let session = start_session(state, op, user_id, binding, now, ip).await?;
-            return Err(state.uia_info(&flows, &session.id, &[], None));
+            return Err(uia_info(state, &flows, &session.id, &[], None));
         }
         Some(Value::Object(map)) => map,
         Some(_) => return Err(ApiError::bad_json("auth must be an object")),
@@ -211,7 +226,7 @@ pub async fn authenticate(
                     uia::StageRejection::OutOfOrder(_) => ErrorKind::Forbidden,
                 };
                 let err = ApiError::new(kind, rejection.to_string());
-                return Err(state.uia_info(&flows, &session.id, &completed, Some(err)));
+                return Err(uia_info(state, &flows, &session.id, &completed, Some(err)));
             }
             match verify_stage(state, op, &session.id, user_id, stage, auth, ip).await? {
                 Ok(result) => {
@@ -227,18 +242,18 @@ pub async fn authenticate(
                     vouch_metrics::UIA
                         .with_label_values(&[op.as_str(), "stage_failed"])
                         .inc();
-                    return Err(state.uia_info(&flows, &session.id, &completed, Some(err)));
+                    return Err(uia_info(state, &flows, &session.id, &completed, Some(err)));
                 }
             }
         }
         Some(_) => {
             let err = ApiError::bad_json("auth.type must be a string");
-            return Err(state.uia_info(&flows, &session.id, &completed, Some(err)));
+            return Err(uia_info(state, &flows, &session.id, &completed, Some(err)));
         }
     }
 
     if uia::completed_flow(&flows, &completed).is_none() {
-        return Err(state.uia_info(&flows, &session.id, &completed, None));
+        return Err(uia_info(state, &flows, &session.id, &completed, None));
     }
     let results = match state.db.uia_session(&session.id).await? {
         Some(stored) => stored.results,
@@ -255,8 +270,8 @@ pub async fn authenticate(
         if !state.db.claim_uia_session(&passed.session_id).await? {
             return Err(unknown_session());
         }
-        for (_, _, _, sid) in passed.threepids() {
-            state.db.consume_validation(&sid, now).await?;
+        for proven in passed.threepids() {
+            state.db.consume_validation(&proven.sid, now).await?;
         }
     }
     vouch_metrics::UIA
@@ -442,7 +457,7 @@ pub async fn complete_stage_out_of_band(
         return Ok(Err(unknown_session()));
     }
     let op = stored.session.operation;
-    let flows = state.flows_for(op);
+    let flows = flows_for(state, op);
     if let Err(rejection) = uia::check_stage(&flows, &stored.session.completed, stage) {
         return Ok(Err(ApiError::forbidden(rejection.to_string())));
     }

@@ -145,7 +145,7 @@ impl Server {
         let sms =
             vouch_sms::Gateway::from_config(&config.sms).map_err(|e| anyhow::anyhow!("{e}"))?;
         let signing_key =
-            vouch_api::identity::SigningKey::load(&db, secrets.as_ref(), clock.now_ms())
+            vouch_api::signing_key::SigningKey::load(&db, secrets.as_ref(), clock.now_ms())
                 .await
                 .map_err(|e| anyhow::anyhow!("signing key: {e}"))?;
         let services =

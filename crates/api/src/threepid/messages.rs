@@ -1,0 +1,165 @@
+//! The secrets and the messages that carry them: link tokens and mails, codes and SMS, and
+//! telling the outbox worker there is something to send.
+
+use serde_json::json;
+use vouch_core::clock::duration_ms;
+use vouch_core::secrets::{new_opaque_id, random_string};
+use vouch_core::threepid::Msisdn;
+use vouch_core::validation::Purpose;
+use vouch_storage::NewMessage;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::Services;
+
+use super::{EMAIL_LINK_PATH, Target};
+
+/// Characters of an email link token: 32 alphanumerics, about 190 bits.
+pub(super) const TOKEN_LEN: usize = 32;
+
+pub(super) const ALPHANUMERIC: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+pub(super) fn mail_kind(purpose: Purpose) -> &'static str {
+    match purpose {
+        Purpose::Register => "registration",
+        Purpose::PasswordReset => "password_reset",
+        Purpose::AddThreepid => "add_threepid",
+    }
+}
+
+/// The link in a verification mail.
+pub(super) fn email_link(state: &Services, sid: &str, client_secret: &str, token: &str) -> String {
+    let mut url = format!("{}{EMAIL_LINK_PATH}?", state.config.public_baseurl());
+    url.push_str(
+        &url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("sid", sid)
+            .append_pair("client_secret", client_secret)
+            .append_pair("token", token)
+            .finish(),
+    );
+    url
+}
+
+/// Renders mail `kind` to `address` as an outbox row.
+pub(super) fn mail(
+    state: &Services,
+    kind: &str,
+    address: &str,
+    sid: Option<&str>,
+    link: String,
+    held: bool,
+) -> ApiResult<NewMessage> {
+    let ctx = state
+        .composer
+        .context(address, link, state.config.email.validation_token_lifetime);
+    let composed = state
+        .composer
+        .compose(kind, &ctx, state.now(), state.secrets.as_ref())
+        .map_err(|e| ApiError::internal(format!("composing {kind} mail: {e}")))?;
+    Ok(NewMessage {
+        id: new_opaque_id(state.secrets.as_ref()),
+        channel: "email",
+        country: None,
+        recipient: composed.recipient,
+        sid: sid.map(str::to_owned),
+        envelope_from: composed.envelope_from,
+        message: composed.message,
+        held,
+        stand_in: false,
+    })
+}
+
+/// Renders the SMS with `code` to `msisdn` as an outbox row.
+pub(super) fn sms(
+    state: &Services,
+    msisdn: &Msisdn,
+    sid: &str,
+    code: &str,
+    held: bool,
+) -> ApiResult<NewMessage> {
+    let sms = &state.config.sms;
+    let ctx = json!({
+        "code": code,
+        "app_name": state.config.email.app_name,
+        "minutes": sms.code_lifetime.as_secs().div_ceil(60),
+    });
+    let body = state
+        .composer
+        .templates()
+        .render_line(&sms.template, &ctx)
+        .map_err(|e| ApiError::internal(format!("rendering the SMS: {e}")))?;
+    Ok(NewMessage {
+        id: new_opaque_id(state.secrets.as_ref()),
+        channel: "sms",
+        country: Some(msisdn.country().to_owned()),
+        recipient: msisdn.as_str().to_owned(),
+        sid: Some(sid.to_owned()),
+        envelope_from: sms
+            .sender_per_country
+            .get(msisdn.country())
+            .cloned()
+            .unwrap_or_default(),
+        message: body,
+        held,
+        stand_in: false,
+    })
+}
+
+/// A fresh secret for `target` (a link token or a numeric code) and its lifetime.
+pub(super) fn new_secret(state: &Services, target: &Target) -> (String, i64) {
+    match target {
+        Target::Email(_) => (
+            random_string(state.secrets.as_ref(), ALPHANUMERIC, TOKEN_LEN),
+            duration_ms(state.config.email.validation_token_lifetime),
+        ),
+        Target::Msisdn(_) => {
+            let len = usize::try_from(state.config.sms.code_length).unwrap_or(6);
+            (
+                random_string(state.secrets.as_ref(), b"0123456789", len),
+                duration_ms(state.config.sms.code_lifetime),
+            )
+        }
+    }
+}
+
+/// The message carrying `secret` for session `sid`.
+pub(super) fn message_for(
+    state: &Services,
+    target: &Target,
+    purpose: Purpose,
+    sid: &str,
+    client_secret: &str,
+    secret: &str,
+    held: bool,
+) -> ApiResult<NewMessage> {
+    match target {
+        Target::Email(e) => mail(
+            state,
+            mail_kind(purpose),
+            e.as_str(),
+            Some(sid),
+            email_link(state, sid, client_secret, secret),
+            held,
+        ),
+        Target::Msisdn(m) => sms(state, m, sid, secret, held),
+    }
+}
+
+/// Counts a message just queued and, unless it waits (held, or a stand-in that is
+/// never sent), rings the outbox worker.
+pub(super) fn queued(state: &Services, message: &NewMessage) {
+    if message.stand_in {
+        return;
+    }
+    vouch_metrics::OUTBOX
+        .with_label_values(&[message.channel, "queued"])
+        .inc();
+    if !message.held {
+        wake_mailer(state);
+    }
+}
+
+/// Rings the outbox worker.
+pub fn wake_mailer(state: &Services) {
+    state.mail_wake.notify_one();
+}
