@@ -38,11 +38,17 @@ pub fn page(status: StatusCode, title: &str, body: &str, script: Option<&'static
             "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
                     form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
         }
-        None => {
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
-                 frame-ancestors 'none'; base-uri 'none'"
-        }
+        None => NO_SCRIPT_CSP,
     };
+    html_response(status, html, csp)
+}
+
+/// The CSP of a page without script.
+pub const NO_SCRIPT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+/// An HTML answer with the headers every page carries and the given CSP.
+pub fn html_response(status: StatusCode, html: String, csp: &'static str) -> Response {
     let mut res = (status, html).into_response();
     let h = res.headers_mut();
     h.insert(
@@ -59,9 +65,10 @@ pub fn page(status: StatusCode, title: &str, body: &str, script: Option<&'static
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    if let Ok(v) = HeaderValue::from_str(csp) {
-        h.insert(header::CONTENT_SECURITY_POLICY, v);
-    }
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(csp),
+    );
     res
 }
 

@@ -5,6 +5,7 @@
 //! [`SecretSource`] so that expiry and token generation are testable without sleeping.
 
 pub mod clock;
+pub mod delivery;
 pub mod localpart;
 pub mod password;
 pub mod secrets;

@@ -7,15 +7,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use vouch_config::{EmailConfig, EmailTransport, SmtpTls};
 
-/// A delivery attempt failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SendError {
-    /// What went wrong, for the log and the outbox row.
-    pub message: String,
-    /// The server refused for good (5xx); retrying the same message will not help.
-    pub permanent: bool,
-}
+pub use vouch_core::delivery::SendError;
 
 /// A configured transport.
 #[derive(Clone)]

@@ -7,15 +7,7 @@ use std::collections::BTreeMap;
 use reqwest::StatusCode;
 use vouch_config::{SmsConfig, SmsTransport};
 
-/// A send failed.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct SendError {
-    /// What went wrong, for the log and the outbox row.
-    pub message: String,
-    /// The gateway refused for good (4xx other than 408/429); retrying will not help.
-    pub permanent: bool,
-}
+pub use vouch_core::delivery::SendError;
 
 /// A configured gateway.
 #[derive(Clone)]
