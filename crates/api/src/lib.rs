@@ -13,6 +13,7 @@ pub mod email_validate;
 pub mod error;
 pub mod get_server_keys;
 pub mod health;
+pub mod homeserver;
 pub mod identity;
 pub mod pages;
 pub mod public_net;

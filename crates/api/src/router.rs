@@ -19,12 +19,59 @@ use crate::state::AppState;
 /// Every route Vouch serves: (method, path). The conformance test checks each against the
 /// Matrix spec's definitions.
 pub fn route_table() -> Vec<(Method, String)> {
-    routes().table
+    routes(false).table
 }
 
-fn routes() -> Routes {
+/// The routes; `homeserver`: in front of a homeserver, which then keeps what is not about
+/// accounts (profiles, device details) and is asked everything Vouch does not answer.
+fn routes(homeserver: bool) -> Routes {
+    let routes = shared_routes();
+    if homeserver {
+        return routes
+            .add(
+                "/oauth2/introspect",
+                &[Method::POST],
+                post(crate::homeserver::introspect::introspect_route),
+            )
+            .add(
+                "/.well-known/openid-configuration",
+                &[Method::GET],
+                get(crate::homeserver::discovery::openid_configuration_route),
+            )
+            .add(
+                "/_matrix/client/v1/auth_metadata",
+                &[Method::GET],
+                get(crate::homeserver::discovery::auth_metadata_route),
+            )
+            .add(
+                "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+                &[Method::GET],
+                get(crate::homeserver::discovery::auth_metadata_route),
+            )
+            .ruma::<device::delete_device::v3::Request, _, _>(delete_device::delete_device_route);
+    }
+    routes
+        .ruma::<discovery::get_supported_versions::Request, _, _>(
+            get_supported_versions::get_supported_versions_route,
+        )
+        .ruma::<device::get_devices::v3::Request, _, _>(get_devices::get_devices_route)
+        .ruma::<device::get_device::v3::Request, _, _>(get_device::get_device_route)
+        .ruma::<device::update_device::v3::Request, _, _>(update_device::update_device_route)
+        .ruma::<device::delete_device::v3::Request, _, _>(delete_device::delete_device_route)
+        .ruma::<profile::get_profile::v3::Request, _, _>(get_profile::get_profile_route)
+        .ruma::<profile::get_display_name::v3::Request, _, _>(
+            get_display_name::get_display_name_route,
+        )
+        .ruma::<profile::set_display_name::v3::Request, _, _>(
+            set_display_name::set_display_name_route,
+        )
+        .ruma::<profile::get_avatar_url::v3::Request, _, _>(get_avatar_url::get_avatar_url_route)
+        .ruma::<profile::set_avatar_url::v3::Request, _, _>(set_avatar_url::set_avatar_url_route)
+}
+
+/// The routes Vouch answers whether or not a homeserver stands behind it.
+fn shared_routes() -> Routes {
     Routes::new()
-        .ruma::<discovery::get_supported_versions::Request, _, _>(get_supported_versions::get_supported_versions_route)
         .ruma::<discovery::get_capabilities::v3::Request, _, _>(get_capabilities::get_capabilities_route)
         .ruma::<session::get_login_types::v3::Request, _, _>(get_login_types::get_login_types_route)
         .ruma::<session::login::v3::Request, _, _>(login::login_route)
@@ -48,16 +95,7 @@ fn routes() -> Routes {
         .ruma::<account::request_registration_token_via_msisdn::v3::Request, _, _>(request_registration_token_via_msisdn::request_registration_token_via_msisdn_route)
         .ruma::<account::request_password_change_token_via_msisdn::v3::Request, _, _>(request_password_change_token_via_msisdn::request_password_change_token_via_msisdn_route)
         .ruma::<account::request_3pid_management_token_via_msisdn::v3::Request, _, _>(request_3pid_management_token_via_msisdn::request_3pid_management_token_via_msisdn_route)
-        .ruma::<device::get_devices::v3::Request, _, _>(get_devices::get_devices_route)
-        .ruma::<device::get_device::v3::Request, _, _>(get_device::get_device_route)
-        .ruma::<device::update_device::v3::Request, _, _>(update_device::update_device_route)
-        .ruma::<device::delete_device::v3::Request, _, _>(delete_device::delete_device_route)
         .ruma::<device::delete_devices::v3::Request, _, _>(delete_devices::delete_devices_route)
-        .ruma::<profile::get_profile::v3::Request, _, _>(get_profile::get_profile_route)
-        .ruma::<profile::get_display_name::v3::Request, _, _>(get_display_name::get_display_name_route)
-        .ruma::<profile::set_display_name::v3::Request, _, _>(set_display_name::set_display_name_route)
-        .ruma::<profile::get_avatar_url::v3::Request, _, _>(get_avatar_url::get_avatar_url_route)
-        .ruma::<profile::set_avatar_url::v3::Request, _, _>(set_avatar_url::set_avatar_url_route)
         .ruma::<uiaa::get_uiaa_fallback_page::v3::Request, _, _>(get_uiaa_fallback_page::get_uiaa_fallback_page_route)
         .add("/.well-known/matrix/client", &[Method::GET], get(discover_homeserver::discover_homeserver_route))
         .add("/_matrix/key/v2/server", &[Method::GET], get(crate::get_server_keys::get_server_keys_route))
@@ -117,15 +155,27 @@ pub fn router(state: AppState) -> Router {
             state.config.http.max_buffered_bytes.div_ceil(1024),
         )),
     };
-    let r = routes().router;
-    r.fallback(|| async { ApiError::unrecognized() })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .with_state(state)
+    let homeserver = state.homeserver.is_some();
+    let r = routes(homeserver)
+        .router
+        // Bodies of Vouch's own routes are read whole; forwarded ones stream.
+        .route_layer(middleware::from_fn_with_state(body_limits, read_whole_body));
+    let r = if homeserver {
+        r.fallback(crate::homeserver::proxy::forward)
+            .method_not_allowed_fallback(crate::homeserver::proxy::forward)
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                crate::homeserver::proxy::appservice_register,
+            ))
+    } else {
+        r.fallback(|| async { ApiError::unrecognized() })
+            .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+    };
+    r.with_state(state)
         // A panic is a bug; the client still gets Matrix JSON, never a dropped connection.
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()
         }))
-        .layer(middleware::from_fn_with_state(body_limits, read_whole_body))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(no_store))
         .layer(middleware::from_fn(record_metrics))

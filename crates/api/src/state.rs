@@ -33,6 +33,10 @@ fn password_hasher(p: &vouch_config::PasswordConfig) -> PasswordHasher {
     }
 }
 
+/// How long a call to the homeserver's account API (or a forwarded connection attempt) may
+/// take.
+const HOMESERVER_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Shared handler state.
 pub type AppState = Arc<Services>;
 
@@ -64,6 +68,11 @@ pub struct Services {
     pub identity_http: crate::identity::IdentityHttp,
     /// `[email] allowed_3pids`, compiled.
     pub allowed_3pids: Vec<regex::Regex>,
+    /// The homeserver Vouch serves accounts for (`[homeserver]`), if any.
+    pub homeserver: Option<vouch_homeserver::Homeserver>,
+    /// The HTTP client that forwards clients' requests to the homeserver (no overall
+    /// timeout: `/sync` long-polls).
+    pub proxy_http: reqwest::Client,
     /// Hashing slots: at most this many hashes run at once, whatever the load.
     hash_slots: Arc<tokio::sync::Semaphore>,
     /// A hash checked against when a login names an unknown user, so that unknown and known
@@ -117,7 +126,25 @@ impl Services {
             .iter()
             .map(|p| regex::Regex::new(p).map_err(|e| e.to_string()))
             .collect::<Result<_, _>>()?;
+        let homeserver = if config.homeserver.enabled() {
+            let secret = config.homeserver.load_secret()?;
+            Some(vouch_homeserver::Homeserver::new(
+                &config.homeserver.url,
+                secret.expose().to_owned(),
+                HOMESERVER_CALL_TIMEOUT,
+            )?)
+        } else {
+            None
+        };
+        let proxy_http = reqwest::Client::builder()
+            .connect_timeout(HOMESERVER_CALL_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(Self {
+            homeserver,
+            proxy_http,
             config,
             db,
             clock,

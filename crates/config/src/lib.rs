@@ -55,6 +55,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Background removal of expired state.
     pub housekeeping: HousekeepingConfig,
+    /// The homeserver Vouch serves accounts for (Synapse's `matrix_authentication_service`).
+    pub homeserver: HomeserverConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             logging: LoggingConfig::default(),
             metrics: MetricsConfig::default(),
             housekeeping: HousekeepingConfig::default(),
+            homeserver: HomeserverConfig::default(),
         }
     }
 }
@@ -915,6 +918,57 @@ impl Default for HousekeepingConfig {
     }
 }
 
+/// `[homeserver]`: a Synapse that delegates every account matter to Vouch.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HomeserverConfig {
+    /// Synapse's client listener, e.g. `http://127.0.0.1:8008`. Empty: Vouch stands alone.
+    pub url: String,
+    /// The secret shared with Synapse's `matrix_authentication_service.secret` (at least
+    /// 32 bytes); or `secret_file`.
+    pub secret: Secret,
+    /// A file holding the secret (surrounding whitespace is ignored).
+    pub secret_file: String,
+}
+
+/// The shortest shared secret accepted, in bytes.
+pub const MIN_HOMESERVER_SECRET: usize = 32;
+
+impl HomeserverConfig {
+    /// Whether a homeserver is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// The shared secret, from `secret` or `secret_file`.
+    pub fn load_secret(&self) -> Result<Secret, String> {
+        let secret = match (self.secret.is_empty(), self.secret_file.is_empty()) {
+            (false, true) => self.secret.expose().to_owned(),
+            (true, false) => std::fs::read_to_string(&self.secret_file)
+                .map_err(|e| format!("[homeserver] secret_file {}: {e}", self.secret_file))?
+                .trim()
+                .to_owned(),
+            (false, false) => return Err("[homeserver] set secret or secret_file, not both".into()),
+            (true, true) => {
+                return Err(
+                    "[homeserver] url needs secret or secret_file: the value of Synapse's \
+                     matrix_authentication_service.secret"
+                        .into(),
+                );
+            }
+        };
+        if secret.len() < MIN_HOMESERVER_SECRET {
+            return Err(format!(
+                "[homeserver] the secret is {} bytes; use at least {MIN_HOMESERVER_SECRET} random \
+                 bytes (e.g. `openssl rand -hex 32`), the same in Synapse's \
+                 matrix_authentication_service.secret",
+                secret.len()
+            ));
+        }
+        Ok(Secret::from(secret))
+    }
+}
+
 /// `[logging]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -1229,6 +1283,19 @@ impl Config {
                 "[metrics] listen '{}' is not a host:port address",
                 self.metrics.listen
             ));
+        }
+        let hs = &self.homeserver;
+        if hs.enabled() {
+            match url::Url::parse(&hs.url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+                _ => problems.push(format!(
+                    "[homeserver] url '{}' must be an http(s) URL such as http://127.0.0.1:8008",
+                    hs.url
+                )),
+            }
+            if let Err(e) = hs.load_secret() {
+                problems.push(e);
+            }
         }
         if self.housekeeping.batch_size == 0 || self.housekeeping.interval.is_zero() {
             problems.push("[housekeeping] interval and batch_size must be more than 0".into());

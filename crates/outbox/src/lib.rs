@@ -46,6 +46,8 @@ pub struct Worker {
     pub transport: Transport,
     /// Where SMS go.
     pub sms: Gateway,
+    /// The homeserver told of account changes (`homeserver` rows), if one is configured.
+    pub homeserver: Option<vouch_homeserver::Homeserver>,
     /// The injected clock (due times and backoff are in its time).
     pub clock: Arc<dyn Clock>,
     /// Rung when a mail is queued, so it goes out at once.
@@ -136,6 +138,16 @@ impl Worker {
         }
     }
 
+    /// Makes a queued homeserver call (a [`vouch_homeserver::Call`] as JSON).
+    async fn tell_homeserver(&self, message: &str) -> Result<(), (String, bool)> {
+        let Some(hs) = &self.homeserver else {
+            return Err(("no [homeserver] is configured".into(), true));
+        };
+        let call: vouch_homeserver::Call = serde_json::from_str(message)
+            .map_err(|e| (format!("unreadable homeserver call: {e}"), true))?;
+        hs.call(&call).await.map_err(|e| (e.message, e.permanent))
+    }
+
     /// Sends one message. A failure is recorded here; a success returns the message's id,
     /// for the caller to record with the rest of the batch.
     async fn deliver(&self, mail: QueuedMessage) -> Option<String> {
@@ -148,6 +160,7 @@ impl Worker {
                     .await
                     .map_err(|e| (e.message, e.permanent))
             }
+            "homeserver" => self.tell_homeserver(&mail.message).await,
             _ => self
                 .transport
                 .send(&mail.envelope_from, &mail.recipient, &mail.message)
@@ -171,7 +184,10 @@ impl Worker {
                 return Some(mail.id);
             }
             Err((message, permanent)) => {
-                let too_old = now - mail.created_at >= GIVE_UP_AFTER_MS;
+                // What the homeserver must learn (a device gone, an account deactivated) is
+                // retried for as long as it takes; mail and SMS go stale.
+                let too_old =
+                    mail.channel != "homeserver" && now - mail.created_at >= GIVE_UP_AFTER_MS;
                 let give_up = too_old || (permanent && attempts >= PERMANENT_ATTEMPTS);
                 let retry_in = retry_delay_ms(attempts - 1);
                 if give_up {

@@ -155,6 +155,7 @@ impl Server {
             db: db.clone(),
             transport,
             sms,
+            homeserver: services.homeserver.clone(),
             clock: clock.clone(),
             wake: services.mail_wake.clone(),
             poll: OUTBOX_POLL,

@@ -2,6 +2,7 @@
 //! admin API, the command line, an import from Synapse.
 
 use vouch_core::localpart::Localpart;
+use vouch_homeserver::Call;
 use vouch_storage::{CreateAccountError, ImportOutcome, ImportedUser, NewAccount, NewLogin};
 
 use super::{AccountError, Accounts};
@@ -56,6 +57,30 @@ impl Accounts<'_> {
             (None, false) => Some(localpart.as_str().to_owned()),
             (None, true) => None,
         };
+        // The homeserver has the user and its first device before the account exists here:
+        // a homeserver that does not answer leaves nothing half-made (a user it was told of
+        // stays unused until someone registers that name again).
+        if self.s.homeserver.is_some() && !new.guest {
+            self.tell_now(Call::ProvisionUser {
+                localpart: localpart.as_str().to_owned(),
+                displayname: displayname.clone(),
+                emails: new
+                    .threepids
+                    .iter()
+                    .filter(|(medium, _, _)| medium == "email")
+                    .map(|(_, address, _)| address.clone())
+                    .collect(),
+            })
+            .await?;
+            if let Some(login) = &new.login {
+                self.tell_now(Call::UpsertDevice {
+                    localpart: localpart.as_str().to_owned(),
+                    device_id: login.device_id.clone(),
+                    display_name: login.display_name.clone(),
+                })
+                .await?;
+            }
+        }
         let account = NewAccount {
             user_id: user_id.clone(),
             localpart: localpart.as_str().to_owned(),

@@ -1,11 +1,18 @@
 //! Deactivating an account, and the admin's way back.
 
+use vouch_homeserver::Call;
+
 use super::{AccountError, Accounts};
 
 impl Accounts<'_> {
     /// Deactivates `user_id`: no devices, tokens or addresses; with `erase`, no profile
     /// either. The user ID stays taken.
     pub async fn deactivate(&self, user_id: &str, erase: bool) -> Result<(), AccountError> {
+        self.tell_later(Call::DeleteUser {
+            localpart: self.localpart(user_id),
+            erase,
+        })
+        .await?;
         self.s.db.deactivate(user_id, erase, self.s.now()).await?;
         tracing::info!(user_id, erase, "account deactivated");
         Ok(())
@@ -15,6 +22,10 @@ impl Accounts<'_> {
     /// password, devices or addresses until an admin gives it some).
     pub async fn reactivate(&self, user_id: &str) -> Result<(), AccountError> {
         self.s.db.reactivate(user_id).await?;
+        self.tell_later(Call::ReactivateUser {
+            localpart: self.localpart(user_id),
+        })
+        .await?;
         tracing::info!(user_id, "account reactivated");
         Ok(())
     }

@@ -7,6 +7,7 @@
 
 mod create;
 mod deactivate;
+mod homeserver;
 mod password;
 mod profile;
 mod threepids;
@@ -15,6 +16,7 @@ mod tokens;
 use ruma::api::error::ErrorKind;
 
 pub use create::NewUser;
+pub use homeserver::CHANNEL as HOMESERVER_CHANNEL;
 pub use password::Logout;
 pub use tokens::{IssuedTokens, MAX_DEVICE_DISPLAY_NAME, MAX_DEVICE_ID, check_new_device};
 
@@ -71,6 +73,9 @@ pub enum AccountError {
     /// The account has as many devices as `[account] max_devices_per_user` allows.
     #[error("This account has {0} devices already; sign out of some first")]
     TooManyDevices(u32),
+    /// The homeserver did not take a change the answer depends on.
+    #[error("The homeserver is unavailable; try again shortly")]
+    HomeserverUnavailable,
     /// An imported account that this server cannot hold safely.
     #[error("{0}")]
     Refused(String),
@@ -87,6 +92,7 @@ impl From<AccountError> for ApiError {
             AccountError::UserInUse => ApiError::new(ErrorKind::UserInUse, message),
             AccountError::ThreepidInUse => ApiError::new(ErrorKind::ThreepidInUse, message),
             AccountError::NotFound => ApiError::not_found(message),
+            AccountError::HomeserverUnavailable => ApiError::Unavailable(message),
             AccountError::TokenUsedUp
             | AccountError::SessionSpent
             | AccountError::Refused(_)

@@ -1,5 +1,7 @@
 //! The profile and flags of an account: display name, avatar, server admin.
 
+use vouch_homeserver::Call;
+
 use super::{AccountError, Accounts};
 
 impl Accounts<'_> {
@@ -10,6 +12,15 @@ impl Accounts<'_> {
         name: Option<&str>,
     ) -> Result<(), AccountError> {
         self.s.db.set_displayname(user_id, name).await?;
+        let localpart = self.localpart(user_id);
+        self.tell_later(match name {
+            Some(n) => Call::SetDisplayname {
+                localpart,
+                displayname: n.to_owned(),
+            },
+            None => Call::UnsetDisplayname { localpart },
+        })
+        .await?;
         Ok(())
     }
 

@@ -33,7 +33,7 @@ impl Accounts<'_> {
                 AddThreepidError::Storage(e) => e.into(),
             })?;
         tracing::info!(user_id, medium, "address added");
-        Ok(())
+        self.tell_emails_later(user_id).await
     }
 
     /// Attaches an address an admin vouches for, keeping the account's others as they are.
@@ -73,7 +73,7 @@ impl Accounts<'_> {
             return Err(AccountError::ThreepidInUse);
         }
         tracing::info!(user_id, addresses = list.len(), "addresses replaced");
-        Ok(())
+        self.tell_emails_later(user_id).await
     }
 
     /// Removes an address from the account. `false`: it had no such address. The address is
@@ -88,6 +88,7 @@ impl Accounts<'_> {
         let removed = self.s.db.delete_threepid(user_id, medium, address).await?;
         if removed {
             tracing::info!(user_id, medium, "address removed");
+            self.tell_emails_later(user_id).await?;
         }
         Ok(removed)
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use vouch_core::secrets::{new_device_id, new_token, token_hash};
+use vouch_homeserver::Call;
 use vouch_storage::{LoginWritten, NewLogin, RefreshedSession};
 
 use super::{AccountError, Accounts};
@@ -91,7 +92,14 @@ impl Accounts<'_> {
         login: &NewLogin,
     ) -> Result<(), AccountError> {
         let max = self.s.config.account.max_devices_per_user;
-        match self
+        let localpart = self.localpart(user_id);
+        self.tell_now(Call::UpsertDevice {
+            localpart: localpart.clone(),
+            device_id: login.device_id.clone(),
+            display_name: login.display_name.clone(),
+        })
+        .await?;
+        let written = match self
             .s
             .db
             .create_login(user_id, checked_hash, login, i64::from(max), self.s.now())
@@ -99,11 +107,18 @@ impl Accounts<'_> {
         {
             LoginWritten::Done => {
                 tracing::info!(user_id, device_id = login.device_id, "logged in");
-                Ok(())
+                return Ok(());
             }
-            LoginWritten::Stale => Err(AccountError::StaleCredentials),
-            LoginWritten::TooManyDevices => Err(AccountError::TooManyDevices(max)),
-        }
+            LoginWritten::Stale => AccountError::StaleCredentials,
+            LoginWritten::TooManyDevices => AccountError::TooManyDevices(max),
+        };
+        // The device the homeserver was told of never came to be here.
+        self.tell_later(Call::DeleteDevice {
+            localpart,
+            device_id: login.device_id.clone(),
+        })
+        .await?;
+        Err(written)
     }
 
     /// Spends a refresh token for a new pair on the same device. `None`: unknown, expired
@@ -123,6 +138,13 @@ impl Accounts<'_> {
     /// Logs `device_ids` of `user_id` out: the devices and every token issued to them go
     /// (devices already gone are no error).
     pub async fn log_out(&self, user_id: &str, device_ids: &[String]) -> Result<(), AccountError> {
+        for device_id in device_ids {
+            self.tell_later(Call::DeleteDevice {
+                localpart: self.localpart(user_id),
+                device_id: device_id.clone(),
+            })
+            .await?;
+        }
         self.s.db.delete_devices(user_id, device_ids).await?;
         tracing::info!(user_id, devices = device_ids.len(), "logged out");
         Ok(())
@@ -130,6 +152,11 @@ impl Accounts<'_> {
 
     /// Logs every device of `user_id` out.
     pub async fn log_out_all(&self, user_id: &str) -> Result<(), AccountError> {
+        self.tell_later(Call::SyncDevices {
+            localpart: self.localpart(user_id),
+            devices: Vec::new(),
+        })
+        .await?;
         self.s.db.delete_all_devices(user_id).await?;
         tracing::info!(user_id, "logged out everywhere");
         Ok(())

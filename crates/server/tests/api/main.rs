@@ -25,4 +25,5 @@ mod register;
 mod security;
 mod slow_clients;
 mod sms;
+mod synapse;
 mod uia;

@@ -1,0 +1,322 @@
+//! The homeserver Vouch serves accounts for: a stock Synapse in its
+//! `matrix_authentication_service` mode. Vouch tells it of every account and device change
+//! through `/_synapse/mas/*` ([`Call`]), authenticated with the shared secret. The calls are
+//! idempotent, so the outbox may send one twice after a crash without harm.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+use vouch_core::delivery::SendError;
+
+/// One change Synapse must learn of. Stored as JSON in the outbox when it is queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "call", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Call {
+    /// Create the user, or update an existing one's profile and addresses.
+    ProvisionUser {
+        /// The localpart.
+        localpart: String,
+        /// The display name, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        displayname: Option<String>,
+        /// Verified email addresses (Synapse shows them to its admins).
+        emails: Vec<String>,
+    },
+    /// Create a device, or rename an existing one.
+    UpsertDevice {
+        /// The localpart.
+        localpart: String,
+        /// The device ID.
+        device_id: String,
+        /// Its display name.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        display_name: Option<String>,
+    },
+    /// Delete a device (its tokens stop working at Synapse at once).
+    DeleteDevice {
+        /// The localpart.
+        localpart: String,
+        /// The device ID.
+        device_id: String,
+    },
+    /// Make the user's devices exactly these (deleting the others).
+    SyncDevices {
+        /// The localpart.
+        localpart: String,
+        /// The devices that remain.
+        devices: Vec<String>,
+    },
+    /// Deactivate the user; with `erase`, forget its profile too.
+    DeleteUser {
+        /// The localpart.
+        localpart: String,
+        /// GDPR erasure.
+        erase: bool,
+    },
+    /// Undo a deactivation.
+    ReactivateUser {
+        /// The localpart.
+        localpart: String,
+    },
+    /// Set the display name.
+    SetDisplayname {
+        /// The localpart.
+        localpart: String,
+        /// The new display name.
+        displayname: String,
+    },
+    /// Remove the display name.
+    UnsetDisplayname {
+        /// The localpart.
+        localpart: String,
+    },
+    /// Let the user replace their cross-signing keys without UIA for a while.
+    AllowCrossSigningReset {
+        /// The localpart.
+        localpart: String,
+    },
+}
+
+impl Call {
+    /// The path below `/_synapse/mas/`.
+    fn path(&self) -> &'static str {
+        match self {
+            Call::ProvisionUser { .. } => "provision_user",
+            Call::UpsertDevice { .. } => "upsert_device",
+            Call::DeleteDevice { .. } => "delete_device",
+            Call::SyncDevices { .. } => "sync_devices",
+            Call::DeleteUser { .. } => "delete_user",
+            Call::ReactivateUser { .. } => "reactivate_user",
+            Call::SetDisplayname { .. } => "set_displayname",
+            Call::UnsetDisplayname { .. } => "unset_displayname",
+            Call::AllowCrossSigningReset { .. } => "allow_cross_signing_reset",
+        }
+    }
+
+    /// The localpart it is about.
+    pub fn localpart(&self) -> &str {
+        match self {
+            Call::ProvisionUser { localpart, .. }
+            | Call::UpsertDevice { localpart, .. }
+            | Call::DeleteDevice { localpart, .. }
+            | Call::SyncDevices { localpart, .. }
+            | Call::DeleteUser { localpart, .. }
+            | Call::ReactivateUser { localpart }
+            | Call::SetDisplayname { localpart, .. }
+            | Call::UnsetDisplayname { localpart }
+            | Call::AllowCrossSigningReset { localpart } => localpart,
+        }
+    }
+
+    /// The JSON body Synapse expects.
+    fn body(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            Call::ProvisionUser {
+                localpart,
+                displayname,
+                emails,
+            } => {
+                let mut body = json!({ "localpart": localpart, "set_emails": emails });
+                if let Some(d) = displayname {
+                    body["set_displayname"] = json!(d);
+                }
+                body
+            }
+            Call::UpsertDevice {
+                localpart,
+                device_id,
+                display_name,
+            } => {
+                let mut body = json!({ "localpart": localpart, "device_id": device_id });
+                if let Some(n) = display_name {
+                    body["display_name"] = json!(n);
+                }
+                body
+            }
+            Call::DeleteDevice {
+                localpart,
+                device_id,
+            } => json!({ "localpart": localpart, "device_id": device_id }),
+            Call::SyncDevices { localpart, devices } => {
+                json!({ "localpart": localpart, "devices": devices })
+            }
+            Call::DeleteUser { localpart, erase } => {
+                json!({ "localpart": localpart, "erase": erase })
+            }
+            Call::SetDisplayname {
+                localpart,
+                displayname,
+            } => json!({ "localpart": localpart, "displayname": displayname }),
+            Call::ReactivateUser { localpart }
+            | Call::UnsetDisplayname { localpart }
+            | Call::AllowCrossSigningReset { localpart } => json!({ "localpart": localpart }),
+        }
+    }
+}
+
+/// What Synapse says of a user (`query_user`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct QueriedUser {
+    /// The full user ID.
+    pub user_id: String,
+    /// Deactivated at Synapse.
+    pub is_deactivated: bool,
+}
+
+/// The client of one Synapse.
+#[derive(Clone)]
+pub struct Homeserver {
+    base: url::Url,
+    secret: String,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Homeserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Homeserver")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Homeserver {
+    /// A client of the Synapse at `base` (its client listener), with the shared secret.
+    pub fn new(base: &str, secret: String, timeout: Duration) -> Result<Self, String> {
+        let mut base = url::Url::parse(base).map_err(|e| format!("[homeserver] url: {e}"))?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { base, secret, http })
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    /// Whether `presented` is the shared secret, compared in constant time.
+    pub fn is_secret(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        presented.len() == self.secret.len()
+            && bool::from(presented.as_bytes().ct_eq(self.secret.as_bytes()))
+    }
+
+    fn url(&self, path: &str) -> Result<url::Url, SendError> {
+        self.base
+            .join(&format!("_synapse/mas/{path}"))
+            .map_err(|e| SendError {
+                message: format!("homeserver URL: {e}"),
+                permanent: true,
+            })
+    }
+
+    /// Makes `call` at Synapse. A 5xx, 408, 429 or an unreachable Synapse is worth
+    /// retrying; any other refusal is permanent.
+    pub async fn call(&self, call: &Call) -> Result<(), SendError> {
+        let response = self
+            .http
+            .post(self.url(call.path())?)
+            .bearer_auth(&self.secret)
+            .json(&call.body())
+            .send()
+            .await
+            .map_err(|e| SendError {
+                message: format!("homeserver unreachable: {}", without_url(&e)),
+                permanent: false,
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        // Deleting what is already gone is done.
+        if status == StatusCode::NOT_FOUND
+            && matches!(call, Call::DeleteDevice { .. } | Call::DeleteUser { .. })
+        {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        let text: String = text.chars().take(200).collect();
+        Err(SendError {
+            message: format!("homeserver answered {status} to {}: {text}", call.path()),
+            permanent: !(status.is_server_error()
+                || status == StatusCode::REQUEST_TIMEOUT
+                || status == StatusCode::TOO_MANY_REQUESTS),
+        })
+    }
+
+    /// What Synapse knows of `localpart`; `None` when it has no such user.
+    pub async fn query_user(&self, localpart: &str) -> Result<Option<QueriedUser>, SendError> {
+        let mut url = self.url("query_user")?;
+        url.query_pairs_mut().append_pair("localpart", localpart);
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.secret)
+            .send()
+            .await
+            .map_err(|e| SendError {
+                message: format!("homeserver unreachable: {}", without_url(&e)),
+                permanent: false,
+            })?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => response.json().await.map(Some).map_err(|e| SendError {
+                message: format!("query_user answer: {e}"),
+                permanent: false,
+            }),
+            s => Err(SendError {
+                message: format!("homeserver answered {s} to query_user"),
+                permanent: !s.is_server_error(),
+            }),
+        }
+    }
+}
+
+/// A reqwest error's text without its URL (which holds nothing secret here, but keeps
+/// log lines short).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut e = e.to_string();
+    if let Some(at) = e.find(" for url (") {
+        e.truncate(at);
+    }
+    e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_round_trip_through_the_outbox_json() {
+        let call = Call::UpsertDevice {
+            localpart: "alice".into(),
+            device_id: "DEV".into(),
+            display_name: None,
+        };
+        let text = serde_json::to_string(&call).unwrap();
+        assert_eq!(serde_json::from_str::<Call>(&text).unwrap(), call);
+        assert_eq!(call.body()["device_id"], "DEV");
+        assert!(call.body().get("display_name").is_none());
+    }
+
+    #[test]
+    fn the_secret_is_compared_whole() {
+        let hs =
+            Homeserver::new("http://127.0.0.1:1", "s".repeat(32), Duration::from_secs(1)).unwrap();
+        assert!(hs.is_secret(&"s".repeat(32)));
+        assert!(!hs.is_secret(&"s".repeat(31)));
+        assert!(!hs.is_secret(""));
+        assert_eq!(
+            hs.url("query_user").unwrap().as_str(),
+            "http://127.0.0.1:1/_synapse/mas/query_user"
+        );
+    }
+}

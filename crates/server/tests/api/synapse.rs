@@ -1,0 +1,604 @@
+//! Vouch in front of a real, stock Synapse (1.163.2 from PyPI, its
+//! `matrix_authentication_service` mode, SQLite), started here on a free port: clients talk
+//! to Vouch's port only, Synapse asks Vouch about every token, and Vouch tells Synapse of
+//! every account change. `.ci/run` installs Synapse into a virtual environment outside the
+//! clone; a missing Synapse fails CI (`VOUCH_TEST_REQUIRE_ALL=1`) and is said loudly
+//! otherwise.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::email::register_with_email;
+use crate::helpers::{Backend, Reply, TestApp, mail_to, skipped, spawn_with};
+use crate::sms::{NUMBER, code_in, form, received, request_phone_token, submit};
+use crate::smtp::SmtpSink;
+
+/// The secret Vouch and Synapse share in these tests.
+const SECRET: &str = "test-secret-0123456789abcdef0123456789abcdef";
+/// The application service Synapse knows.
+const AS_TOKEN: &str = "as_token_testbridge";
+
+/// The virtual environment Synapse is installed in.
+fn synapse_venv() -> Option<PathBuf> {
+    let venv = std::env::var("VOUCH_TEST_SYNAPSE_VENV")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "/var/tmp/synapse-venv".into());
+    let venv = PathBuf::from(venv);
+    venv.join("bin/python").exists().then_some(venv)
+}
+
+/// A port nobody listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A running Synapse, stopped when dropped.
+pub struct Synapse {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Synapse {
+    /// The end of Synapse's log, for failure messages.
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("synapse.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Starts Synapse on `port` with `vouch` as its account service.
+    fn start(venv: &std::path::Path, port: u16, vouch: &str) -> Synapse {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path().display().to_string();
+        std::fs::write(
+            dir.path().join("appservice.yaml"),
+            format!(
+                "id: testbridge\nurl: null\nas_token: {AS_TOKEN}\nhs_token: hs_token_testbridge\n\
+                 sender_localpart: testbridge\nnamespaces:\n  users:\n    - exclusive: true\n      \
+                 regex: \"@bridge_.*:vouch.test\"\n  aliases: []\n  rooms: []\n"
+            ),
+        )
+        .expect("appservice file");
+        std::fs::write(
+            dir.path().join("homeserver.yaml"),
+            format!(
+                "server_name: \"vouch.test\"\npublic_baseurl: \"{vouch}/\"\npid_file: \"{d}/hs.pid\"\n\
+                 report_stats: false\nlisteners:\n  - port: {port}\n    bind_addresses: [\"127.0.0.1\"]\n    \
+                 type: http\n    tls: false\n    x_forwarded: true\n    resources:\n      - names: [client]\n        \
+                 compress: false\ndatabase:\n  name: sqlite3\n  args:\n    database: \"{d}/homeserver.db\"\n\
+                 media_store_path: \"{d}/media\"\nsigning_key_path: \"{d}/signing.key\"\n\
+                 trusted_key_servers: []\nsuppress_key_server_warning: true\nenable_metrics: false\n\
+                 app_service_config_files: [\"{d}/appservice.yaml\"]\n\
+                 rc_message:\n  per_second: 1000\n  burst_count: 1000\n\
+                 rc_joins:\n  local:\n    per_second: 1000\n    burst_count: 1000\n\
+                 matrix_authentication_service:\n  enabled: true\n  endpoint: \"{vouch}/\"\n  secret: \"{SECRET}\"\n"
+            ),
+        )
+        .expect("homeserver.yaml");
+        let python = venv.join("bin/python");
+        let config = dir.path().join("homeserver.yaml");
+        let keys = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config)
+            .arg("--generate-keys")
+            .output()
+            .expect("run synapse --generate-keys");
+        assert!(
+            keys.status.success(),
+            "synapse --generate-keys: {}",
+            String::from_utf8_lossy(&keys.stderr)
+        );
+        let log = std::fs::File::create(dir.path().join("synapse.log")).expect("log file");
+        let child = Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start synapse");
+        Synapse {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+            dir,
+        }
+    }
+
+    /// Waits until Synapse answers `/versions` (at most 90 s).
+    async fn ready(&mut self) {
+        let http = reqwest::Client::new();
+        for _ in 0..900 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("Synapse exited ({status}):\n{}", self.log_tail());
+            }
+            let up = http
+                .get(format!("{}/_matrix/client/versions", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if up {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("Synapse did not start:\n{}", self.log_tail());
+    }
+}
+
+/// Vouch (mail to a sink, SMS to a fake Twilio) in front of a fresh Synapse; `None` (and a
+/// loud note) when Synapse is not installed.
+async fn vouch_and_synapse() -> Option<(TestApp, Synapse, SmtpSink, wiremock::MockServer)> {
+    let Some(venv) = synapse_venv() else {
+        skipped(
+            "Synapse",
+            "install matrix-synapse==1.163.2 into /var/tmp/synapse-venv or set VOUCH_TEST_SYNAPSE_VENV; .ci/run does",
+        );
+        return None;
+    };
+    let port = free_port();
+    let sink = SmtpSink::start().await;
+    let twilio = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("POST"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(201)
+                .set_body_json(json!({ "sid": "SM1", "status": "queued" })),
+        )
+        .mount(&twilio)
+        .await;
+    let twilio_uri = twilio.uri();
+    let app = spawn_with(Backend::Sqlite, |c| {
+        mail_to(c, &sink);
+        c.sms.enabled = true;
+        c.sms.transport = vouch_config::SmsTransport::Twilio;
+        c.sms.twilio.base_url = twilio_uri;
+        c.sms.twilio.account_sid = "AC123".into();
+        c.sms.twilio.auth_token = "tok".into();
+        c.sms.twilio.from = "+447400000001".into();
+        c.homeserver.url = format!("http://127.0.0.1:{port}");
+        c.homeserver.secret = SECRET.into();
+    })
+    .await;
+    let mut synapse = Synapse::start(&venv, port, &app.base);
+    synapse.ready().await;
+    Some((app, synapse, sink, twilio))
+}
+
+/// Registers through the phone stage with the code the fake gateway received.
+async fn register_with_phone(app: &TestApp, twilio: &wiremock::MockServer, name: &str) -> Value {
+    let body = json!({ "username": name, "password": "correct horse battery" });
+    let start = app
+        .post("/_matrix/client/v3/register", body.clone(), None)
+        .await;
+    let session = start.body["session"].clone();
+    let before = twilio.received_requests().await.unwrap_or_default().len();
+    let r = request_phone_token(app, "register", "GB", NUMBER, "phone-secret", 1).await;
+    let sid = r.ok()["sid"].clone();
+    let submit_url = r.body["submit_url"].as_str().unwrap().to_owned();
+    let sent = received(twilio, before + 1).await;
+    let code = code_in(&form(sent.last().unwrap())["Body"]);
+    submit(app, &submit_url, &sid, "phone-secret", &code)
+        .await
+        .ok();
+    let mut b = body;
+    b["auth"] = json!({ "type": "m.login.msisdn", "session": session, "threepid_creds": { "sid": sid, "client_secret": "phone-secret" } });
+    app.post("/_matrix/client/v3/register", b, None)
+        .await
+        .ok()
+        .clone()
+}
+
+/// A client call to `base` (Vouch's port, or Synapse's to check what it knows).
+async fn call(
+    app: &TestApp,
+    base: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> Reply {
+    let mut req = app.http.request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    app.send(req).await
+}
+
+/// Polls until `check` holds (at most 15 s): Synapse learns of some changes through the
+/// outbox, a few milliseconds after the answer.
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} did not happen within 15 s");
+}
+
+/// What Synapse says of a user, asked with the shared secret.
+async fn query_user(app: &TestApp, synapse: &Synapse, localpart: &str) -> Reply {
+    call(
+        app,
+        &synapse.base,
+        Method::GET,
+        &format!("/_synapse/mas/query_user?localpart={localpart}"),
+        None,
+        Some(SECRET),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_chat_on_synapse_through_vouch() {
+    let Some((app, synapse, sink, twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let vouch = app.base.clone();
+
+    // Alice signs up with an email link, Bob with an SMS code, both through Vouch's port.
+    let alice = register_with_email(&app, &sink, "alice", "alice@example.org").await;
+    let alice_token = alice["access_token"].as_str().unwrap().to_owned();
+    let bob = register_with_phone(&app, &twilio, "bob").await;
+    let bob_token = bob["access_token"].as_str().unwrap().to_owned();
+
+    // Synapse knows them, with the verified address.
+    let q = query_user(&app, &synapse, "alice").await;
+    assert_eq!(q.ok()["user_id"], "@alice:vouch.test");
+    assert_eq!(q.body["is_deactivated"], false);
+
+    // Rooms and sync are Synapse's, reached through Vouch.
+    let sync = call(
+        &app,
+        &vouch,
+        Method::GET,
+        "/_matrix/client/v3/sync?timeout=0",
+        None,
+        Some(&alice_token),
+    )
+    .await;
+    assert!(sync.ok()["next_batch"].is_string(), "{:?}", sync.body);
+    let room = call(
+        &app,
+        &vouch,
+        Method::POST,
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "preset": "public_chat", "name": "Vouched" })),
+        Some(&alice_token),
+    )
+    .await;
+    let room_id = room.ok()["room_id"].as_str().unwrap().to_owned();
+    let sent = call(
+        &app,
+        &vouch,
+        Method::PUT,
+        &format!("/_matrix/client/v3/rooms/{room_id}/send/m.room.message/t1"),
+        Some(json!({ "msgtype": "m.text", "body": "hello from alice" })),
+        Some(&alice_token),
+    )
+    .await;
+    assert!(sent.ok()["event_id"].is_string());
+    call(
+        &app,
+        &vouch,
+        Method::POST,
+        &format!("/_matrix/client/v3/join/{room_id}"),
+        Some(json!({})),
+        Some(&bob_token),
+    )
+    .await
+    .ok();
+    let messages = call(
+        &app,
+        &vouch,
+        Method::GET,
+        &format!("/_matrix/client/v3/rooms/{room_id}/messages?dir=b&limit=20"),
+        None,
+        Some(&bob_token),
+    )
+    .await;
+    let bodies: Vec<&str> = messages.ok()["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["content"]["body"].as_str())
+        .collect();
+    assert!(bodies.contains(&"hello from alice"), "{bodies:?}");
+
+    // The same token works on Synapse's own port: Synapse asked Vouch who it is.
+    let whoami = call(
+        &app,
+        &synapse.base,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        Some(&bob_token),
+    )
+    .await;
+    assert_eq!(whoami.ok()["user_id"], "@bob:vouch.test");
+
+    // A second device of Alice's ends at Synapse when she changes her password with
+    // logout_devices; the device she asked from stays.
+    let (second, _) = app.login_ok("alice", "correct horse battery").await;
+    call(
+        &app,
+        &synapse.base,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        Some(&second),
+    )
+    .await
+    .ok();
+    let changed = app
+        .with_password_uia(
+            Method::POST,
+            "/_matrix/client/v3/account/password",
+            json!({ "new_password": "another horse battery", "logout_devices": true }),
+            &alice_token,
+            "@alice:vouch.test",
+            "correct horse battery",
+        )
+        .await;
+    changed.ok();
+    eventually("the second device ends at Synapse", async || {
+        call(
+            &app,
+            &synapse.base,
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            None,
+            Some(&second),
+        )
+        .await
+        .status
+            == 401
+    })
+    .await;
+    call(
+        &app,
+        &vouch,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        Some(&alice_token),
+    )
+    .await
+    .ok();
+
+    // Logging out ends the token at Synapse too.
+    call(
+        &app,
+        &vouch,
+        Method::POST,
+        "/_matrix/client/v3/logout",
+        Some(json!({})),
+        Some(&bob_token),
+    )
+    .await
+    .ok();
+    eventually("Bob's token ends at Synapse", async || {
+        call(
+            &app,
+            &synapse.base,
+            Method::GET,
+            "/_matrix/client/v3/sync?timeout=0",
+            None,
+            Some(&bob_token),
+        )
+        .await
+        .status
+            == 401
+    })
+    .await;
+
+    // Deactivation reaches Synapse.
+    let (carol, _, _) = app.register("carol", "correct horse battery").await;
+    let carol_token = app.login_ok("carol", "correct horse battery").await.0;
+    app.with_password_uia(
+        Method::POST,
+        "/_matrix/client/v3/account/deactivate",
+        json!({}),
+        &carol_token,
+        &carol,
+        "correct horse battery",
+    )
+    .await
+    .ok();
+    eventually("Carol is deactivated at Synapse", async || {
+        query_user(&app, &synapse, "carol").await.body["is_deactivated"] == true
+    })
+    .await;
+
+    // A Vouch admin is a Synapse admin: Synapse's own admin API answers the Vouch token.
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    store.set_admin("@alice:vouch.test", true).await.unwrap();
+    let admin_token = app.login_ok("alice", "another horse battery").await.0;
+    let rooms = call(
+        &app,
+        &vouch,
+        Method::GET,
+        "/_synapse/admin/v1/rooms",
+        None,
+        Some(&admin_token),
+    )
+    .await;
+    assert!(
+        rooms.ok()["rooms"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{:?}",
+        rooms.body
+    );
+    call(
+        &app,
+        &vouch,
+        Method::GET,
+        "/_synapse/admin/v1/rooms",
+        None,
+        Some(&alice_token),
+    )
+    .await
+    .assert_error(403, "M_FORBIDDEN");
+
+    // An application service still registers its users at Synapse, through Vouch.
+    let r = call(&app, &vouch, Method::POST, "/_matrix/client/v3/register", Some(json!({ "type": "m.login.application_service", "username": "bridge_bob", "inhibit_login": true })), Some(AS_TOKEN)).await;
+    assert_eq!(r.ok()["user_id"], "@bridge_bob:vouch.test");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_synapse_may_introspect_and_its_private_api_stays_private() {
+    let Some((app, synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let (_, token, device) = app.register("dave", "correct horse battery").await;
+    let introspect = |secret: Option<&'static str>, token: String| {
+        let mut req = app
+            .http
+            .post(format!("{}/oauth2/introspect", app.base))
+            .form(&[("token", token)]);
+        if let Some(s) = secret {
+            req = req.bearer_auth(s);
+        }
+        app.send(req)
+    };
+    introspect(None, token.clone())
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    introspect(
+        Some("test-secret-0123456789abcdef0123456789abcdeX"),
+        token.clone(),
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+    let r = introspect(Some(SECRET), token.clone()).await;
+    assert_eq!(
+        r.ok(),
+        &json!({
+            "active": true,
+            "scope": format!("urn:matrix:client:api:* urn:matrix:client:device:{device}"),
+            "username": "dave",
+            "sub": "@dave:vouch.test",
+            "device_id": device,
+            "token_type": "access_token",
+        })
+    );
+    for forged in [
+        format!("{token}x"),
+        "vat_forged".into(),
+        String::new(),
+        "x".repeat(5000),
+    ] {
+        assert_eq!(
+            introspect(Some(SECRET), forged).await.ok(),
+            &json!({ "active": false })
+        );
+    }
+
+    // Synapse's account API is never reachable through Vouch, however it is spelled.
+    for path in [
+        "/_synapse/mas/query_user?localpart=dave",
+        "/%5Fsynapse/mas/query_user?localpart=dave",
+        "/_synapse/%6Das/query_user?localpart=dave",
+        "//_synapse/mas/query_user?localpart=dave",
+        "/_matrix/client/../../_synapse/mas/query_user?localpart=dave",
+    ] {
+        let r = call(&app, &app.base, Method::GET, path, None, Some(SECRET)).await;
+        assert_eq!(r.status, 404, "{path}: {:?}", r.body);
+    }
+    // Clients are not sent to OAuth: the discovery document is Vouch's, and says no.
+    call(
+        &app,
+        &app.base,
+        Method::GET,
+        "/_matrix/client/v1/auth_metadata",
+        None,
+        None,
+    )
+    .await
+    .assert_error(404, "M_UNRECOGNIZED");
+    let login = call(
+        &app,
+        &app.base,
+        Method::GET,
+        "/_matrix/client/v3/login",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(login.ok()["flows"][0]["type"], "m.login.password");
+    let oidc = call(
+        &app,
+        &app.base,
+        Method::GET,
+        "/.well-known/openid-configuration",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(oidc.ok()["issuer"], format!("{}/", app.base));
+    drop(synapse);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_homeserver_outage_leaves_nothing_half_made() {
+    let Some((app, synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let (erin, token, _) = app.register("erin", "correct horse battery").await;
+    drop(synapse);
+    // Registration needs the homeserver: refused with 503, and the name stays free.
+    let body = json!({ "username": "frank", "password": "correct horse battery" });
+    let first = app
+        .post("/_matrix/client/v3/register", body.clone(), None)
+        .await;
+    let mut b = body;
+    b["auth"] = json!({ "type": "m.login.dummy", "session": first.body["session"] });
+    let r = app.post("/_matrix/client/v3/register", b, None).await;
+    r.assert_error(503, "M_UNKNOWN");
+    assert!(r.headers.contains_key("retry-after"));
+    let available = app
+        .get("/_matrix/client/v3/register/available?username=frank", None)
+        .await;
+    assert_eq!(available.ok()["available"], true);
+    // Forwarded requests say the homeserver is unavailable.
+    app.get("/_matrix/client/v3/sync?timeout=0", Some(&token))
+        .await
+        .assert_error(503, "M_UNKNOWN");
+    // A logout is taken at once and queued for the homeserver.
+    let r = app
+        .post("/_matrix/client/v3/logout", json!({}), Some(&token))
+        .await;
+    r.ok();
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    let pending = store.pending_by_channel().await.unwrap();
+    assert!(
+        pending
+            .iter()
+            .any(|p| p.channel == "homeserver" && p.count >= 1),
+        "{pending:?} for {erin}"
+    );
+}
