@@ -1296,6 +1296,12 @@ impl Config {
             if let Err(e) = hs.load_secret() {
                 problems.push(e);
             }
+            if self.registration.allow_guests {
+                problems.push(
+                    "[registration] allow_guests: guests are not available in front of a homeserver"
+                        .into(),
+                );
+            }
         }
         if self.housekeeping.batch_size == 0 || self.housekeeping.interval.is_zero() {
             problems.push("[housekeeping] interval and batch_size must be more than 0".into());

@@ -45,6 +45,17 @@ pub struct AccessTokenInfo {
     pub is_admin: bool,
 }
 
+/// What presenting a refresh token did.
+#[derive(Debug, Clone)]
+pub enum Refreshed {
+    /// A new pair was issued on the session's device.
+    Done(RefreshedSession),
+    /// The token was spent before: it was copied, and its device has been logged out.
+    Reused(RefreshedSession),
+    /// No such token.
+    Unknown,
+}
+
 /// The outcome of spending a refresh token.
 #[derive(Debug, Clone)]
 pub struct RefreshedSession {
@@ -80,15 +91,15 @@ impl Db {
     }
 
     /// Spends a refresh token and issues the next pair on the same device. The old refresh
-    /// token and the access tokens issued with it stop working. `None` when the token is
-    /// unknown or already spent; a spent token presented again was copied, so the device's
-    /// session ends (its device and every token go), for the thief and the owner alike.
+    /// token and the access tokens issued with it stop working. A spent token presented
+    /// again was copied, so the device's session ends (its device and every token go), for
+    /// the thief and the owner alike.
     pub async fn refresh(
         &self,
         old_refresh_hash: &str,
         next: &NewLogin,
         now: i64,
-    ) -> Result<Option<RefreshedSession>, StorageError> {
+    ) -> Result<Refreshed, StorageError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL
@@ -122,8 +133,9 @@ impl Db {
                     device_id,
                     "a spent refresh token was presented again; the device was logged out"
                 );
+                return Ok(Refreshed::Reused(RefreshedSession { user_id, device_id }));
             }
-            return Ok(None);
+            return Ok(Refreshed::Unknown);
         };
         let session = RefreshedSession {
             user_id: row.try_get("user_id")?,
@@ -139,7 +151,7 @@ impl Db {
         };
         Self::insert_login(&mut tx, &session.user_id, &next, now).await?;
         tx.commit().await?;
-        Ok(Some(session))
+        Ok(Refreshed::Done(session))
     }
 
     /// The user's devices, oldest first.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use vouch_core::secrets::{new_device_id, new_token, token_hash};
 use vouch_homeserver::Call;
-use vouch_storage::{LoginWritten, NewLogin, RefreshedSession};
+use vouch_storage::{LoginWritten, NewLogin, Refreshed, RefreshedSession};
 
 use super::{AccountError, Accounts};
 use crate::error::{ApiError, ApiResult};
@@ -122,17 +122,29 @@ impl Accounts<'_> {
     }
 
     /// Spends a refresh token for a new pair on the same device. `None`: unknown, expired
-    /// or spent (a reused one has logged its device out).
+    /// or spent; a reused one has logged its device out, here and at the homeserver.
     pub async fn refresh(
         &self,
         refresh_token: &str,
         next: &NewLogin,
     ) -> Result<Option<RefreshedSession>, AccountError> {
-        Ok(self
+        match self
             .s
             .db
             .refresh(&token_hash(refresh_token), next, self.s.now())
-            .await?)
+            .await?
+        {
+            Refreshed::Done(session) => Ok(Some(session)),
+            Refreshed::Reused(gone) => {
+                self.tell_later(Call::DeleteDevice {
+                    localpart: self.localpart(&gone.user_id),
+                    device_id: gone.device_id,
+                })
+                .await?;
+                Ok(None)
+            }
+            Refreshed::Unknown => Ok(None),
+        }
     }
 
     /// Logs `device_ids` of `user_id` out: the devices and every token issued to them go

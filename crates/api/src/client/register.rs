@@ -127,7 +127,7 @@ async fn register_guest(
     request: &register::v3::Request,
     ip: String,
 ) -> ApiResult<Response> {
-    if !state.config.registration.allow_guests {
+    if !state.config.registration.allow_guests || state.homeserver.is_some() {
         return Err(ApiError::new(
             ErrorKind::GuestAccessForbidden,
             "Guest access is disabled on this server",

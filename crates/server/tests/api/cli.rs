@@ -298,3 +298,62 @@ fn logs_to_a_pipe_have_no_colour_codes() {
         assert!(!line.contains('\u{1b}'), "colour code in {line:?}");
     }
 }
+
+#[test]
+fn config_check_holds_the_homeserver_secret_to_32_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hs.toml");
+    std::fs::write(
+        &file,
+        "[homeserver]\nurl = \"http://127.0.0.1:8448\"\nsecret = \"too-short\"\n",
+    )
+    .unwrap();
+    let out = vouch()
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("at least 32") && stderr.contains("matrix_authentication_service.secret"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("too-short"),
+        "the secret is never printed: {stderr}"
+    );
+
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, format!("{}\n", "s".repeat(40))).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "[homeserver]\nurl = \"http://127.0.0.1:8448\"\nsecret_file = \"{}\"\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let out = vouch()
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    std::fs::write(&file, "[homeserver]\nurl = \"ftp://x\"\n").unwrap();
+    let out = vouch()
+        .args(["config", "check", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("[homeserver] url") && stderr.contains("secret"),
+        "{stderr}"
+    );
+}

@@ -385,6 +385,54 @@ async fn users_chat_on_synapse_through_vouch() {
     .await
     .ok();
 
+    // A refresh token presented twice was copied: its device ends, at Synapse too.
+    let refreshable = app
+        .post("/_matrix/client/v3/login", json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "alice" }, "password": "another horse battery", "refresh_token": true }), None)
+        .await;
+    let old_refresh = refreshable.ok()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let next = app
+        .post(
+            "/_matrix/client/v3/refresh",
+            json!({ "refresh_token": old_refresh }),
+            None,
+        )
+        .await;
+    let next_access = next.ok()["access_token"].as_str().unwrap().to_owned();
+    call(
+        &app,
+        &synapse.base,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        Some(&next_access),
+    )
+    .await
+    .ok();
+    app.post(
+        "/_matrix/client/v3/refresh",
+        json!({ "refresh_token": old_refresh }),
+        None,
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+    eventually("the copied session's device ends at Synapse", async || {
+        call(
+            &app,
+            &synapse.base,
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            None,
+            Some(&next_access),
+        )
+        .await
+        .status
+            == 401
+    })
+    .await;
+
     // Logging out ends the token at Synapse too.
     call(
         &app,
