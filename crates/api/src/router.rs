@@ -48,6 +48,16 @@ fn routes(homeserver: bool) -> Routes {
                 &[Method::GET],
                 get(crate::homeserver::discovery::auth_metadata_route),
             )
+            .add(
+                &format!("/{}", crate::homeserver::discovery::ACCOUNT_PATH),
+                &[Method::GET],
+                get(crate::homeserver::account_page::account_page_route),
+            )
+            .add(
+                crate::homeserver::account_page::CROSS_SIGNING_RESET_PATH,
+                &[Method::POST],
+                post(crate::homeserver::account_page::cross_signing_reset_route),
+            )
             .ruma::<device::delete_device::v3::Request, _, _>(delete_device::delete_device_route);
     }
     routes

@@ -56,6 +56,17 @@ impl Accounts<'_> {
         Ok(())
     }
 
+    /// Lets the user replace their cross-signing keys at the homeserver (for ten minutes),
+    /// once they have proved who they are.
+    pub async fn allow_cross_signing_reset(&self, user_id: &str) -> Result<(), AccountError> {
+        self.tell_now(Call::AllowCrossSigningReset {
+            localpart: self.localpart(user_id),
+        })
+        .await?;
+        tracing::info!(user_id, "cross-signing reset allowed");
+        Ok(())
+    }
+
     /// Queues the account's current email addresses for the homeserver.
     pub(super) async fn tell_emails_later(&self, user_id: &str) -> Result<(), AccountError> {
         if self.s.homeserver.is_none() {

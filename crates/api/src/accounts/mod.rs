@@ -6,6 +6,7 @@
 //! what can go wrong to a Matrix error.
 
 mod create;
+mod credentials;
 mod deactivate;
 mod homeserver;
 mod password;
@@ -16,6 +17,7 @@ mod tokens;
 use ruma::api::error::ErrorKind;
 
 pub use create::NewUser;
+pub use credentials::{BAD_CREDENTIALS, Checked, LoginId};
 pub use homeserver::CHANNEL as HOMESERVER_CHANNEL;
 pub use password::Logout;
 pub use tokens::{IssuedTokens, MAX_DEVICE_DISPLAY_NAME, MAX_DEVICE_ID, check_new_device};

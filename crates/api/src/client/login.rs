@@ -5,27 +5,13 @@ use ruma::api::client::session::login::{
 };
 use ruma::api::client::uiaa::UserIdentifier;
 use ruma::api::error::ErrorKind;
-use vouch_core::localpart::localpart_of;
-use vouch_core::threepid::{Msisdn, ThirdPartyId};
 
+use crate::accounts::{Checked, LoginId};
 use crate::client::own_user_id;
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
-
-/// Said for every wrong-credential case, so that answers do not tell which part was wrong.
-const BAD_CREDENTIALS: &str = "Invalid username or password";
-
-/// Who a login names, before the password is checked.
-enum Named {
-    /// A localpart or user ID.
-    User(String),
-    /// `m.id.phone`: (country, number as typed).
-    Phone(String, String),
-    /// A 3PID: (medium, address as sent).
-    Threepid(&'static str, String),
-}
 
 /// # `POST /_matrix/client/v3/login`
 ///
@@ -49,11 +35,11 @@ pub async fn login_route(
         reason = "legacy clients still send user / medium + address"
     )]
     let named = match (&info.identifier, &info.user, &info.medium, &info.address) {
-        (Some(UserIdentifier::Matrix(m)), _, _, _) => Named::User(m.user.clone()),
-        (Some(UserIdentifier::Email(e)), _, _, _) => Named::Threepid("email", e.address.clone()),
-        (Some(UserIdentifier::Msisdn(m)), _, _, _) => Named::Threepid("msisdn", m.number.clone()),
+        (Some(UserIdentifier::Matrix(m)), _, _, _) => LoginId::User(m.user.clone()),
+        (Some(UserIdentifier::Email(e)), _, _, _) => LoginId::Threepid("email", e.address.clone()),
+        (Some(UserIdentifier::Msisdn(m)), _, _, _) => LoginId::Threepid("msisdn", m.number.clone()),
         (Some(UserIdentifier::PhoneNumber(p)), _, _, _) => {
-            Named::Phone(p.country.clone(), p.phone.clone())
+            LoginId::Phone(p.country.clone(), p.phone.clone())
         }
         (Some(other), _, _, _) => {
             return Err(ApiError::invalid_param(format!(
@@ -61,107 +47,17 @@ pub async fn login_route(
                 other.identifier_type()
             )));
         }
-        (None, Some(user), _, _) => Named::User(user.clone()),
+        (None, Some(user), _, _) => LoginId::User(user.clone()),
         (None, None, Some(medium), Some(address)) if medium == "email" => {
-            Named::Threepid("email", address.clone())
+            LoginId::Threepid("email", address.clone())
         }
         (None, None, Some(medium), Some(address)) if medium == "msisdn" => {
-            Named::Threepid("msisdn", address.clone())
+            LoginId::Threepid("msisdn", address.clone())
         }
         _ => return Err(ApiError::missing_param("identifier is required")),
     };
 
-    // The per-account limits are keyed on what the login names: the user ID, or the
-    // canonical third-party identifier whether or not anyone owns it. Draining the bucket
-    // of an address then says nothing about the account behind it.
-    let (key, user_id) = match named {
-        Named::User(name) => {
-            let user_id = localpart_of(&name, state.server_name())
-                .map(|local| format!("@{}:{}", local.to_lowercase(), state.server_name()));
-            let key = user_id
-                .clone()
-                .unwrap_or_else(|| format!("user:{}", name.to_lowercase()));
-            (key, user_id)
-        }
-        Named::Threepid(medium, address) => {
-            // Addresses are stored canonical; an unknown or malformed one is a 403 like a
-            // bad password (the spec: an unknown 3PID is 403).
-            match ThirdPartyId::parse(medium, &address) {
-                Ok(id) => (
-                    format!("{}:{}", id.medium(), id.address()),
-                    state
-                        .db
-                        .threepid_owner(id.medium().as_str(), id.address())
-                        .await?,
-                ),
-                Err(_) => (format!("{medium}:{}", address.to_lowercase()), None),
-            }
-        }
-        Named::Phone(country, number) => match Msisdn::parse(&country, &number) {
-            Ok(m) => (
-                format!("msisdn:{}", m.as_str()),
-                state.db.threepid_owner("msisdn", m.as_str()).await?,
-            ),
-            Err(_) => (format!("msisdn:{country}:{number}"), None),
-        },
-    };
-    state.limits.login_per_account.check(&key)?;
-    state.limits.failed_login_per_account.check(&key)?;
-    // No password longer than the policy allows was ever set: refuse it before it waits
-    // for a hashing slot (whoever is named, so the answer says nothing about the account).
-    if state.policy.too_long(&info.password) {
-        return Err(ApiError::forbidden(BAD_CREDENTIALS));
-    }
-    let user = match &user_id {
-        Some(id) => state.db.user(id).await?,
-        None => None,
-    };
-    // The account's own budget, whichever identifier names it: guesses through its user
-    // ID and each of its addresses share it. Spent silently: when it is used up the
-    // attempt fails like a wrong password (after a hash, for the same timing), so no
-    // identifier's answers tell which account another identifier belongs to.
-    let account_spent = user_id.as_ref().is_some_and(|id| {
-        state
-            .limits
-            .failed_login_per_account
-            .check(&format!("account:{id}"))
-            .is_err()
-    });
-    let stored = user
-        .as_ref()
-        .filter(|_| !account_spent)
-        .and_then(|u| u.password_hash.clone());
-    // An unknown user, a user on another server or an unknown 3PID costs one hash too, like
-    // a real check, and gets the same answer as a wrong password.
-    if !state
-        .verify_password(info.password.clone(), stored.clone())
-        .await?
-    {
-        return Err(ApiError::forbidden(BAD_CREDENTIALS));
-    }
-    let (Some(user_id), Some(user), Some(mut hash)) = (user_id, user, stored) else {
-        return Err(ApiError::forbidden(BAD_CREDENTIALS));
-    };
-    // Only someone who knows the password learns that the account is deactivated.
-    if user.deactivated_at.is_some() {
-        return Err(ApiError::new(
-            ErrorKind::UserDeactivated,
-            "This account has been deactivated",
-        ));
-    }
-    if state.hasher.needs_rehash(&hash) {
-        // A stronger hash for next time; a failure here must not fail the login.
-        match state.hash_password(info.password.clone()).await {
-            Ok(new) => match state.db.upgrade_password_hash(&user_id, &hash, &new).await {
-                Ok(true) => hash = new,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(user_id, error = %e, "could not store the upgraded password hash");
-                }
-            },
-            Err(e) => tracing::warn!(user_id, error = ?e, "could not rehash the password"),
-        }
-    }
+    let Checked { user_id, hash } = state.accounts().check_login(named, &info.password).await?;
 
     crate::accounts::check_new_device(
         request.device_id.as_ref().map(|d| d.as_str()),

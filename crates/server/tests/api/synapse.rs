@@ -650,3 +650,86 @@ async fn a_homeserver_outage_leaves_nothing_half_made() {
         "{pending:?} for {erin}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cross_signing_reset_needs_the_account_pages_confirmation() {
+    let Some((app, _synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let (_, token, _) = app.register("gina", "correct horse battery").await;
+    let keys = |key: &str| json!({ "master_key": { "user_id": "@gina:vouch.test", "usage": ["master"], "keys": { format!("ed25519:{key}"): key } } });
+    let upload = "/_matrix/client/v3/keys/device_signing/upload";
+    // The first keys need no confirmation.
+    call(
+        &app,
+        &app.base,
+        Method::POST,
+        upload,
+        Some(keys(&"A".repeat(43))),
+        Some(&token),
+    )
+    .await
+    .ok();
+    // Replacing them does: Synapse points at Vouch's account page.
+    let asked = call(
+        &app,
+        &app.base,
+        Method::POST,
+        upload,
+        Some(keys(&format!("{}A", "B".repeat(42)))),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(asked.status, 401, "{:?}", asked.body);
+    let url = asked.body["params"]["m.oauth"]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        url,
+        format!(
+            "{}/_vouch/account?action=org.matrix.cross_signing_reset",
+            app.base
+        )
+    );
+    let page = app.open(&url).await;
+    assert_eq!(page.status, 200);
+    assert!(page.html.contains("Allow the reset"), "{}", page.html);
+    // A wrong password allows nothing.
+    let wrong = app
+        .http
+        .post(format!("{}/_vouch/account/cross_signing_reset", app.base))
+        .form(&[("user", "gina"), ("password", "wrong horse battery")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    let still = call(
+        &app,
+        &app.base,
+        Method::POST,
+        upload,
+        Some(keys(&format!("{}A", "B".repeat(42)))),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(still.status, 401, "{:?}", still.body);
+    let right = app
+        .http
+        .post(format!("{}/_vouch/account/cross_signing_reset", app.base))
+        .form(&[("user", "gina"), ("password", "correct horse battery")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    call(
+        &app,
+        &app.base,
+        Method::POST,
+        upload,
+        Some(keys(&format!("{}A", "B".repeat(42)))),
+        Some(&token),
+    )
+    .await
+    .ok();
+}
