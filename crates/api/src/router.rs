@@ -61,6 +61,12 @@ fn routes(homeserver: bool) -> Routes {
             .ruma::<device::delete_device::v3::Request, _, _>(delete_device::delete_device_route);
     }
     routes
+        // In front of a homeserver the server's keys are the homeserver's.
+        .add(
+            "/_matrix/key/v2/server",
+            &[Method::GET],
+            get(crate::get_server_keys::get_server_keys_route),
+        )
         .ruma::<discovery::get_supported_versions::Request, _, _>(
             get_supported_versions::get_supported_versions_route,
         )
@@ -108,7 +114,6 @@ fn shared_routes() -> Routes {
         .ruma::<device::delete_devices::v3::Request, _, _>(delete_devices::delete_devices_route)
         .ruma::<uiaa::get_uiaa_fallback_page::v3::Request, _, _>(get_uiaa_fallback_page::get_uiaa_fallback_page_route)
         .add("/.well-known/matrix/client", &[Method::GET], get(discover_homeserver::discover_homeserver_route))
-        .add("/_matrix/key/v2/server", &[Method::GET], get(crate::get_server_keys::get_server_keys_route))
         .add("/_matrix/client/r0/account/3pid", &[Method::POST], post(add_3pid_deprecated::add_3pid_deprecated_route))
         .add("/_matrix/client/v3/account/3pid", &[Method::POST], post(add_3pid_deprecated::add_3pid_deprecated_route))
         .add(&format!("/{}", crate::threepid::SUBMIT_PATH), &[Method::POST], post(submit_token::submit_token_route))

@@ -593,6 +593,34 @@ pub struct ImportedUser {
     pub avatar_url: Option<String>,
     /// (medium, canonical address, validated_at, added_at).
     pub threepids: Vec<(String, String, i64, i64)>,
+    /// The devices, with the sessions that keep working after the move.
+    pub devices: Vec<ImportedDevice>,
+}
+
+/// A device brought over from another server.
+#[derive(Debug, Clone, Default)]
+pub struct ImportedDevice {
+    /// The device ID.
+    pub device_id: String,
+    /// Its display name.
+    pub display_name: Option<String>,
+    /// Where it was last seen.
+    pub last_seen_ip: Option<String>,
+    /// When it was last seen (ms).
+    pub last_seen_ts: Option<i64>,
+    /// Its access tokens, hashed here like Vouch's own.
+    pub tokens: Vec<ImportedToken>,
+}
+
+/// An access token brought over from another server (only its hash is kept).
+#[derive(Debug, Clone, Default)]
+pub struct ImportedToken {
+    /// SHA-256 of the access token.
+    pub access_token_hash: String,
+    /// When it stops working (ms), for refreshable tokens.
+    pub expires_at: Option<i64>,
+    /// SHA-256 of the unused refresh token issued with it, if any.
+    pub refresh_token_hash: Option<String>,
 }
 
 /// What writing a login did.
@@ -616,6 +644,8 @@ pub struct ImportOutcome {
     pub threepids_added: u64,
     /// Addresses skipped because another account holds them.
     pub threepids_conflicting: u64,
+    /// Devices written (with their tokens).
+    pub devices_added: u64,
 }
 
 impl Db {
@@ -674,6 +704,47 @@ impl Db {
                     outcome.threepids_added += 1;
                 }
             }
+        }
+        for device in &u.devices {
+            sqlx::query(
+                "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id, device_id) DO NOTHING",
+            )
+            .bind(&u.user_id)
+            .bind(&device.device_id)
+            .bind(&device.display_name)
+            .bind(&device.last_seen_ip)
+            .bind(device.last_seen_ts)
+            .bind(u.created_at)
+            .execute(&mut *tx)
+            .await?;
+            for token in &device.tokens {
+                sqlx::query(
+                    "INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, expires_at, refresh_token_hash)
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (token_hash) DO NOTHING",
+                )
+                .bind(&token.access_token_hash)
+                .bind(&u.user_id)
+                .bind(&device.device_id)
+                .bind(u.created_at)
+                .bind(token.expires_at)
+                .bind(&token.refresh_token_hash)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(refresh) = &token.refresh_token_hash {
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_at)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (token_hash) DO NOTHING",
+                    )
+                    .bind(refresh)
+                    .bind(&u.user_id)
+                    .bind(&device.device_id)
+                    .bind(u.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            outcome.devices_added += 1;
         }
         tx.commit().await?;
         Ok(outcome)

@@ -33,8 +33,8 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row, Transaction};
 
 pub use accounts::{
-    CreateAccountError, ImportOutcome, ImportedUser, LoginWritten, NewAccount, NewLogin, User,
-    UserFilter,
+    CreateAccountError, ImportOutcome, ImportedDevice, ImportedToken, ImportedUser, LoginWritten,
+    NewAccount, NewLogin, User, UserFilter,
 };
 pub use devices::{AccessTokenInfo, Device, Refreshed, RefreshedSession};
 pub use registration_tokens::RegistrationToken;

@@ -1,11 +1,12 @@
 //! Reading a Synapse database (SQLite or PostgreSQL) for `vouch import synapse`: users,
-//! profiles and `user_threepids`, page by page.
+//! profiles, `user_threepids`, devices and their access tokens, page by page.
 
 use sqlx::{AnyPool, Row};
+use vouch_core::secrets::token_hash;
 use vouch_core::threepid::ThirdPartyId;
 
 use crate::StorageError;
-use crate::accounts::ImportedUser;
+use crate::accounts::{ImportedDevice, ImportedToken, ImportedUser};
 
 /// An open Synapse database.
 pub struct SynapseSource {
@@ -51,6 +52,52 @@ impl SynapseSource {
             }
         }
         Ok((names, i64::try_from(rows.len()).unwrap_or(i64::MAX)))
+    }
+
+    /// The user's visible devices (Synapse keeps cross-signing keys as hidden ones) and the
+    /// access tokens issued to them, hashed as Vouch keeps them. Tokens that act for another
+    /// user (admin puppeting) stay behind.
+    async fn devices(&self, user_id: &str) -> Result<Vec<ImportedDevice>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT device_id, display_name, ip, CAST(last_seen AS BIGINT) AS last_seen
+             FROM devices WHERE user_id = $1 AND hidden IS NOT TRUE ORDER BY device_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut devices = Vec::with_capacity(rows.len());
+        for r in &rows {
+            devices.push(ImportedDevice {
+                device_id: r.try_get("device_id")?,
+                display_name: r.try_get("display_name")?,
+                last_seen_ip: r.try_get("ip")?,
+                last_seen_ts: r.try_get("last_seen")?,
+                tokens: Vec::new(),
+            });
+        }
+        let tokens = sqlx::query(
+            "SELECT t.device_id, t.token, CAST(t.valid_until_ms AS BIGINT) AS valid_until_ms,
+                    CASE WHEN r.next_token_id IS NULL THEN r.token END AS refresh
+             FROM access_tokens t LEFT JOIN refresh_tokens r ON r.id = t.refresh_token_id
+             WHERE t.user_id = $1 AND t.device_id IS NOT NULL AND t.puppets_user_id IS NULL",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for t in &tokens {
+            let device_id: String = t.try_get("device_id")?;
+            let Some(device) = devices.iter_mut().find(|d| d.device_id == device_id) else {
+                continue;
+            };
+            let token: String = t.try_get("token")?;
+            let refresh: Option<String> = t.try_get("refresh")?;
+            device.tokens.push(ImportedToken {
+                access_token_hash: token_hash(&token),
+                expires_at: t.try_get("valid_until_ms")?,
+                refresh_token_hash: refresh.as_deref().map(token_hash),
+            });
+        }
+        Ok(devices)
     }
 
     /// Up to `limit` users whose ID sorts after `after`, with profiles and addresses.
@@ -99,7 +146,13 @@ impl SynapseSource {
                     ));
                 }
             }
+            let devices = if deactivated {
+                Vec::new()
+            } else {
+                self.devices(&user_id).await?
+            };
             users.push(ImportedUser {
+                devices,
                 localpart: user_id
                     .trim_start_matches('@')
                     .split(':')

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use ruma::api::client::uiaa::get_uiaa_fallback_page;
 use serde_json::{Value, json};
@@ -10,6 +10,8 @@ use vouch_core::uia::{DUMMY, REGISTRATION_TOKEN, TERMS};
 
 use crate::client_ip::ClientIp;
 use crate::error::{ApiError, ApiResult};
+use crate::homeserver::account_page::CROSS_SIGNING_RESET;
+use crate::homeserver::discovery::ACCOUNT_PATH;
 use crate::pages::{escape, page};
 use crate::ruma_axum::Ruma;
 use crate::state::AppState;
@@ -75,6 +77,15 @@ pub async fn get_uiaa_fallback_page_route(
     body: Ruma<get_uiaa_fallback_page::v3::Request>,
 ) -> ApiResult<Response> {
     let stage = body.auth_type.to_string();
+    // In front of a homeserver, its cross-signing reset stage is confirmed on Vouch's
+    // account page.
+    if state.homeserver.is_some() && (stage == "m.oauth" || stage == CROSS_SIGNING_RESET) {
+        let to = format!(
+            "{}{ACCOUNT_PATH}?action={CROSS_SIGNING_RESET}",
+            state.config.public_baseurl()
+        );
+        return Ok(axum::response::Redirect::to(&to).into_response());
+    }
     if !STAGES_WITH_FALLBACK.contains(&stage.as_str()) {
         return Err(ApiError::unrecognized());
     }

@@ -29,6 +29,7 @@ pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Resul
     );
     let services = crate::commands::admin::offline_services(&config, db.clone()).await?;
     let (mut seen, mut created, mut existing, mut threepids, mut conflicts) = (0_i64, 0, 0, 0, 0);
+    let mut devices = 0_u64;
     let mut refused = 0_u64;
     let mut after = String::new();
     loop {
@@ -51,6 +52,7 @@ pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Resul
                 existing += 1
             }
             threepids += outcome.threepids_added;
+            devices += outcome.devices_added;
             conflicts += outcome.threepids_conflicting;
             if outcome.threepids_conflicting > 0 {
                 eprintln!(
@@ -63,7 +65,7 @@ pub(crate) async fn import_synapse(arg: &ConfigArg, from: &str) -> anyhow::Resul
         eprintln!("  {seen}/{total} users");
     }
     println!(
-        "imported {created} users ({existing} already here, left as they are), {threepids} addresses ({conflicts} conflicting, left out), {refused} refused"
+        "imported {created} users ({existing} already here, left as they are), {threepids} addresses ({conflicts} conflicting, left out), {refused} refused, {devices} devices with their sessions"
     );
     db.close().await;
     if refused > 0 {

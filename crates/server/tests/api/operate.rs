@@ -473,6 +473,21 @@ async fn import_from_a_real_synapse_database(db: Backend) {
         "{again}"
     );
 
+    // Devices and their sessions came along: a client logged in on Synapse stays logged in.
+    let mut synapse_db = sqlx::SqliteConnection::connect(&format!("sqlite://{fixture}?mode=ro"))
+        .await
+        .unwrap();
+    let (session, device): (String, String) = sqlx::query_as(
+        "SELECT token, device_id FROM access_tokens WHERE user_id = '@bob:synapse.test'",
+    )
+    .fetch_one(&mut synapse_db)
+    .await
+    .unwrap();
+    let me = app.get("/_matrix/client/v3/account/whoami", Some(&session)).await;
+    assert_eq!(me.ok()["user_id"], "@bob:synapse.test");
+    assert_eq!(me.body["device_id"], device.as_str());
+    assert!(out.contains("4 devices with their sessions"), "{out}");
+
     // Synapse's bcrypt hashes (with its pepper) keep working.
     let alice = app.login_ok("alice", "alice password").await.0;
     app.login_ok("bob", "bob password").await;

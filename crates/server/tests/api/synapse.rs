@@ -692,6 +692,15 @@ async fn a_cross_signing_reset_needs_the_account_pages_confirmation() {
             app.base
         )
     );
+    // Clients that open the stage's fallback page land there too.
+    let fallback = app
+        .get(
+            "/_matrix/client/v3/auth/m.oauth/fallback/web?session=dummy",
+            None,
+        )
+        .await;
+    assert_eq!(fallback.status, 303);
+    assert_eq!(fallback.headers["location"], url.as_str());
     let page = app.open(&url).await;
     assert_eq!(page.status, 200);
     assert!(page.html.contains("Allow the reset"), "{}", page.html);
