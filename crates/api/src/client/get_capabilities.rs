@@ -1,5 +1,6 @@
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
+use http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::auth::AuthedUser;
@@ -10,13 +11,48 @@ use crate::state::AppState;
 /// Written as JSON rather than through ruma's `Capabilities`, which leaves out every
 /// capability that is at its default (`enabled: true`): operators and clients both read
 /// this answer, and an explicit `true` is clearer than an absent key.
+///
+/// In front of a homeserver, the homeserver's answer (room versions, profile fields: its
+/// business) with the account capabilities set by Vouch, which owns accounts.
 pub async fn get_capabilities_route(
     State(state): State<AppState>,
     user: AuthedUser,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
 ) -> Json<Value> {
+    let own = own_capabilities(&state, &user);
+    let Some(hs) = state.homeserver.as_ref() else {
+        return Json(own);
+    };
+    let mut url = hs.base().clone();
+    url.set_path("/_matrix/client/v3/capabilities");
+    url.set_query(query.as_deref());
+    let mut req = state.proxy_http.get(url).timeout(HOMESERVER_WAIT);
+    if let Some(auth) = headers.get(http::header::AUTHORIZATION) {
+        req = req.header(http::header::AUTHORIZATION, auth);
+    }
+    let theirs = match req.send().await {
+        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+        _ => None,
+    };
+    let Some(mut theirs) = theirs.filter(|t| t["capabilities"].is_object()) else {
+        tracing::warn!("the homeserver did not answer /capabilities; answering Vouch's own");
+        return Json(own);
+    };
+    for key in ["m.change_password", "m.3pid_changes", "m.get_login_token"] {
+        theirs["capabilities"][key] = own["capabilities"][key].clone();
+    }
+    Json(theirs)
+}
+
+/// How long `/capabilities` waits for the homeserver's part.
+const HOMESERVER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Vouch's own capabilities.
+fn own_capabilities(state: &AppState, user: &AuthedUser) -> Value {
     let account = &state.config.account;
     let may_change_password = account.password_change && !user.is_guest;
-    Json(json!({
+    json!({
         "capabilities": {
             "m.change_password": { "enabled": may_change_password },
             "m.3pid_changes": { "enabled": account.threepid_changes },
@@ -28,7 +64,7 @@ pub async fn get_capabilities_route(
             },
             "m.get_login_token": { "enabled": false },
         }
-    }))
+    })
 }
 
 fn disallowed_fields(displayname: bool, avatar: bool) -> Vec<&'static str> {

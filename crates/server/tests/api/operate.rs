@@ -483,7 +483,9 @@ async fn import_from_a_real_synapse_database(db: Backend) {
     .fetch_one(&mut synapse_db)
     .await
     .unwrap();
-    let me = app.get("/_matrix/client/v3/account/whoami", Some(&session)).await;
+    let me = app
+        .get("/_matrix/client/v3/account/whoami", Some(&session))
+        .await;
     assert_eq!(me.ok()["user_id"], "@bob:synapse.test");
     assert_eq!(me.body["device_id"], device.as_str());
     assert!(out.contains("4 devices with their sessions"), "{out}");

@@ -324,6 +324,28 @@ async fn users_chat_on_synapse_through_vouch() {
         .collect();
     assert!(bodies.contains(&"hello from alice"), "{bodies:?}");
 
+    // Capabilities: Synapse's room versions, Vouch's account rules (Synapse alone would
+    // say passwords cannot change).
+    let caps = call(
+        &app,
+        &vouch,
+        Method::GET,
+        "/_matrix/client/v3/capabilities",
+        None,
+        Some(&alice_token),
+    )
+    .await;
+    assert!(
+        caps.ok()["capabilities"]["m.room_versions"]["default"].is_string(),
+        "{:?}",
+        caps.body
+    );
+    assert_eq!(
+        caps.body["capabilities"]["m.change_password"]["enabled"],
+        true
+    );
+    assert_eq!(caps.body["capabilities"]["m.3pid_changes"]["enabled"], true);
+
     // The same token works on Synapse's own port: Synapse asked Vouch who it is.
     let whoami = call(
         &app,
