@@ -55,6 +55,11 @@ struct Args {
     /// tenth as many live ones (the "large tables" figure).
     #[arg(long, default_value_t = 0)]
     preload: u64,
+    /// Run Vouch in front of a Synapse from this virtual environment (its
+    /// `matrix_authentication_service` mode): `versions` is then forwarded, and the
+    /// `introspect` and `synapse_versions` (Synapse asked directly) scenarios make sense.
+    #[arg(long)]
+    synapse_venv: Option<PathBuf>,
     /// Scenarios to run (comma-separated); default: all.
     #[arg(
         long,
@@ -106,6 +111,108 @@ async fn bare_server() -> anyhow::Result<SocketAddr> {
         }
     });
     Ok(addr)
+}
+
+/// The secret Vouch and the benchmark's Synapse share.
+const HS_SECRET: &str = "bench-secret-0123456789abcdef0123456789abcdef";
+
+/// An access token of the bench user, for `introspect`.
+static BENCH_TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Synapse's base URL, for `synapse_versions`.
+static SYNAPSE_BASE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// A Synapse child process in `matrix_authentication_service` mode.
+struct Synapse {
+    child: std::process::Child,
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Synapse {
+    /// Starts Synapse from `venv` on `port` (SQLite in `dir`), with Vouch at `vouch_port`
+    /// as its account service, and waits until it answers.
+    async fn start(
+        venv: &std::path::Path,
+        dir: &std::path::Path,
+        port: u16,
+        vouch_port: u16,
+        http: &HttpClient,
+    ) -> anyhow::Result<Synapse> {
+        let d = dir.display();
+        let config = dir.join("homeserver.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "server_name: \"bench.example\"\npublic_baseurl: \"http://127.0.0.1:{vouch_port}/\"\n\
+                 pid_file: \"{d}/hs.pid\"\nreport_stats: false\nlisteners:\n  - port: {port}\n    \
+                 bind_addresses: [\"127.0.0.1\"]\n    type: http\n    tls: false\n    x_forwarded: true\n    \
+                 resources:\n      - names: [client]\n        compress: false\ndatabase:\n  name: sqlite3\n  \
+                 args:\n    database: \"{d}/homeserver.db\"\nmedia_store_path: \"{d}/media\"\n\
+                 signing_key_path: \"{d}/signing.key\"\ntrusted_key_servers: []\n\
+                 suppress_key_server_warning: true\nenable_metrics: false\nlog_config: \"{d}/log.yaml\"\n\
+                 matrix_authentication_service:\n  enabled: true\n  endpoint: \"http://127.0.0.1:{vouch_port}/\"\n  \
+                 secret: \"{HS_SECRET}\"\n"
+            ),
+        )?;
+        std::fs::write(
+            dir.join("log.yaml"),
+            "version: 1\nroot:\n  level: WARNING\n  handlers: []\ndisable_existing_loggers: false\n",
+        )?;
+        let python = venv.join("bin/python");
+        let keys = std::process::Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config)
+            .arg("--generate-keys")
+            .output()?;
+        anyhow::ensure!(keys.status.success(), "synapse --generate-keys failed");
+        let child = std::process::Command::new(&python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("cannot start Synapse")?;
+        let synapse = Synapse { child };
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..600 {
+            if let Ok((200, _)) = call(
+                http,
+                "GET",
+                &format!("{base}/_matrix/client/versions"),
+                None,
+            )
+            .await
+            {
+                return Ok(synapse);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("Synapse did not start")
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        peak_rss_kib(self.child.id())
+    }
+}
+
+/// A process's peak resident memory (VmHWM) in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_owned)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
 }
 
 /// The next unused range of request numbers.
@@ -248,15 +355,7 @@ impl Vouch {
 
     /// Peak resident memory (VmHWM) in KiB.
     fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmHWM:"))
-                    .map(str::to_owned)
-            })
-            .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-            .unwrap_or(0)
+        peak_rss_kib(self.child.id())
     }
 }
 
@@ -304,6 +403,33 @@ async fn run_once(
     links: &Mutex<HashMap<String, String>>,
 ) -> anyhow::Result<bool> {
     match scenario {
+        "introspect" => {
+            let token = BENCH_TOKEN.get().map_or("", String::as_str);
+            let body = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("token", token)
+                .finish();
+            let req = Request::builder()
+                .method("POST")
+                .uri(format!("{base}/oauth2/introspect"))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("authorization", format!("Bearer {HS_SECRET}"))
+                .body(Full::new(Bytes::from(body)))?;
+            let res = http.request(req).await?;
+            let ok = res.status() == 200;
+            let body = res.into_body().collect().await?.to_bytes();
+            Ok(ok && body.starts_with(br#"{"active":true"#))
+        }
+        "synapse_versions" => {
+            let base = SYNAPSE_BASE.get().map_or(base, String::as_str);
+            Ok(call(
+                http,
+                "GET",
+                &format!("{base}/_matrix/client/versions"),
+                None,
+            )
+            .await?
+            .0 == 200)
+        }
         "bare" | "versions" => Ok(call(
             http,
             "GET",
@@ -551,6 +677,23 @@ level = "warn"
         ),
     )?;
     let http: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+    let synapse = match &args.synapse_venv {
+        Some(venv) => {
+            let synapse_port = TcpListener::bind("127.0.0.1:0").await?.local_addr()?.port();
+            let hs_dir = dir.path().join("synapse");
+            std::fs::create_dir_all(&hs_dir)?;
+            let synapse = Synapse::start(venv, &hs_dir, synapse_port, port, &http).await?;
+            let base = format!("http://127.0.0.1:{synapse_port}");
+            let _ = SYNAPSE_BASE.set(base.clone());
+            let mut text = std::fs::read_to_string(&config)?;
+            text.push_str(&format!(
+                "[homeserver]\nurl = \"{base}\"\nsecret = \"{HS_SECRET}\"\n"
+            ));
+            std::fs::write(&config, text)?;
+            Some(synapse)
+        }
+        None => None,
+    };
     let (first, cold_start) = Vouch::start(&args.vouch, &config, port, &http).await?;
     drop(first);
     if args.preload > 0 {
@@ -584,6 +727,24 @@ level = "warn"
         Some(&u),
     )
     .await?;
+
+    if synapse.is_some() {
+        let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bench" }, "password": "bench battery staple" });
+        let (status, answer) = call(
+            &http,
+            "POST",
+            &format!("{}/_matrix/client/v3/login", vouch.base),
+            Some(&login),
+        )
+        .await?;
+        anyhow::ensure!(status == 200, "the bench user cannot log in: {answer}");
+        let _ = BENCH_TOKEN.set(
+            answer["access_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
 
     // One bcrypt hash at cost 12, timed on this machine: the ceiling for /login.
     let hasher = vouch_core::password::PasswordHasher {
@@ -664,6 +825,7 @@ level = "warn"
         }
     }
     let peak_rss_mib = vouch.peak_rss_kib() as f64 / 1024.0;
+    let synapse_peak_rss_mib = synapse.as_ref().map(|s| s.peak_rss_kib() as f64 / 1024.0);
     let report = json!({
         "database": if args.postgres.is_some() { "postgres" } else { "sqlite" },
         "cores": cores,
@@ -673,6 +835,8 @@ level = "warn"
         "bcrypt_cost12_hash_ms": hash_ms,
         "login_ceiling_per_second": login_ceiling,
         "peak_rss_mib": peak_rss_mib,
+        "synapse_peak_rss_mib": synapse_peak_rss_mib,
+        "in_front_of_synapse": synapse.is_some(),
         "outbox_mails_per_second": mail_rate,
         "preloaded_accounts": args.preload,
         "results": results,
