@@ -764,3 +764,64 @@ async fn a_cross_signing_reset_needs_the_account_pages_confirmation() {
     .await
     .ok();
 }
+
+/// The `node_modules` directory holding matrix-js-sdk (`tests/js/package.json`).
+fn js_sdk() -> Option<PathBuf> {
+    let dir = std::env::var("VOUCH_TEST_JS_SDK")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "/var/tmp/vouch-js-sdk/node_modules".into());
+    let dir = PathBuf::from(dir);
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (node && dir.join("matrix-js-sdk/package.json").exists()).then_some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_js_sdk_chats_through_vouch() {
+    let Some(modules) = js_sdk() else {
+        skipped(
+            "matrix-js-sdk",
+            "install Node.js and `npm install` crates/server/tests/js/package.json into /var/tmp/vouch-js-sdk (or set VOUCH_TEST_JS_SDK to its node_modules); .ci/run does",
+        );
+        return;
+    };
+    let Some((app, _synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/js/chat.mjs");
+    let base = app.base.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(&modules)
+            .arg(&base)
+            .arg("jsuser")
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the js-sdk client failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(seen["oauth"], false, "the SDK must not find OAuth: {seen}");
+    assert!(
+        seen["loginFlows"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("m.login.password")),
+        "{seen}"
+    );
+    assert_eq!(seen["registered"], "@jsuser:vouch.test");
+    assert_eq!(seen["sync"], "PREPARED");
+    assert_eq!(seen["echo"], "hello from matrix-js-sdk");
+    assert_eq!(seen["whoami"], "@jsuser:vouch.test");
+}
