@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use ruma::CanonicalJsonObject;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -21,12 +20,7 @@ pub async fn get_server_keys_route(
         "verify_keys": { state.signing_key.key_id.clone(): { "key": state.signing_key.public_key() } },
         "old_verify_keys": {},
     });
-    let mut canonical: CanonicalJsonObject = serde_json::from_value(object)
-        .map_err(|e| ApiError::internal(format!("canonical JSON: {e}")))?;
-    state
-        .signing_key
-        .sign(state.server_name(), &mut canonical)
-        .map_err(ApiError::internal)?;
+    let canonical = state.signing_key.signed(state.server_name(), object)?;
     Ok(axum::Json(
         serde_json::to_value(canonical).map_err(|e| ApiError::internal(e.to_string()))?,
     ))

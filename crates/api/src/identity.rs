@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::public_net::is_public;
 
 use http::StatusCode;
-use ruma::CanonicalJsonObject;
 use ruma::api::error::ErrorKind;
 use serde_json::{Value, json};
 use url::Url;
@@ -229,12 +228,7 @@ pub fn x_matrix(
         "destination": server.name,
         "content": content,
     });
-    let mut canonical: CanonicalJsonObject = serde_json::from_value(object)
-        .map_err(|e| ApiError::internal(format!("canonical JSON: {e}")))?;
-    state
-        .signing_key
-        .sign(state.server_name(), &mut canonical)
-        .map_err(ApiError::internal)?;
+    let canonical = state.signing_key.signed(state.server_name(), object)?;
     let sig = canonical
         .get("signatures")
         .and_then(|s| s.as_object())

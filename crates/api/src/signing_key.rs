@@ -69,4 +69,17 @@ impl SigningKey {
     pub fn sign(&self, server_name: &str, object: &mut CanonicalJsonObject) -> Result<(), String> {
         ruma::signatures::sign_json(server_name, &self.pair, object).map_err(|e| e.to_string())
     }
+
+    /// `object` in canonical JSON, signed by `server_name` with this key.
+    pub fn signed(
+        &self,
+        server_name: &str,
+        object: serde_json::Value,
+    ) -> Result<CanonicalJsonObject, crate::error::ApiError> {
+        let mut canonical: CanonicalJsonObject = serde_json::from_value(object)
+            .map_err(|e| crate::error::ApiError::internal(format!("canonical JSON: {e}")))?;
+        self.sign(server_name, &mut canonical)
+            .map_err(crate::error::ApiError::internal)?;
+        Ok(canonical)
+    }
 }

@@ -18,9 +18,10 @@ pub enum Call {
         /// The localpart.
         localpart: String,
         /// The display name, if any.
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "set_displayname", skip_serializing_if = "Option::is_none")]
         displayname: Option<String>,
         /// Verified email addresses (Synapse shows them to its admins).
+        #[serde(rename = "set_emails")]
         emails: Vec<String>,
     },
     /// Create a device, or rename an existing one.
@@ -109,50 +110,13 @@ impl Call {
         }
     }
 
-    /// The JSON body Synapse expects.
+    /// The JSON body Synapse expects: the call's fields, named as Synapse names them.
     fn body(&self) -> serde_json::Value {
-        use serde_json::json;
-        match self {
-            Call::ProvisionUser {
-                localpart,
-                displayname,
-                emails,
-            } => {
-                let mut body = json!({ "localpart": localpart, "set_emails": emails });
-                if let Some(d) = displayname {
-                    body["set_displayname"] = json!(d);
-                }
-                body
-            }
-            Call::UpsertDevice {
-                localpart,
-                device_id,
-                display_name,
-            } => {
-                let mut body = json!({ "localpart": localpart, "device_id": device_id });
-                if let Some(n) = display_name {
-                    body["display_name"] = json!(n);
-                }
-                body
-            }
-            Call::DeleteDevice {
-                localpart,
-                device_id,
-            } => json!({ "localpart": localpart, "device_id": device_id }),
-            Call::SyncDevices { localpart, devices } => {
-                json!({ "localpart": localpart, "devices": devices })
-            }
-            Call::DeleteUser { localpart, erase } => {
-                json!({ "localpart": localpart, "erase": erase })
-            }
-            Call::SetDisplayname {
-                localpart,
-                displayname,
-            } => json!({ "localpart": localpart, "displayname": displayname }),
-            Call::ReactivateUser { localpart }
-            | Call::UnsetDisplayname { localpart }
-            | Call::AllowCrossSigningReset { localpart } => json!({ "localpart": localpart }),
+        let mut body = serde_json::to_value(self).unwrap_or_default();
+        if let Some(fields) = body.as_object_mut() {
+            fields.remove("call");
         }
+        body
     }
 }
 
@@ -303,8 +267,19 @@ mod tests {
         };
         let text = serde_json::to_string(&call).unwrap();
         assert_eq!(serde_json::from_str::<Call>(&text).unwrap(), call);
-        assert_eq!(call.body()["device_id"], "DEV");
-        assert!(call.body().get("display_name").is_none());
+        assert_eq!(
+            call.body(),
+            serde_json::json!({ "localpart": "alice", "device_id": "DEV" })
+        );
+        let provision = Call::ProvisionUser {
+            localpart: "bob".into(),
+            displayname: Some("Bob".into()),
+            emails: vec!["bob@example.org".into()],
+        };
+        assert_eq!(
+            provision.body(),
+            serde_json::json!({ "localpart": "bob", "set_displayname": "Bob", "set_emails": ["bob@example.org"] })
+        );
     }
 
     #[test]

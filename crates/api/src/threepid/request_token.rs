@@ -78,8 +78,8 @@ fn attempt(send_attempt: ruma::UInt) -> i64 {
     i64::try_from(u64::from(send_attempt)).unwrap_or(i64::MAX)
 }
 
-macro_rules! email_body {
-    ($($endpoint:ident),+) => {$(
+macro_rules! token_body {
+    ($($endpoint:ident: $req:ident => $address:expr;)+) => {$(
         impl TokenBody for ruma::api::client::account::$endpoint::v3::Request {
             fn token_request<'a>(
                 &'a self,
@@ -87,10 +87,11 @@ macro_rules! email_body {
                 json: Option<&'a Map<String, Value>>,
                 ip: IpAddr,
             ) -> TokenRequest<'a> {
+                let $req = self;
                 TokenRequest {
                     purpose,
                     client_secret: self.client_secret.as_str(),
-                    address: Raw::Email(&self.email),
+                    address: $address,
                     send_attempt: attempt(self.send_attempt),
                     next_link: self.next_link.as_deref(),
                     json,
@@ -101,42 +102,14 @@ macro_rules! email_body {
     )+};
 }
 
-macro_rules! msisdn_body {
-    ($($endpoint:ident),+) => {$(
-        impl TokenBody for ruma::api::client::account::$endpoint::v3::Request {
-            fn token_request<'a>(
-                &'a self,
-                purpose: Purpose,
-                json: Option<&'a Map<String, Value>>,
-                ip: IpAddr,
-            ) -> TokenRequest<'a> {
-                TokenRequest {
-                    purpose,
-                    client_secret: self.client_secret.as_str(),
-                    address: Raw::Phone {
-                        country: &self.country,
-                        number: &self.phone_number,
-                    },
-                    send_attempt: attempt(self.send_attempt),
-                    next_link: self.next_link.as_deref(),
-                    json,
-                    ip,
-                }
-            }
-        }
-    )+};
+token_body! {
+    request_registration_token_via_email: r => Raw::Email(&r.email);
+    request_password_change_token_via_email: r => Raw::Email(&r.email);
+    request_3pid_management_token_via_email: r => Raw::Email(&r.email);
+    request_registration_token_via_msisdn: r => Raw::Phone { country: &r.country, number: &r.phone_number };
+    request_password_change_token_via_msisdn: r => Raw::Phone { country: &r.country, number: &r.phone_number };
+    request_3pid_management_token_via_msisdn: r => Raw::Phone { country: &r.country, number: &r.phone_number };
 }
-
-email_body!(
-    request_registration_token_via_email,
-    request_password_change_token_via_email,
-    request_3pid_management_token_via_email
-);
-msisdn_body!(
-    request_registration_token_via_msisdn,
-    request_password_change_token_via_msisdn,
-    request_3pid_management_token_via_msisdn
-);
 
 /// The shared requestToken for every endpoint and medium.
 pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Issued> {
