@@ -45,6 +45,9 @@ pub enum ApiError {
     Internal(String),
     /// The database cannot be reached; answered 503 with `Retry-After`, logged in full.
     Unavailable(String),
+    /// The homeserver Vouch serves (`[homeserver]`) cannot be reached or cannot answer now;
+    /// answered 503 with `Retry-After`, logged in full.
+    HomeserverUnavailable(String),
 }
 
 /// The HTTP status for an errcode (tuwunel's `bad_request_code`, extended).
@@ -167,7 +170,9 @@ impl ApiError {
             ApiError::Passthrough { body, .. } => {
                 body["errcode"].as_str().unwrap_or("M_UNKNOWN").to_owned()
             }
-            ApiError::Internal(_) | ApiError::Unavailable(_) => "M_UNKNOWN".into(),
+            ApiError::Internal(_)
+            | ApiError::Unavailable(_)
+            | ApiError::HomeserverUnavailable(_) => "M_UNKNOWN".into(),
         }
     }
 }
@@ -202,11 +207,16 @@ impl IntoResponse for ApiError {
             ApiError::Passthrough { status, body } => {
                 UiaaResponse::MatrixError(MatrixError::new(status, ErrorBody::Json(body)))
             }
-            ApiError::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "database unavailable");
+            ApiError::Unavailable(ref detail) | ApiError::HomeserverUnavailable(ref detail) => {
+                let what = if matches!(self, ApiError::Unavailable(_)) {
+                    "database"
+                } else {
+                    "homeserver"
+                };
+                tracing::warn!(error = %detail, "{what} unavailable");
                 let body = ErrorBody::Json(serde_json::json!({
                     "errcode": "M_UNKNOWN",
-                    "error": "The database is unavailable; try again in a few seconds",
+                    "error": format!("The {what} is unavailable; try again in a few seconds"),
                 }));
                 let mut res = UiaaResponse::MatrixError(MatrixError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -247,7 +257,9 @@ impl std::fmt::Display for ApiError {
             ApiError::Custom {
                 errcode, message, ..
             } => write!(f, "{errcode}: {message}"),
-            ApiError::Internal(detail) | ApiError::Unavailable(detail) => f.write_str(detail),
+            ApiError::Internal(detail)
+            | ApiError::Unavailable(detail)
+            | ApiError::HomeserverUnavailable(detail) => f.write_str(detail),
             other => write!(f, "{}", other.errcode()),
         }
     }

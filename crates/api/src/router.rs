@@ -70,6 +70,7 @@ fn routes(homeserver: bool) -> Routes {
         .ruma::<discovery::get_supported_versions::Request, _, _>(
             get_supported_versions::get_supported_versions_route,
         )
+        .ruma::<account::whoami::v3::Request, _, _>(whoami::whoami_route)
         .ruma::<device::get_devices::v3::Request, _, _>(get_devices::get_devices_route)
         .ruma::<device::get_device::v3::Request, _, _>(get_device::get_device_route)
         .ruma::<device::update_device::v3::Request, _, _>(update_device::update_device_route)
@@ -94,7 +95,6 @@ fn shared_routes() -> Routes {
         .ruma::<session::refresh_token::v3::Request, _, _>(refresh_token::refresh_token_route)
         .ruma::<session::logout::v3::Request, _, _>(logout::logout_route)
         .ruma::<session::logout_all::v3::Request, _, _>(logout_all::logout_all_route)
-        .ruma::<account::whoami::v3::Request, _, _>(whoami::whoami_route)
         .ruma::<account::register::v3::Request, _, _>(register::register_route)
         .ruma::<account::get_username_availability::v3::Request, _, _>(get_username_availability::get_username_availability_route)
         .ruma::<account::check_registration_token_validity::v1::Request, _, _>(check_registration_token_validity::check_registration_token_validity_route)
@@ -180,7 +180,7 @@ pub fn router(state: AppState) -> Router {
             .method_not_allowed_fallback(crate::homeserver::proxy::forward)
             .layer(middleware::from_fn_with_state(
                 state.clone(),
-                crate::homeserver::proxy::appservice_register,
+                crate::homeserver::proxy::homeserver_first,
             ))
     } else {
         r.fallback(|| async { ApiError::unrecognized() })

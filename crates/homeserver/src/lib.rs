@@ -120,6 +120,57 @@ impl Call {
     }
 }
 
+/// What a call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// Synapse created something new (a user, a device) rather than updating it.
+    pub created: bool,
+}
+
+/// Why a call did not go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallError {
+    /// Synapse could not be reached or could not answer now (5xx, 408, 429): try again.
+    Unavailable(String),
+    /// Synapse refused (4xx): the same call will be refused again.
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Synapse's `errcode`.
+        errcode: String,
+        /// Synapse's `error` (cut to 300 characters).
+        message: String,
+    },
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Unavailable(why) => f.write_str(why),
+            CallError::Refused {
+                status,
+                errcode,
+                message,
+            } => write!(f, "homeserver refused ({status} {errcode}): {message}"),
+        }
+    }
+}
+
+impl From<CallError> for SendError {
+    fn from(e: CallError) -> Self {
+        SendError {
+            message: e.to_string(),
+            permanent: matches!(e, CallError::Refused { .. }),
+        }
+    }
+}
+
+impl From<SendError> for CallError {
+    fn from(e: SendError) -> Self {
+        CallError::Unavailable(e.message)
+    }
+}
+
 /// What Synapse says of a user (`query_user`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct QueriedUser {
@@ -182,9 +233,8 @@ impl Homeserver {
             })
     }
 
-    /// Makes `call` at Synapse. A 5xx, 408, 429 or an unreachable Synapse is worth
-    /// retrying; any other refusal is permanent.
-    pub async fn call(&self, call: &Call) -> Result<(), SendError> {
+    /// Makes `call` at Synapse. Deleting what is already gone counts as done.
+    pub async fn call(&self, call: &Call) -> Result<Answer, CallError> {
         let response = self
             .http
             .post(self.url(call.path())?)
@@ -192,27 +242,41 @@ impl Homeserver {
             .json(&call.body())
             .send()
             .await
-            .map_err(|e| SendError {
-                message: format!("homeserver unreachable: {}", without_url(&e)),
-                permanent: false,
+            .map_err(|e| {
+                CallError::Unavailable(format!("homeserver unreachable: {}", without_url(&e)))
             })?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(Answer {
+                created: status == StatusCode::CREATED,
+            });
         }
-        // Deleting what is already gone is done.
         if status == StatusCode::NOT_FOUND
             && matches!(call, Call::DeleteDevice { .. } | Call::DeleteUser { .. })
         {
-            return Ok(());
+            return Ok(Answer { created: false });
         }
+        let retry = status.is_server_error()
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status == StatusCode::TOO_MANY_REQUESTS;
         let text = response.text().await.unwrap_or_default();
-        let text: String = text.chars().take(200).collect();
-        Err(SendError {
-            message: format!("homeserver answered {status} to {}: {text}", call.path()),
-            permanent: !(status.is_server_error()
-                || status == StatusCode::REQUEST_TIMEOUT
-                || status == StatusCode::TOO_MANY_REQUESTS),
+        if retry {
+            let text: String = text.chars().take(200).collect();
+            return Err(CallError::Unavailable(format!(
+                "homeserver answered {status} to {}: {text}",
+                call.path()
+            )));
+        }
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let field = |k: &str| {
+            body.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(|s| s.chars().take(300).collect::<String>())
+        };
+        Err(CallError::Refused {
+            status: status.as_u16(),
+            errcode: field("errcode").unwrap_or_else(|| "M_UNKNOWN".into()),
+            message: field("error").unwrap_or_else(|| format!("the homeserver answered {status}")),
         })
     }
 

@@ -145,7 +145,10 @@ impl Worker {
         };
         let call: vouch_homeserver::Call = serde_json::from_str(message)
             .map_err(|e| (format!("unreadable homeserver call: {e}"), true))?;
-        hs.call(&call).await.map_err(|e| (e.message, e.permanent))
+        hs.call(&call).await.map(|_| ()).map_err(|e| {
+            let e = vouch_core::delivery::SendError::from(e);
+            (e.message, e.permanent)
+        })
     }
 
     /// Sends one message. A failure is recorded here; a success returns the message's id,

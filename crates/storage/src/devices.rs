@@ -241,4 +241,46 @@ impl Db {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Records that `device_ids` of `user_id` were signed out at `now`.
+    pub async fn note_ended_devices(
+        &self,
+        user_id: &str,
+        device_ids: &[String],
+        now: i64,
+    ) -> Result<(), StorageError> {
+        if device_ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin_write().await?;
+        for device_id in device_ids {
+            sqlx::query(
+                "INSERT INTO ended_devices (device_key, ended_at) VALUES ($1, $2)
+                 ON CONFLICT (device_key) DO UPDATE SET ended_at = excluded.ended_at",
+            )
+            .bind(format!("{user_id} {device_id}"))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether device `device_id` of `user_id` was signed out after `since`.
+    pub async fn device_ended_after(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        since: i64,
+    ) -> Result<bool, StorageError> {
+        let row = sqlx::query(
+            "SELECT ended_at FROM ended_devices WHERE device_key = $1 AND ended_at > $2",
+        )
+        .bind(format!("{user_id} {device_id}"))
+        .bind(since)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
 }

@@ -11,6 +11,9 @@ const VALIDATION_GRACE_MS: i64 = 24 * 3_600_000;
 const EXPIRED_TOKEN_GRACE_MS: i64 = 7 * 24 * 3_600_000;
 /// How long a spent refresh token is kept.
 const SPENT_REFRESH_GRACE_MS: i64 = 24 * 3_600_000;
+/// How long a signed-out device is remembered (its ID is not reused meanwhile in front of
+/// a homeserver; see `Db::device_ended_after`).
+const ENDED_DEVICE_GRACE_MS: i64 = 3_600_000;
 /// Batches per kind per run, so one run is bounded too.
 const MAX_BATCHES: u32 = 50;
 
@@ -125,6 +128,15 @@ impl Db {
         let outbox = self
             .purge("outbox", "id", "(sent_at IS NOT NULL AND sent_at <= $1) OR (failed_at IS NOT NULL AND failed_at <= $1)", now - keep_sent_ms, now, batch)
             .await?;
+        self.purge(
+            "ended_devices",
+            "device_key",
+            "ended_at <= $1",
+            now - ENDED_DEVICE_GRACE_MS,
+            now,
+            batch,
+        )
+        .await?;
         let full = u64::from(MAX_BATCHES) * u64::try_from(batch).unwrap_or(0);
         let more = [
             validation_sessions,

@@ -31,6 +31,20 @@ pub struct NewMessage {
     pub stand_in: bool,
 }
 
+/// A claimed outbox row.
+fn queued_message(r: &sqlx::any::AnyRow) -> Result<QueuedMessage, sqlx::Error> {
+    Ok(QueuedMessage {
+        id: r.try_get("id")?,
+        recipient: r.try_get("recipient")?,
+        channel: r.try_get("channel")?,
+        sid: r.try_get("sid")?,
+        envelope_from: r.try_get("envelope_from")?,
+        message: r.try_get("message")?,
+        attempts: r.try_get("attempts")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
 /// A message claimed for sending.
 #[derive(Debug, Clone)]
 pub struct QueuedMessage {
@@ -129,19 +143,42 @@ impl Db {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            out.push(QueuedMessage {
-                id: r.try_get("id")?,
-                recipient: r.try_get("recipient")?,
-                channel: r.try_get("channel")?,
-                sid: r.try_get("sid")?,
-                envelope_from: r.try_get("envelope_from")?,
-                message: r.try_get("message")?,
-                attempts: r.try_get("attempts")?,
-                created_at: r.try_get("created_at")?,
-            });
-        }
+        let out = rows
+            .iter()
+            .map(queued_message)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(out)
+    }
+
+    /// Claims every message of `channel` to `recipient` still waiting (due or not), oldest
+    /// first, for `lease_ms`: what must reach the recipient before something newer does.
+    /// Messages another worker holds are skipped.
+    pub async fn claim_waiting_for(
+        &self,
+        channel: &str,
+        recipient: &str,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Vec<QueuedMessage>, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "UPDATE outbox SET locked_until = $1
+             WHERE channel = $2 AND recipient = $3 AND sent_at IS NULL AND failed_at IS NULL
+               AND next_attempt_at IS NOT NULL AND (locked_until IS NULL OR locked_until <= $4)
+             RETURNING id, channel, sid, recipient, envelope_from, message, attempts, created_at",
+        )
+        .bind(now.saturating_add(lease_ms))
+        .bind(channel)
+        .bind(recipient)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut out = rows
+            .iter()
+            .map(queued_message)
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|m| m.created_at);
         Ok(out)
     }
 

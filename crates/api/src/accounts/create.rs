@@ -61,17 +61,23 @@ impl Accounts<'_> {
         // a homeserver that does not answer leaves nothing half-made (a user it was told of
         // stays unused until someone registers that name again).
         if self.s.homeserver.is_some() && !new.guest {
-            self.tell_now(Call::ProvisionUser {
-                localpart: localpart.as_str().to_owned(),
-                displayname: displayname.clone(),
-                emails: new
-                    .threepids
-                    .iter()
-                    .filter(|(medium, _, _)| medium == "email")
-                    .map(|(_, address, _)| address.clone())
-                    .collect(),
-            })
-            .await?;
+            let provisioned = self
+                .tell_now(Call::ProvisionUser {
+                    localpart: localpart.as_str().to_owned(),
+                    displayname: displayname.clone(),
+                    emails: new
+                        .threepids
+                        .iter()
+                        .filter(|(medium, _, _)| medium == "email")
+                        .map(|(_, address, _)| address.clone())
+                        .collect(),
+                })
+                .await?;
+            // A user the homeserver had already (an application service's, say) is not
+            // Vouch's to hand out.
+            if !provisioned.created {
+                return Err(AccountError::UserInUse);
+            }
             if let Some(login) = &new.login {
                 self.tell_now(Call::UpsertDevice {
                     localpart: localpart.as_str().to_owned(),

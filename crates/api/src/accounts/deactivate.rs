@@ -8,6 +8,13 @@ impl Accounts<'_> {
     /// Deactivates `user_id`: no devices, tokens or addresses; with `erase`, no profile
     /// either. The user ID stays taken.
     pub async fn deactivate(&self, user_id: &str, erase: bool) -> Result<(), AccountError> {
+        if self.s.homeserver.is_some() {
+            let all = self.device_ids(user_id, None).await?;
+            self.s
+                .db
+                .note_ended_devices(user_id, &all, self.s.now())
+                .await?;
+        }
         self.tell_later(Call::DeleteUser {
             localpart: self.localpart(user_id),
             erase,

@@ -6,13 +6,20 @@
 
 use vouch_core::localpart::localpart_of;
 use vouch_core::secrets::new_opaque_id;
-use vouch_homeserver::Call;
+use vouch_homeserver::{Answer, Call, CallError, Homeserver};
 use vouch_storage::NewMessage;
 
 use super::{AccountError, Accounts};
 
 /// The outbox channel of homeserver calls.
 pub const CHANNEL: &str = "homeserver";
+
+/// How long a signed-out device's ID is not handed out again: longer than Synapse caches
+/// an introspection answer (two minutes).
+pub const REUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(150);
+
+/// The lease on queued calls delivered ahead of an immediate one.
+const FLUSH_LEASE_MS: i64 = 30_000;
 
 impl Accounts<'_> {
     /// The localpart of a local user ID.
@@ -22,15 +29,124 @@ impl Accounts<'_> {
             .to_owned()
     }
 
-    /// Makes `call` now; without a homeserver, nothing to do.
-    pub(super) async fn tell_now(&self, call: Call) -> Result<(), AccountError> {
+    /// Makes `call` now, after the user's calls still queued (so that a device deleted while
+    /// the homeserver was away is not deleted after a newer login made it again); without a
+    /// homeserver, nothing to do (and nothing created).
+    pub(super) async fn tell_now(&self, call: Call) -> Result<Answer, AccountError> {
         let Some(hs) = self.s.homeserver.as_ref() else {
-            return Ok(());
+            return Ok(Answer { created: false });
         };
+        self.flush_queued(hs, call.localpart()).await?;
         hs.call(&call).await.map_err(|e| {
             tracing::warn!(error = %e, localpart = call.localpart(), "the homeserver did not take an account change");
-            AccountError::HomeserverUnavailable
+            match e {
+                CallError::Unavailable(_) => AccountError::HomeserverUnavailable,
+                CallError::Refused {
+                    status,
+                    errcode,
+                    message,
+                } => AccountError::HomeserverRefused {
+                    status,
+                    errcode,
+                    message,
+                },
+            }
         })
+    }
+
+    /// The device IDs of `user_id`, but `except`.
+    pub(super) async fn device_ids(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+    ) -> Result<Vec<String>, AccountError> {
+        Ok(self
+            .s
+            .db
+            .devices(user_id)
+            .await?
+            .into_iter()
+            .map(|d| d.device_id)
+            .filter(|d| Some(d.as_str()) != except)
+            .collect())
+    }
+
+    /// Before devices of `user_id` are deleted here: queues their deletion at the
+    /// homeserver (each by name, so a device made later is never caught) and remembers
+    /// them, so their IDs are not handed out again while the homeserver may still hold an
+    /// answer about their old tokens.
+    pub(super) async fn end_devices(
+        &self,
+        user_id: &str,
+        device_ids: &[String],
+    ) -> Result<(), AccountError> {
+        if self.s.homeserver.is_none() || device_ids.is_empty() {
+            return Ok(());
+        }
+        self.s
+            .db
+            .note_ended_devices(user_id, device_ids, self.s.now())
+            .await?;
+        let localpart = self.localpart(user_id);
+        for device_id in device_ids {
+            self.tell_later(Call::DeleteDevice {
+                localpart: localpart.clone(),
+                device_id: device_id.clone(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// In front of a homeserver, a device ID signed out less than [`REUSE_AFTER`] ago is not
+    /// handed out again: the homeserver may still hold an answer saying the old token is
+    /// good, and would take it for the new device's.
+    pub(super) async fn check_device_reuse(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<(), AccountError> {
+        if self.s.homeserver.is_none() {
+            return Ok(());
+        }
+        let since = self.s.now() - i64::try_from(REUSE_AFTER.as_millis()).unwrap_or(i64::MAX);
+        if self
+            .s
+            .db
+            .device_ended_after(user_id, device_id, since)
+            .await?
+        {
+            return Err(AccountError::DeviceJustEnded(REUSE_AFTER));
+        }
+        Ok(())
+    }
+
+    /// Tells the homeserver of a login's device before its token is answered. An account
+    /// the homeserver does not know yet (made before Vouch served it) is made known first.
+    pub(super) async fn tell_device(
+        &self,
+        user_id: &str,
+        login: &vouch_storage::NewLogin,
+    ) -> Result<(), AccountError> {
+        let upsert = Call::UpsertDevice {
+            localpart: self.localpart(user_id),
+            device_id: login.device_id.clone(),
+            display_name: login.display_name.clone(),
+        };
+        match self.tell_now(upsert.clone()).await {
+            Err(AccountError::HomeserverRefused { status: 404, .. }) => {
+                let user = self.existing(user_id).await?;
+                let emails = self.emails(user_id).await?;
+                self.tell_now(Call::ProvisionUser {
+                    localpart: self.localpart(user_id),
+                    displayname: user.displayname,
+                    emails,
+                })
+                .await?;
+                self.tell_now(upsert).await.map(|_| ())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// Queues `call` in the outbox (it survives a crash and a homeserver outage) and rings
@@ -63,16 +179,48 @@ impl Accounts<'_> {
             localpart: self.localpart(user_id),
         })
         .await?;
+
         tracing::info!(user_id, "cross-signing reset allowed");
         Ok(())
     }
 
-    /// Queues the account's current email addresses for the homeserver.
-    pub(super) async fn tell_emails_later(&self, user_id: &str) -> Result<(), AccountError> {
-        if self.s.homeserver.is_none() {
-            return Ok(());
+    /// Delivers the calls about `localpart` still waiting in the outbox, oldest first.
+    async fn flush_queued(&self, hs: &Homeserver, localpart: &str) -> Result<(), AccountError> {
+        let db = &self.s.db;
+        let waiting = db
+            .claim_waiting_for(CHANNEL, localpart, self.s.now(), FLUSH_LEASE_MS)
+            .await?;
+        for message in waiting {
+            let call = match serde_json::from_str::<Call>(&message.message) {
+                Ok(call) => call,
+                Err(e) => {
+                    let why = format!("unreadable homeserver call: {e}");
+                    db.mark_message_failed(&message.id, &why, None, self.s.now())
+                        .await?;
+                    continue;
+                }
+            };
+            match hs.call(&call).await {
+                Ok(_) => db.mark_message_sent(&message.id, self.s.now()).await?,
+                Err(e @ CallError::Refused { .. }) => {
+                    tracing::error!(error = %e, localpart, "the homeserver refused a queued call; giving it up");
+                    db.mark_message_failed(&message.id, &e.to_string(), None, self.s.now())
+                        .await?;
+                }
+                Err(CallError::Unavailable(why)) => {
+                    let now = self.s.now();
+                    db.mark_message_failed(&message.id, &why, Some(now), now)
+                        .await?;
+                    return Err(AccountError::HomeserverUnavailable);
+                }
+            }
         }
-        let emails = self
+        Ok(())
+    }
+
+    /// The account's email addresses.
+    async fn emails(&self, user_id: &str) -> Result<Vec<String>, AccountError> {
+        Ok(self
             .s
             .db
             .threepids(user_id)
@@ -80,7 +228,15 @@ impl Accounts<'_> {
             .into_iter()
             .filter(|t| t.medium == "email")
             .map(|t| t.address)
-            .collect();
+            .collect())
+    }
+
+    /// Queues the account's current email addresses for the homeserver.
+    pub(super) async fn tell_emails_later(&self, user_id: &str) -> Result<(), AccountError> {
+        if self.s.homeserver.is_none() {
+            return Ok(());
+        }
+        let emails = self.emails(user_id).await?;
         self.tell_later(Call::ProvisionUser {
             localpart: self.localpart(user_id),
             displayname: None,

@@ -20,7 +20,9 @@ pub use create::NewUser;
 pub use credentials::{BAD_CREDENTIALS, Checked, LoginId};
 pub use homeserver::CHANNEL as HOMESERVER_CHANNEL;
 pub use password::Logout;
-pub use tokens::{IssuedTokens, MAX_DEVICE_DISPLAY_NAME, MAX_DEVICE_ID, check_new_device};
+pub use tokens::{
+    IssuedTokens, MAX_DEVICE_DISPLAY_NAME, MAX_DEVICE_ID, check_new_device, is_scope_safe,
+};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -65,6 +67,12 @@ pub enum AccountError {
     /// The authentication session was used by a concurrent request.
     #[error("This authentication session has already been used")]
     SessionSpent,
+    /// The device ID was signed out moments ago (in front of a homeserver); it may be used
+    /// again after this long.
+    #[error(
+        "This device was signed out moments ago; sign in again shortly or with a new device ID"
+    )]
+    DeviceJustEnded(std::time::Duration),
     /// No such account.
     #[error("User not found")]
     NotFound,
@@ -78,6 +86,17 @@ pub enum AccountError {
     /// The homeserver did not take a change the answer depends on.
     #[error("The homeserver is unavailable; try again shortly")]
     HomeserverUnavailable,
+    /// The homeserver refused a change the answer depends on (a name in an application
+    /// service's namespace, say); its words are passed on.
+    #[error("{message}")]
+    HomeserverRefused {
+        /// Its HTTP status.
+        status: u16,
+        /// Its errcode.
+        errcode: String,
+        /// Its message.
+        message: String,
+    },
     /// An imported account that this server cannot hold safely.
     #[error("{0}")]
     Refused(String),
@@ -94,7 +113,14 @@ impl From<AccountError> for ApiError {
             AccountError::UserInUse => ApiError::new(ErrorKind::UserInUse, message),
             AccountError::ThreepidInUse => ApiError::new(ErrorKind::ThreepidInUse, message),
             AccountError::NotFound => ApiError::not_found(message),
-            AccountError::HomeserverUnavailable => ApiError::Unavailable(message),
+            AccountError::HomeserverUnavailable => ApiError::HomeserverUnavailable(message),
+            AccountError::DeviceJustEnded(wait) => ApiError::limit_exceeded(wait),
+            AccountError::HomeserverRefused {
+                status, errcode, ..
+            } => ApiError::Passthrough {
+                status: http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST),
+                body: serde_json::json!({ "errcode": errcode, "error": message }),
+            },
             AccountError::TokenUsedUp
             | AccountError::SessionSpent
             | AccountError::Refused(_)

@@ -1,7 +1,5 @@
 //! Setting an account's password, and which devices stay logged in when it changes.
 
-use vouch_homeserver::Call;
-
 use super::{AccountError, Accounts};
 
 /// Which devices a password change logs out.
@@ -38,18 +36,12 @@ impl Accounts<'_> {
     ) -> Result<(), AccountError> {
         self.check_password(&password)?;
         let hash = self.s.hash_password(password).await?;
-        let kept = match logout {
-            Logout::Nobody => None,
-            Logout::AllBut(device) => Some(vec![device.to_owned()]),
-            Logout::Everyone => Some(Vec::new()),
+        let ending = match logout {
+            Logout::Nobody => Vec::new(),
+            Logout::AllBut(device) => self.device_ids(user_id, Some(device)).await?,
+            Logout::Everyone => self.device_ids(user_id, None).await?,
         };
-        if let Some(devices) = kept {
-            self.tell_later(Call::SyncDevices {
-                localpart: self.localpart(user_id),
-                devices,
-            })
-            .await?;
-        }
+        self.end_devices(user_id, &ending).await?;
         let (logout_devices, keep) = match logout {
             Logout::Nobody => (false, None),
             Logout::AllBut(device) => (true, Some(device)),

@@ -15,15 +15,25 @@ pub const MAX_DEVICE_DISPLAY_NAME: usize = 100;
 /// Longest device ID a client may choose, in bytes.
 pub const MAX_DEVICE_ID: usize = 255;
 
+/// Whether `device_id` can stand in an OAuth 2.0 scope token (RFC 6749 §3.3: printable
+/// ASCII other than space, `"` and `\`), as it does in the scopes `/oauth2/introspect`
+/// gives the homeserver: a space in a device ID would add a scope of the client's choosing.
+pub fn is_scope_safe(device_id: &str) -> bool {
+    !device_id.is_empty()
+        && device_id.len() <= MAX_DEVICE_ID
+        && device_id
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
 /// Checks what a client asks its new device to be called: a device ID of at most
-/// [`MAX_DEVICE_ID`] bytes without control characters, a display name of at most
-/// [`MAX_DEVICE_DISPLAY_NAME`] characters. Nothing larger is stored (or logged).
+/// [`MAX_DEVICE_ID`] printable ASCII characters other than space, `"` and `\`
+/// ([`is_scope_safe`]), a display name of at most [`MAX_DEVICE_DISPLAY_NAME`] characters.
+/// Nothing larger is stored (or logged).
 pub fn check_new_device(device_id: Option<&str>, display_name: Option<&str>) -> ApiResult<()> {
-    if device_id
-        .is_some_and(|d| d.is_empty() || d.len() > MAX_DEVICE_ID || d.chars().any(char::is_control))
-    {
+    if device_id.is_some_and(|d| !is_scope_safe(d)) {
         return Err(ApiError::invalid_param(format!(
-            "device_id must be 1 to {MAX_DEVICE_ID} bytes without control characters"
+            "device_id must be 1 to {MAX_DEVICE_ID} printable ASCII characters other than space, \" and \\"
         )));
     }
     if display_name.is_some_and(|n| n.chars().count() > MAX_DEVICE_DISPLAY_NAME) {
@@ -93,12 +103,8 @@ impl Accounts<'_> {
     ) -> Result<(), AccountError> {
         let max = self.s.config.account.max_devices_per_user;
         let localpart = self.localpart(user_id);
-        self.tell_now(Call::UpsertDevice {
-            localpart: localpart.clone(),
-            device_id: login.device_id.clone(),
-            display_name: login.display_name.clone(),
-        })
-        .await?;
+        self.check_device_reuse(user_id, &login.device_id).await?;
+        self.tell_device(user_id, login).await?;
         let written = match self
             .s
             .db
@@ -136,11 +142,8 @@ impl Accounts<'_> {
         {
             Refreshed::Done(session) => Ok(Some(session)),
             Refreshed::Reused(gone) => {
-                self.tell_later(Call::DeleteDevice {
-                    localpart: self.localpart(&gone.user_id),
-                    device_id: gone.device_id,
-                })
-                .await?;
+                self.end_devices(&gone.user_id, std::slice::from_ref(&gone.device_id))
+                    .await?;
                 Ok(None)
             }
             Refreshed::Unknown => Ok(None),
@@ -150,13 +153,7 @@ impl Accounts<'_> {
     /// Logs `device_ids` of `user_id` out: the devices and every token issued to them go
     /// (devices already gone are no error).
     pub async fn log_out(&self, user_id: &str, device_ids: &[String]) -> Result<(), AccountError> {
-        for device_id in device_ids {
-            self.tell_later(Call::DeleteDevice {
-                localpart: self.localpart(user_id),
-                device_id: device_id.clone(),
-            })
-            .await?;
-        }
+        self.end_devices(user_id, device_ids).await?;
         self.s.db.delete_devices(user_id, device_ids).await?;
         tracing::info!(user_id, devices = device_ids.len(), "logged out");
         Ok(())
@@ -164,11 +161,8 @@ impl Accounts<'_> {
 
     /// Logs every device of `user_id` out.
     pub async fn log_out_all(&self, user_id: &str) -> Result<(), AccountError> {
-        self.tell_later(Call::SyncDevices {
-            localpart: self.localpart(user_id),
-            devices: Vec::new(),
-        })
-        .await?;
+        let all = self.device_ids(user_id, None).await?;
+        self.end_devices(user_id, &all).await?;
         self.s.db.delete_all_devices(user_id).await?;
         tracing::info!(user_id, "logged out everywhere");
         Ok(())

@@ -4,6 +4,7 @@ use http::HeaderMap;
 use serde_json::{Value, json};
 
 use crate::auth::AuthedUser;
+use crate::error::ApiError;
 use crate::state::AppState;
 
 /// # `GET /_matrix/client/v3/capabilities`
@@ -16,14 +17,16 @@ use crate::state::AppState;
 /// business) with the account capabilities set by Vouch, which owns accounts.
 pub async fn get_capabilities_route(
     State(state): State<AppState>,
-    user: AuthedUser,
+    user: Result<AuthedUser, ApiError>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-) -> Json<Value> {
-    let own = own_capabilities(&state, &user);
+) -> Result<Json<Value>, ApiError> {
     let Some(hs) = state.homeserver.as_ref() else {
-        return Json(own);
+        return Ok(Json(own_capabilities(&state, &user?)));
     };
+    // A token Vouch does not know (an application service's) gets the homeserver's answer
+    // as it is.
+    let own = user.ok().map(|u| own_capabilities(&state, &u));
     let mut url = hs.base().clone();
     url.set_path("/_matrix/client/v3/capabilities");
     url.set_query(query.as_deref());
@@ -35,14 +38,21 @@ pub async fn get_capabilities_route(
         Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
         _ => None,
     };
-    let Some(mut theirs) = theirs.filter(|t| t["capabilities"].is_object()) else {
-        tracing::warn!("the homeserver did not answer /capabilities; answering Vouch's own");
-        return Json(own);
-    };
-    for key in ["m.change_password", "m.3pid_changes", "m.get_login_token"] {
-        theirs["capabilities"][key] = own["capabilities"][key].clone();
+    let theirs = theirs.filter(|t| t["capabilities"].is_object());
+    match (theirs, own) {
+        (Some(mut theirs), Some(own)) => {
+            for key in ["m.change_password", "m.3pid_changes", "m.get_login_token"] {
+                theirs["capabilities"][key] = own["capabilities"][key].clone();
+            }
+            Ok(Json(theirs))
+        }
+        (Some(theirs), None) => Ok(Json(theirs)),
+        (None, Some(own)) => {
+            tracing::warn!("the homeserver did not answer /capabilities; answering Vouch's own");
+            Ok(Json(own))
+        }
+        (None, None) => Err(ApiError::unknown_token(false)),
     }
-    Json(theirs)
 }
 
 /// How long `/capabilities` waits for the homeserver's part.

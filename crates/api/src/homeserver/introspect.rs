@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use vouch_core::localpart::localpart_of;
 use vouch_core::secrets::token_hash;
 
+use crate::accounts::is_scope_safe;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -73,6 +74,15 @@ pub async fn introspect_route(
     let Some(localpart) = localpart_of(&info.user_id, state.server_name()) else {
         return inactive();
     };
+    // A device ID that could add a scope of its own (one imported, or stored before the
+    // rule) gets no token through.
+    if !is_scope_safe(&info.device_id) {
+        tracing::warn!(
+            user_id = info.user_id,
+            "a token's device ID cannot stand in a scope; inactive"
+        );
+        return inactive();
+    }
     let mut scope = format!("{CLIENT_API_SCOPE} {DEVICE_SCOPE}{}", info.device_id);
     if info.is_admin {
         scope.push(' ');

@@ -1,11 +1,16 @@
 //! The one port for clients, in front of a homeserver: every request Vouch does not answer
 //! itself goes to `[homeserver] url`, streamed both ways (long polls and uploads included),
-//! without hop-by-hop headers and with the client's address in `X-Forwarded-For`. Synapse's `/_synapse/mas/*` API is never reachable through it.
+//! without hop-by-hop headers and with the client's address in `X-Forwarded-For`.
+//! Synapse's `/_synapse/mas/*` API is never reachable through it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 
 use crate::client_ip::ClientIp;
@@ -60,6 +65,84 @@ fn end_to_end(from: &HeaderMap) -> HeaderMap {
     out
 }
 
+/// Headers in which a client describes where its request came from; replaced, not passed on.
+const CLIENT_ORIGIN_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
+];
+
+/// The client's body arrived whole (or is still arriving).
+const BODY_OK: u8 = 0;
+/// The client's body could not be read (bad chunked encoding, a dropped connection).
+const BODY_BROKEN: u8 = 1;
+/// The client stopped sending its body for longer than `body_read_timeout`.
+const BODY_STALLED: u8 = 2;
+
+/// The client's body as a stream for the homeserver. A client that sends nothing for
+/// `idle` is cut off (a trickle of bytes cannot hold a connection to the homeserver open
+/// for ever), and `fault` says why a body ended early.
+fn client_body(
+    body: Body,
+    idle: std::time::Duration,
+    fault: Arc<AtomicU8>,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    futures::stream::unfold(
+        (body.into_data_stream(), false),
+        move |(mut stream, done)| {
+            let fault = fault.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                let (item, why) = match tokio::time::timeout(idle, stream.next()).await {
+                    Ok(None) => return None,
+                    Ok(Some(Ok(chunk))) => return Some((Ok(chunk), (stream, false))),
+                    Ok(Some(Err(e))) => (std::io::Error::other(e.to_string()), BODY_BROKEN),
+                    Err(_) => (
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "request body stalled"),
+                        BODY_STALLED,
+                    ),
+                };
+                fault.store(why, Ordering::Relaxed);
+                Some((Err(item), (stream, true)))
+            }
+        },
+    )
+}
+
+/// The answer when the homeserver gave none: the client's fault (a broken or stalled
+/// body), a homeserver that cannot be reached, or one that dropped the request.
+fn upstream_failed(e: reqwest::Error, fault: u8) -> Response {
+    let e = e.without_url();
+    match fault {
+        BODY_STALLED => ApiError::Custom {
+            status: StatusCode::REQUEST_TIMEOUT,
+            errcode: "M_UNKNOWN",
+            message: "The request body did not arrive in time".into(),
+        },
+        BODY_BROKEN => ApiError::Custom {
+            status: StatusCode::BAD_REQUEST,
+            errcode: "M_BAD_JSON",
+            message: "The request body could not be read".into(),
+        },
+        _ if e.is_connect() => ApiError::HomeserverUnavailable(e.to_string()),
+        _ => {
+            tracing::warn!(error = %e, "the homeserver dropped a forwarded request");
+            ApiError::Custom {
+                status: StatusCode::BAD_GATEWAY,
+                errcode: "M_UNKNOWN",
+                message: "The homeserver did not answer this request (too large, or it failed)"
+                    .into(),
+            }
+        }
+    }
+    .into_response()
+}
+
 /// Forwards the request to the homeserver and streams its answer back.
 pub async fn forward(
     State(state): State<AppState>,
@@ -78,27 +161,36 @@ pub async fn forward(
     url.set_path(&format!("{}{}", url.path().trim_end_matches('/'), path));
     url.set_query(parts.uri.query());
     let mut headers = end_to_end(&parts.headers);
-    // The client's address as Vouch worked it out (through `trusted_proxies`), and only
-    // that: whatever a client wrote there itself is not passed on as if it were true.
+    // What a client says about where the request came from is not passed on as if it
+    // were true: the address is the one Vouch worked out (through `trusted_proxies`), the
+    // scheme the one of `public_baseurl`.
+    for spoofable in CLIENT_ORIGIN_HEADERS {
+        headers.remove(*spoofable);
+    }
     if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
+    let scheme = if state.config.public_baseurl().starts_with("https:") {
+        "https"
+    } else {
+        "http"
+    };
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(scheme),
+    );
+    let fault = Arc::new(AtomicU8::new(BODY_OK));
+    let body = client_body(body, state.config.http.body_read_timeout, fault.clone());
     let upstream = state
         .proxy_http
         .request(parts.method.clone(), url)
         .headers(headers)
-        .body(reqwest::Body::wrap_stream(body.into_data_stream()))
+        .body(reqwest::Body::wrap_stream(body))
         .send()
         .await;
     let answer = match upstream {
         Ok(answer) => answer,
-        Err(e) => {
-            tracing::warn!(error = %e.without_url(), "the homeserver did not answer a forwarded request");
-            return ApiError::Unavailable(
-                "The homeserver is unavailable; try again shortly".into(),
-            )
-            .into_response();
-        }
+        Err(e) => return upstream_failed(e, fault.load(Ordering::Relaxed)),
     };
     let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let headers = end_to_end(answer.headers());
@@ -108,15 +200,23 @@ pub async fn forward(
     res
 }
 
-/// An application service's `/register` (`"type": "m.login.application_service"`) is the
-/// homeserver's business: it is forwarded; every other registration is Vouch's. The body is
-/// read within `[http] max_request_bytes` and `body_read_timeout` to tell which.
-pub async fn appservice_register(
+/// What application services do is the homeserver's business, even on paths Vouch answers
+/// for users: a request that acts for a user by `?user_id=` (only an application service
+/// may) is forwarded, and so is a `/register` with `"type": "m.login.application_service"`
+/// (its body is read within `[http] max_request_bytes` and `body_read_timeout` to tell).
+pub async fn homeserver_first(
     state: State<AppState>,
     ip: ClientIp,
     req: Request,
     next: Next,
 ) -> Response {
+    let asserts_user = req
+        .uri()
+        .query()
+        .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "user_id"));
+    if asserts_user {
+        return forward(state, ip, req).await;
+    }
     let path = req.uri().path();
     let register = req.method() == http::Method::POST
         && (path == "/_matrix/client/v3/register" || path == "/_matrix/client/r0/register");

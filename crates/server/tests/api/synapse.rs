@@ -46,6 +46,7 @@ pub struct Synapse {
     pub base: String,
     child: Child,
     dir: tempfile::TempDir,
+    python: PathBuf,
 }
 
 impl Drop for Synapse {
@@ -105,20 +106,42 @@ impl Synapse {
             "synapse --generate-keys: {}",
             String::from_utf8_lossy(&keys.stderr)
         );
-        let log = std::fs::File::create(dir.path().join("synapse.log")).expect("log file");
-        let child = Command::new(&python)
-            .args(["-m", "synapse.app.homeserver", "-c"])
-            .arg(&config)
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start synapse");
+        let child = Self::spawn(&python, dir.path());
         Synapse {
             base: format!("http://127.0.0.1:{port}"),
             child,
             dir,
+            python,
         }
+    }
+
+    fn spawn(python: &std::path::Path, dir: &std::path::Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("synapse.log"))
+            .expect("log file");
+        Command::new(python)
+            .args(["-m", "synapse.app.homeserver", "-c"])
+            .arg(dir.join("homeserver.yaml"))
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start synapse")
+    }
+
+    /// Kills Synapse (as a crash would).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts Synapse again on its data and waits until it answers.
+    async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.python, self.dir.path());
+        self.ready().await;
     }
 
     /// Waits until Synapse answers `/versions` (at most 90 s).
@@ -145,6 +168,13 @@ impl Synapse {
 /// Vouch (mail to a sink, SMS to a fake Twilio) in front of a fresh Synapse; `None` (and a
 /// loud note) when Synapse is not installed.
 async fn vouch_and_synapse() -> Option<(TestApp, Synapse, SmtpSink, wiremock::MockServer)> {
+    vouch_and_synapse_with(|_| {}).await
+}
+
+/// [`vouch_and_synapse`] with Vouch's configuration changed by `adjust`.
+async fn vouch_and_synapse_with(
+    adjust: impl FnOnce(&mut vouch_config::Config),
+) -> Option<(TestApp, Synapse, SmtpSink, wiremock::MockServer)> {
     let Some(venv) = synapse_venv() else {
         skipped(
             "Synapse",
@@ -173,6 +203,7 @@ async fn vouch_and_synapse() -> Option<(TestApp, Synapse, SmtpSink, wiremock::Mo
         c.sms.twilio.from = "+447400000001".into();
         c.homeserver.url = format!("http://127.0.0.1:{port}");
         c.homeserver.secret = SECRET.into();
+        adjust(c);
     })
     .await;
     let mut synapse = Synapse::start(&venv, port, &app.base);
@@ -824,4 +855,202 @@ async fn matrix_js_sdk_chats_through_vouch() {
     assert_eq!(seen["sync"], "PREPARED");
     assert_eq!(seen["echo"], "hello from matrix-js-sdk");
     assert_eq!(seen["whoami"], "@jsuser:vouch.test");
+}
+
+/// What an attack review found, each closed: a device ID cannot smuggle a scope in, a
+/// homeserver's user (an application service's) cannot be taken over by registering its
+/// name, a signed-out device ID is not handed out again while Synapse may still trust its
+/// old token, and application services keep working on the paths Vouch answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attacks_on_the_homeserver_mode_fail() {
+    let Some((app, synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let (user, _, _) = app.register("mallory", "correct horse battery").await;
+    for device_id in [
+        "X urn:synapse:admin:*",
+        "X\turn:synapse:admin:*",
+        "a\"b",
+        "a\\b",
+        "Ünïcödé",
+    ] {
+        let r = app
+            .post("/_matrix/client/v3/login", json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "mallory" }, "password": "correct horse battery", "device_id": device_id }), None)
+            .await;
+        r.assert_error(400, "M_INVALID_PARAM");
+    }
+
+    // An application service's user is not Vouch's to hand out, nor is its namespace.
+    let r = call(&app, &app.base, Method::POST, "/_matrix/client/v3/register", Some(json!({ "type": "m.login.application_service", "username": "bridge_q", "inhibit_login": true })), Some(AS_TOKEN)).await;
+    assert_eq!(r.ok()["user_id"], "@bridge_q:vouch.test");
+    let taken = register_dummy(&app, "bridge_q").await;
+    taken.assert_error(400, "M_USER_IN_USE");
+    let exclusive = register_dummy(&app, "bridge_new").await;
+    exclusive.assert_error(400, "M_EXCLUSIVE");
+    // The application service still acts for its users on paths Vouch answers for others.
+    let me = call(
+        &app,
+        &app.base,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami?user_id=@bridge_q:vouch.test",
+        None,
+        Some(AS_TOKEN),
+    )
+    .await;
+    assert_eq!(me.ok()["user_id"], "@bridge_q:vouch.test");
+    let caps = call(
+        &app,
+        &app.base,
+        Method::GET,
+        "/_matrix/client/v3/capabilities",
+        None,
+        Some(AS_TOKEN),
+    )
+    .await;
+    assert!(caps.ok()["capabilities"]["m.room_versions"].is_object());
+
+    // A signed-out device ID waits before it is handed out again.
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "mallory" }, "password": "correct horse battery", "device_id": "SAMEDEV" });
+    let first = app
+        .post("/_matrix/client/v3/login", login.clone(), None)
+        .await;
+    let old = first.ok()["access_token"].as_str().unwrap().to_owned();
+    call(
+        &app,
+        &synapse.base,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        Some(&old),
+    )
+    .await
+    .ok();
+    app.post("/_matrix/client/v3/logout", json!({}), Some(&old))
+        .await
+        .ok();
+    let again = app.post("/_matrix/client/v3/login", login, None).await;
+    again.assert_error(429, "M_LIMIT_EXCEEDED");
+    eventually("the old token ends at Synapse", async || {
+        call(
+            &app,
+            &synapse.base,
+            Method::GET,
+            "/_matrix/client/v3/account/whoami",
+            None,
+            Some(&old),
+        )
+        .await
+        .status
+            == 401
+    })
+    .await;
+    let _ = user;
+}
+
+/// Device deletions queued while Synapse was down reach it before a newer login's device,
+/// and never delete that newer device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_deletions_keep_their_order_after_an_outage() {
+    let Some((app, mut synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    app.register("nora", "correct horse battery").await;
+    let (a, _) = app.login_ok("nora", "correct horse battery").await;
+    let (b, _) = app.login_ok("nora", "correct horse battery").await;
+    synapse.kill();
+    app.post("/_matrix/client/v3/logout", json!({}), Some(&a))
+        .await
+        .ok();
+    app.post("/_matrix/client/v3/logout/all", json!({}), Some(&b))
+        .await
+        .ok();
+    synapse.restart().await;
+    let (fresh, _) = app.login_ok("nora", "correct horse battery").await;
+    for old in [&a, &b] {
+        eventually("an old device ends at Synapse", async || {
+            call(
+                &app,
+                &synapse.base,
+                Method::GET,
+                "/_matrix/client/v3/account/whoami",
+                None,
+                Some(old),
+            )
+            .await
+            .status
+                == 401
+        })
+        .await;
+    }
+    // Give the outbox every chance to deliver what it still holds, then check the fresh
+    // device is still there.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    call(
+        &app,
+        &synapse.base,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        Some(&fresh),
+    )
+    .await
+    .ok();
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    let pending = store.pending_by_channel().await.unwrap();
+    assert!(
+        !pending
+            .iter()
+            .any(|p| p.channel == "homeserver" && p.count > 0),
+        "{pending:?}"
+    );
+}
+
+/// A forwarded upload whose client stops sending is cut off; a garbled body is the
+/// client's fault, not the homeserver's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_forwarder_holds_clients_to_the_body_deadline() {
+    let Some((app, _synapse, _sink, _twilio)) =
+        vouch_and_synapse_with(|c| c.http.body_read_timeout = Duration::from_secs(1)).await
+    else {
+        return;
+    };
+    let (_, token, _) = app.register("olga", "correct horse battery").await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let raw = |request: String| {
+        let addr = addr.clone();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    let stalled = raw(format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: text/plain\r\nContent-Length: 100\r\nConnection: close\r\n\r\nonly part"
+    ))
+    .await;
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    let garbled = raw(format!(
+        "POST /_matrix/media/v3/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n-2\r\n\r\n"
+    ))
+    .await;
+    assert!(garbled.starts_with("HTTP/1.1 400"), "{garbled}");
+}
+
+/// The dummy-flow registration of `name`, whatever its answer.
+async fn register_dummy(app: &TestApp, name: &str) -> Reply {
+    let body = json!({ "username": name, "password": "correct horse battery" });
+    let first = app
+        .post("/_matrix/client/v3/register", body.clone(), None)
+        .await;
+    if first.status != 401 {
+        return first;
+    }
+    let mut b = body;
+    b["auth"] = json!({ "type": "m.login.dummy", "session": first.body["session"] });
+    app.post("/_matrix/client/v3/register", b, None).await
 }
