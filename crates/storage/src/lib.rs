@@ -257,3 +257,6 @@ where
     raw.parse::<T>()
         .map_err(|e| sqlx::Error::Decode(format!("column {col}: {e}").into()))
 }
+
+#[cfg(test)]
+mod tests;

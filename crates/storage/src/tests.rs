@@ -1,0 +1,377 @@
+//! The storage crate's own contract, query by query, on SQLite and (with
+//! `VOUCH_TEST_POSTGRES_URL`) on PostgreSQL: what each conditional statement lets through
+//! once and refuses after. The server's tests cover the same through HTTP; these say which
+//! query holds which promise.
+
+use sqlx::Connection as _;
+use vouch_core::secrets::token_hash;
+use vouch_core::validation::Purpose;
+
+use crate::{
+    CreateAccountError, Db, ImportedDevice, ImportedToken, ImportedUser, NewAccount, NewLogin,
+    NewMessage, NewValidation, Queued, Refreshed, SendLimits, WrongToken,
+};
+
+/// Runs `check` on a fresh SQLite database and, when `VOUCH_TEST_POSTGRES_URL` is set, on a
+/// fresh PostgreSQL one (`VOUCH_TEST_REQUIRE_ALL=1` makes its absence a failure).
+async fn on_both<F, Fut>(check: F)
+where
+    F: Fn(Db) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite = Db::connect(
+        &format!("sqlite://{}", dir.path().join("t.db").display()),
+        4,
+    )
+    .await
+    .expect("sqlite");
+    check(sqlite).await;
+    let Some(admin) = std::env::var("VOUCH_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var("VOUCH_TEST_REQUIRE_ALL").ok().as_deref() != Some("1"),
+            "VOUCH_TEST_REQUIRE_ALL=1 but VOUCH_TEST_POSTGRES_URL is not set"
+        );
+        return;
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!(
+        "vouch_test_storage_{}",
+        vouch_core::secrets::random_string(
+            &vouch_core::OsSecretSource,
+            b"abcdefghijklmnopqrstuvwxyz0123456789",
+            12
+        )
+    );
+    let mut conn = sqlx::AnyConnection::connect(&admin)
+        .await
+        .expect("postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+    let mut url = url::Url::parse(&admin).expect("a URL");
+    url.set_path(&name);
+    let pg = Db::connect(url.as_str(), 4).await.expect("postgres db");
+    check(pg.clone()).await;
+    pg.close().await;
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut conn)
+    .await;
+}
+
+fn login(device: &str, token: &str, refresh: Option<&str>) -> NewLogin {
+    NewLogin {
+        device_id: device.into(),
+        display_name: None,
+        access_token_hash: token_hash(token),
+        access_expires_at: None,
+        refresh_token_hash: refresh.map(token_hash),
+        ip: None,
+    }
+}
+
+fn account(localpart: &str, threepids: Vec<(String, String, i64)>) -> NewAccount {
+    NewAccount {
+        user_id: format!("@{localpart}:t.test"),
+        localpart: localpart.into(),
+        password_hash: Some("hash".into()),
+        is_guest: false,
+        is_admin: false,
+        displayname: None,
+        login: Some(login(
+            &format!("D{localpart}"),
+            &format!("tok-{localpart}"),
+            Some(&format!("ref-{localpart}")),
+        )),
+        threepids,
+        registration_token: None,
+        uia_session: None,
+        validations: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn create_account_is_all_or_nothing_and_one_name_wins() {
+    on_both(|db| async move {
+        let email = || vec![("email".to_owned(), "a@t.test".to_owned(), 1)];
+        db.create_account(&account("ann", email()), 1)
+            .await
+            .unwrap();
+        assert!(matches!(
+            db.create_account(&account("ann", Vec::new()), 2).await,
+            Err(CreateAccountError::UserInUse)
+        ));
+        // The address is held: the second account is not written at all.
+        assert!(matches!(
+            db.create_account(&account("bea", email()), 3).await,
+            Err(CreateAccountError::ThreepidInUse)
+        ));
+        assert!(db.user("@bea:t.test").await.unwrap().is_none());
+        assert!(
+            db.access_token(&token_hash("tok-bea"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let info = db
+            .access_token(&token_hash("tok-ann"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (info.user_id.as_str(), info.device_id.as_str()),
+            ("@ann:t.test", "Dann")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_refresh_token_works_once_and_its_reuse_ends_the_device() {
+    on_both(|db| async move {
+        db.create_account(&account("cid", Vec::new()), 1)
+            .await
+            .unwrap();
+        let first = db
+            .refresh(
+                &token_hash("ref-cid"),
+                &login("ignored", "tok2", Some("ref2")),
+                2,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(first, Refreshed::Done(ref s) if s.device_id == "Dcid"));
+        assert!(
+            db.access_token(&token_hash("tok-cid"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            db.access_token(&token_hash("tok2"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let again = db
+            .refresh(&token_hash("ref-cid"), &login("ignored", "tok3", None), 3)
+            .await
+            .unwrap();
+        assert!(matches!(again, Refreshed::Reused(ref s) if s.device_id == "Dcid"));
+        assert!(
+            db.access_token(&token_hash("tok2"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(db.devices("@cid:t.test").await.unwrap().is_empty());
+        let unknown = db
+            .refresh(&token_hash("nope"), &login("x", "tok4", None), 4)
+            .await
+            .unwrap();
+        assert!(matches!(unknown, Refreshed::Unknown));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_validation_token_validates_once_and_wrong_guesses_are_capped() {
+    on_both(|db| async move {
+        let new = |sid: &str| NewValidation {
+            sid: sid.into(),
+            medium: "email".into(),
+            address: format!("{sid}@t.test"),
+            client_secret: "cs".into(),
+            purpose: Purpose::Register,
+            token_hash: Some(token_hash("right")),
+            token_expires_at: 1_000_000,
+            send_attempt: 1,
+            next_link: None,
+        };
+        let message = |sid: &str| NewMessage {
+            id: format!("m-{sid}"),
+            channel: "email",
+            country: None,
+            recipient: format!("{sid}@t.test"),
+            sid: Some(sid.into()),
+            envelope_from: String::new(),
+            message: "body".into(),
+            held: false,
+            stand_in: false,
+        };
+        for sid in ["s1", "s2"] {
+            let queued = db
+                .create_validation(&new(sid), &message(sid), &SendLimits::default(), 1)
+                .await
+                .unwrap();
+            assert!(matches!(queued, Queued::Done));
+        }
+        assert!(
+            db.mark_validated("s1", &token_hash("right"), 3, 2)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.mark_validated("s1", &token_hash("right"), 3, 3)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.mark_validated("s2", &token_hash("wrong"), 3, 2)
+                .await
+                .unwrap()
+        );
+        let mut outcomes = Vec::new();
+        for now in 3..7 {
+            outcomes.push(db.spend_wrong_attempt("s2", 3, now).await.unwrap());
+        }
+        assert!(matches!(outcomes[0], WrongToken::Counted { burned: false }));
+        assert!(matches!(outcomes[2], WrongToken::Counted { burned: true }));
+        assert!(matches!(outcomes[3], WrongToken::Refused));
+        // Burned: the right token no longer validates.
+        assert!(
+            !db.mark_validated("s2", &token_hash("right"), 3, 8)
+                .await
+                .unwrap()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn waiting_messages_for_one_recipient_are_claimed_oldest_first_and_once() {
+    on_both(|db| async move {
+        for (i, id) in ["c", "a", "b"].iter().enumerate() {
+            let message = NewMessage {
+                id: (*id).into(),
+                channel: "homeserver",
+                country: None,
+                recipient: "dan".into(),
+                sid: None,
+                envelope_from: String::new(),
+                message: format!("{{\"n\":{i}}}"),
+                held: false,
+                stand_in: false,
+            };
+            db.enqueue_message(&message, 10 + i64::try_from(i).unwrap())
+                .await
+                .unwrap();
+        }
+        let claimed = db
+            .claim_waiting_for("homeserver", "dan", 100, 1_000)
+            .await
+            .unwrap();
+        let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["c", "a", "b"]);
+        assert!(
+            db.claim_waiting_for("homeserver", "dan", 200, 1_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            db.claim_waiting_for("homeserver", "eve", 200, 1_000)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // The lease runs out: claimable again.
+        assert_eq!(
+            db.claim_waiting_for("homeserver", "dan", 2_000, 1_000)
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ended_devices_are_remembered_for_a_window() {
+    on_both(|db| async move {
+        db.note_ended_devices("@fay:t.test", &["D1".into()], 1_000)
+            .await
+            .unwrap();
+        assert!(
+            db.device_ended_after("@fay:t.test", "D1", 999)
+                .await
+                .unwrap()
+        );
+        assert!(
+            !db.device_ended_after("@fay:t.test", "D1", 1_000)
+                .await
+                .unwrap()
+        );
+        assert!(!db.device_ended_after("@fay:t.test", "D2", 0).await.unwrap());
+        assert!(!db.device_ended_after("@gus:t.test", "D1", 0).await.unwrap());
+        // Ending it again moves the window.
+        db.note_ended_devices("@fay:t.test", &["D1".into()], 5_000)
+            .await
+            .unwrap();
+        assert!(
+            db.device_ended_after("@fay:t.test", "D1", 4_999)
+                .await
+                .unwrap()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_import_brings_devices_and_sessions_and_never_touches_an_existing_account() {
+    on_both(|db| async move {
+        let imported = |token: &str| ImportedUser {
+            user_id: "@hal:t.test".into(),
+            localpart: "hal".into(),
+            password_hash: None,
+            created_at: 1,
+            is_admin: false,
+            is_guest: false,
+            deactivated_at: None,
+            displayname: None,
+            avatar_url: None,
+            threepids: Vec::new(),
+            devices: vec![ImportedDevice {
+                device_id: "HALDEV".into(),
+                tokens: vec![ImportedToken {
+                    access_token_hash: token_hash(token),
+                    expires_at: None,
+                    refresh_token_hash: Some(token_hash("hal-refresh")),
+                }],
+                ..ImportedDevice::default()
+            }],
+        };
+        let outcome = db.import_user(&imported("syt_hal")).await.unwrap();
+        assert!(outcome.created);
+        assert_eq!(outcome.devices_added, 1);
+        let info = db
+            .access_token(&token_hash("syt_hal"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(info.device_id, "HALDEV");
+        let again = db.import_user(&imported("syt_other")).await.unwrap();
+        assert!(!again.created);
+        assert_eq!(again.devices_added, 0);
+        assert!(
+            db.access_token(&token_hash("syt_other"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The imported refresh token works like Vouch's own.
+        let next = db
+            .refresh(&token_hash("hal-refresh"), &login("x", "hal-next", None), 5)
+            .await
+            .unwrap();
+        assert!(matches!(next, Refreshed::Done(ref s) if s.device_id == "HALDEV"));
+    })
+    .await;
+}
