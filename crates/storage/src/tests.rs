@@ -375,3 +375,29 @@ async fn an_import_brings_devices_and_sessions_and_never_touches_an_existing_acc
     })
     .await;
 }
+
+#[tokio::test]
+async fn rows_reference_what_they_belong_to() {
+    on_both(|db| async move {
+        let orphan = sqlx::query(
+            "INSERT INTO devices (user_id, device_id, created_at) VALUES ('@nobody:t.test', 'D', 1)",
+        )
+        .execute(&db.pool)
+        .await;
+        assert!(orphan.is_err(), "a device needs its user");
+        db.create_account(&account("ida", Vec::new()), 1).await.unwrap();
+        let stray = sqlx::query(
+            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_at) VALUES ('h', '@ida:t.test', 'NOPE', 1)",
+        )
+        .execute(&db.pool)
+        .await;
+        assert!(stray.is_err(), "a token needs its device");
+        // A device takes its tokens with it.
+        sqlx::query("DELETE FROM devices WHERE user_id = '@ida:t.test'")
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        assert!(db.access_token(&token_hash("tok-ida")).await.unwrap().is_none());
+    })
+    .await;
+}
