@@ -39,7 +39,7 @@ impl AuthedUser {
 /// The access token in a request, if any. Like Synapse, a request that names more than one
 /// (two `Authorization` headers, two `access_token` parameters, or one of each) is refused
 /// rather than having one picked for it.
-fn bearer_token(parts: &Parts) -> Result<Option<String>, ApiError> {
+pub(crate) fn bearer_token(parts: &Parts) -> Result<Option<String>, ApiError> {
     let ambiguous = |what: &str| ApiError::new(ErrorKind::MissingToken, what.to_owned());
     let headers: Vec<_> = parts
         .headers

@@ -280,6 +280,43 @@ impl Homeserver {
         })
     }
 
+    /// Whether Synapse would create `localpart`: `Ok` when it is free there, `Refused` with
+    /// Synapse's words (`M_USER_IN_USE`, `M_EXCLUSIVE` for an application service's
+    /// namespace, `M_INVALID_USERNAME`) when not.
+    pub async fn localpart_available(&self, localpart: &str) -> Result<(), CallError> {
+        let mut url = self.url("is_localpart_available")?;
+        url.query_pairs_mut().append_pair("localpart", localpart);
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.secret)
+            .send()
+            .await
+            .map_err(|e| {
+                CallError::Unavailable(format!("homeserver unreachable: {}", without_url(&e)))
+            })?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(CallError::Unavailable(format!(
+                "homeserver answered {status} to is_localpart_available"
+            )));
+        }
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        let field = |k: &str| {
+            body.get(k)
+                .and_then(serde_json::Value::as_str)
+                .map(|s| s.chars().take(300).collect::<String>())
+        };
+        Err(CallError::Refused {
+            status: status.as_u16(),
+            errcode: field("errcode").unwrap_or_else(|| "M_USER_IN_USE".into()),
+            message: field("error").unwrap_or_else(|| "That user ID is not available".into()),
+        })
+    }
+
     /// What Synapse knows of `localpart`; `None` when it has no such user.
     pub async fn query_user(&self, localpart: &str) -> Result<Option<QueriedUser>, SendError> {
         let mut url = self.url("query_user")?;

@@ -326,27 +326,27 @@ impl Db {
         password_hash: &str,
         logout_devices: bool,
         keep_device: Option<&str>,
-    ) -> Result<(), StorageError> {
+        ending: Option<&crate::devices::Ending<'_>>,
+    ) -> Result<Vec<String>, StorageError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
             .bind(password_hash)
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        if logout_devices {
-            let keep = keep_device.unwrap_or("");
-            for table in ["access_tokens", "refresh_tokens", "devices"] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE user_id = $1 AND device_id <> $2"
-                )))
-                .bind(user_id)
-                .bind(keep)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        let ended = if logout_devices {
+            crate::devices::end_devices(
+                &mut tx,
+                user_id,
+                crate::devices::Which::AllBut(keep_device),
+                ending,
+            )
+            .await?
+        } else {
+            Vec::new()
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(ended)
     }
 
     /// Replaces a password hash only if it is still `old_hash` (rehash after login, which
@@ -378,6 +378,7 @@ impl Db {
         user_id: &str,
         erase: bool,
         now: i64,
+        ending: Option<&crate::devices::Ending<'_>>,
     ) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
         let sql = if erase {
@@ -391,19 +392,17 @@ impl Db {
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        for table in [
-            "access_tokens",
-            "refresh_tokens",
-            "devices",
-            "user_threepids",
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE user_id = $1"
-            )))
+        crate::devices::end_devices(
+            &mut tx,
+            user_id,
+            crate::devices::Which::AllBut(None),
+            ending,
+        )
+        .await?;
+        sqlx::query("DELETE FROM user_threepids WHERE user_id = $1")
             .bind(user_id)
             .execute(&mut *tx)
             .await?;
-        }
         tx.commit().await?;
         Ok(())
     }

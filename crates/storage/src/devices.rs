@@ -45,6 +45,81 @@ pub struct AccessTokenInfo {
     pub is_admin: bool,
 }
 
+/// What else happens, in the same transaction, to each device that is deleted: it is
+/// remembered as ended at `now` (`Db::device_ended_after`), and the message `notice`
+/// makes for it, if any, is queued in the outbox. A device deleted and its notice are one
+/// write: neither is ever without the other, and exactly the devices deleted get one.
+pub struct Ending<'a> {
+    /// When.
+    pub now: i64,
+    /// The outbox message for an ended device (its ID given), if one is wanted.
+    pub notice: &'a (dyn Fn(&str) -> Option<crate::NewMessage> + Send + Sync),
+}
+
+/// Which of a user's devices end.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Which<'a> {
+    /// These.
+    These(&'a [String]),
+    /// All but this one (or all).
+    AllBut(Option<&'a str>),
+}
+
+/// Deletes the devices `which` names (their tokens go with them: the foreign keys
+/// cascade) and does what `ending` says for each; returns the IDs deleted.
+pub(crate) async fn end_devices(
+    tx: &mut sqlx::AnyConnection,
+    user_id: &str,
+    which: Which<'_>,
+    ending: Option<&Ending<'_>>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut ended: Vec<String> = Vec::new();
+    match which {
+        Which::These(ids) => {
+            for device_id in ids {
+                let row = sqlx::query(
+                    "DELETE FROM devices WHERE user_id = $1 AND device_id = $2 RETURNING device_id",
+                )
+                .bind(user_id)
+                .bind(device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(r) = row {
+                    ended.push(r.try_get("device_id")?);
+                }
+            }
+        }
+        Which::AllBut(keep) => {
+            let rows = sqlx::query(
+                "DELETE FROM devices WHERE user_id = $1 AND device_id <> $2 RETURNING device_id",
+            )
+            .bind(user_id)
+            .bind(keep.unwrap_or(""))
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &rows {
+                ended.push(r.try_get("device_id")?);
+            }
+        }
+    }
+    if let Some(ending) = ending {
+        for device_id in &ended {
+            sqlx::query(
+                "INSERT INTO ended_devices (device_key, ended_at) VALUES ($1, $2)
+                 ON CONFLICT (device_key) DO UPDATE SET ended_at = excluded.ended_at",
+            )
+            .bind(format!("{user_id} {device_id}"))
+            .bind(ending.now)
+            .execute(&mut *tx)
+            .await?;
+            if let Some(message) = (ending.notice)(device_id) {
+                crate::outbox::insert_message(tx, &message, ending.now).await?;
+            }
+        }
+    }
+    Ok(ended)
+}
+
 /// What presenting a refresh token did.
 #[derive(Debug, Clone)]
 pub enum Refreshed {
@@ -99,6 +174,7 @@ impl Db {
         old_refresh_hash: &str,
         next: &NewLogin,
         now: i64,
+        ending: Option<&Ending<'_>>,
     ) -> Result<Refreshed, StorageError> {
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
@@ -118,15 +194,13 @@ impl Db {
             if let Some(r) = reused {
                 let user_id: String = r.try_get("user_id")?;
                 let device_id: String = r.try_get("device_id")?;
-                for table in ["access_tokens", "refresh_tokens", "devices"] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
-                    )))
-                    .bind(&user_id)
-                    .bind(&device_id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                end_devices(
+                    &mut tx,
+                    &user_id,
+                    Which::These(std::slice::from_ref(&device_id)),
+                    ending,
+                )
+                .await?;
                 tx.commit().await?;
                 tracing::warn!(
                     user_id,
@@ -210,36 +284,24 @@ impl Db {
         &self,
         user_id: &str,
         device_ids: &[String],
-    ) -> Result<(), StorageError> {
+        ending: Option<&Ending<'_>>,
+    ) -> Result<Vec<String>, StorageError> {
         let mut tx = self.begin_write().await?;
-        for device_id in device_ids {
-            for table in ["access_tokens", "refresh_tokens", "devices"] {
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
-                )))
-                .bind(user_id)
-                .bind(device_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
+        let ended = end_devices(&mut tx, user_id, Which::These(device_ids), ending).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(ended)
     }
 
     /// Deletes every device and token of the user (`/logout/all`).
-    pub async fn delete_all_devices(&self, user_id: &str) -> Result<(), StorageError> {
+    pub async fn delete_all_devices(
+        &self,
+        user_id: &str,
+        ending: Option<&Ending<'_>>,
+    ) -> Result<Vec<String>, StorageError> {
         let mut tx = self.begin_write().await?;
-        for table in ["access_tokens", "refresh_tokens", "devices"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DELETE FROM {table} WHERE user_id = $1"
-            )))
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let ended = end_devices(&mut tx, user_id, Which::AllBut(None), ending).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(ended)
     }
 
     /// Records that `device_ids` of `user_id` were signed out at `now`.
@@ -267,13 +329,13 @@ impl Db {
         Ok(())
     }
 
-    /// Whether device `device_id` of `user_id` was signed out after `since`.
+    /// When device `device_id` of `user_id` was signed out, if that was after `since`.
     pub async fn device_ended_after(
         &self,
         user_id: &str,
         device_id: &str,
         since: i64,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<Option<i64>, StorageError> {
         let row = sqlx::query(
             "SELECT ended_at FROM ended_devices WHERE device_key = $1 AND ended_at > $2",
         )
@@ -281,6 +343,35 @@ impl Db {
         .bind(since)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.is_some())
+        Ok(row.map(|r| r.try_get("ended_at")).transpose()?)
+    }
+
+    /// Records that the homeserver created user `localpart` at Vouch's request.
+    pub async fn note_homeserver_user(
+        &self,
+        localpart: &str,
+        now: i64,
+    ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO homeserver_users (localpart, created_at) VALUES ($1, $2)
+             ON CONFLICT (localpart) DO NOTHING",
+        )
+        .bind(localpart)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the homeserver created user `localpart` at Vouch's request.
+    pub async fn is_homeserver_user(&self, localpart: &str) -> Result<bool, StorageError> {
+        Ok(
+            sqlx::query("SELECT created_at FROM homeserver_users WHERE localpart = $1")
+                .bind(localpart)
+                .fetch_optional(&self.pool)
+                .await?
+                .is_some(),
+        )
     }
 }

@@ -115,7 +115,8 @@ impl Db {
 
     /// Claims up to `limit` due mails for `lease_ms`: no other worker (on this instance or
     /// another) takes them until the lease runs out. A worker that dies mid-send leaves its
-    /// claims to be retried after the lease.
+    /// claims to be retried after the lease. Homeserver calls go one at a time per user,
+    /// oldest first: a call waits while an older one for the same user is undelivered.
     pub async fn claim_due_messages(
         &self,
         now: i64,
@@ -134,6 +135,12 @@ impl Db {
                  SELECT id FROM outbox
                  WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at IS NOT NULL
                    AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2)
+                   AND NOT (channel = 'homeserver' AND EXISTS (
+                       SELECT 1 FROM outbox earlier
+                       WHERE earlier.channel = 'homeserver' AND earlier.recipient = outbox.recipient
+                         AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL
+                         AND (earlier.created_at < outbox.created_at
+                              OR (earlier.created_at = outbox.created_at AND earlier.id < outbox.id))))
                  ORDER BY next_attempt_at LIMIT $3 {skip_locked})
              RETURNING id, channel, sid, recipient, envelope_from, message, attempts, created_at"
         )))
@@ -152,15 +159,27 @@ impl Db {
 
     /// Claims every message of `channel` to `recipient` still waiting (due or not), oldest
     /// first, for `lease_ms`: what must reach the recipient before something newer does.
-    /// Messages another worker holds are skipped.
+    /// `None` while another worker holds one of them (it is being delivered right now).
     pub async fn claim_waiting_for(
         &self,
         channel: &str,
         recipient: &str,
         now: i64,
         lease_ms: i64,
-    ) -> Result<Vec<QueuedMessage>, StorageError> {
+    ) -> Result<Option<Vec<QueuedMessage>>, StorageError> {
         let mut tx = self.begin_write().await?;
+        let busy = sqlx::query(
+            "SELECT id FROM outbox WHERE channel = $1 AND recipient = $2 AND sent_at IS NULL
+               AND failed_at IS NULL AND locked_until IS NOT NULL AND locked_until > $3",
+        )
+        .bind(channel)
+        .bind(recipient)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if busy.is_some() {
+            return Ok(None);
+        }
         let rows = sqlx::query(
             "UPDATE outbox SET locked_until = $1
              WHERE channel = $2 AND recipient = $3 AND sent_at IS NULL AND failed_at IS NULL
@@ -178,8 +197,20 @@ impl Db {
             .iter()
             .map(queued_message)
             .collect::<Result<Vec<_>, _>>()?;
-        out.sort_by_key(|m| m.created_at);
-        Ok(out)
+        out.sort_by_key(|m| (m.created_at, m.id.clone()));
+        Ok(Some(out))
+    }
+
+    /// Gives claimed messages back without counting an attempt.
+    pub async fn release_messages(&self, ids: &[String]) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET locked_until = NULL WHERE id = $1")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Records a delivery.

@@ -143,6 +143,7 @@ async fn a_refresh_token_works_once_and_its_reuse_ends_the_device() {
                 &token_hash("ref-cid"),
                 &login("ignored", "tok2", Some("ref2")),
                 2,
+                None,
             )
             .await
             .unwrap();
@@ -160,7 +161,12 @@ async fn a_refresh_token_works_once_and_its_reuse_ends_the_device() {
                 .is_some()
         );
         let again = db
-            .refresh(&token_hash("ref-cid"), &login("ignored", "tok3", None), 3)
+            .refresh(
+                &token_hash("ref-cid"),
+                &login("ignored", "tok3", None),
+                3,
+                None,
+            )
             .await
             .unwrap();
         assert!(matches!(again, Refreshed::Reused(ref s) if s.device_id == "Dcid"));
@@ -172,7 +178,7 @@ async fn a_refresh_token_works_once_and_its_reuse_ends_the_device() {
         );
         assert!(db.devices("@cid:t.test").await.unwrap().is_empty());
         let unknown = db
-            .refresh(&token_hash("nope"), &login("x", "tok4", None), 4)
+            .refresh(&token_hash("nope"), &login("x", "tok4", None), 4, None)
             .await
             .unwrap();
         assert!(matches!(unknown, Refreshed::Unknown));
@@ -263,32 +269,46 @@ async fn waiting_messages_for_one_recipient_are_claimed_oldest_first_and_once() 
                 .await
                 .unwrap();
         }
+        // The worker takes one call per user at a time, the oldest.
+        let due = db.claim_due_messages(100, 1_000, 10).await.unwrap();
+        let ids: Vec<&str> = due.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["c"]);
+        // While it holds it, nobody claims the user's calls ahead of it.
+        assert!(
+            db.claim_waiting_for("homeserver", "dan", 150, 1_000)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        db.release_messages(&["c".to_owned()]).await.unwrap();
         let claimed = db
-            .claim_waiting_for("homeserver", "dan", 100, 1_000)
+            .claim_waiting_for("homeserver", "dan", 200, 1_000)
             .await
+            .unwrap()
             .unwrap();
         let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["c", "a", "b"]);
         assert!(
-            db.claim_waiting_for("homeserver", "dan", 200, 1_000)
+            db.claim_waiting_for("homeserver", "dan", 300, 1_000)
                 .await
                 .unwrap()
-                .is_empty()
+                .is_none()
         );
         assert!(
-            db.claim_waiting_for("homeserver", "eve", 200, 1_000)
+            db.claim_waiting_for("homeserver", "eve", 300, 1_000)
                 .await
+                .unwrap()
                 .unwrap()
                 .is_empty()
         );
-        // The lease runs out: claimable again.
-        assert_eq!(
-            db.claim_waiting_for("homeserver", "dan", 2_000, 1_000)
-                .await
-                .unwrap()
-                .len(),
-            3
-        );
+        // Delivered in order, the worker moves on to the next one only.
+        db.mark_messages_sent(&["c".to_owned()], 400).await.unwrap();
+        db.release_messages(&["a".to_owned(), "b".to_owned()])
+            .await
+            .unwrap();
+        let due = db.claim_due_messages(500, 1_000, 10).await.unwrap();
+        let ids: Vec<&str> = due.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a"]);
     })
     .await;
 }
@@ -303,14 +323,26 @@ async fn ended_devices_are_remembered_for_a_window() {
             db.device_ended_after("@fay:t.test", "D1", 999)
                 .await
                 .unwrap()
+                .is_some()
         );
         assert!(
-            !db.device_ended_after("@fay:t.test", "D1", 1_000)
+            db.device_ended_after("@fay:t.test", "D1", 1_000)
                 .await
                 .unwrap()
+                .is_none()
         );
-        assert!(!db.device_ended_after("@fay:t.test", "D2", 0).await.unwrap());
-        assert!(!db.device_ended_after("@gus:t.test", "D1", 0).await.unwrap());
+        assert!(
+            db.device_ended_after("@fay:t.test", "D2", 0)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            db.device_ended_after("@gus:t.test", "D1", 0)
+                .await
+                .unwrap()
+                .is_none()
+        );
         // Ending it again moves the window.
         db.note_ended_devices("@fay:t.test", &["D1".into()], 5_000)
             .await
@@ -319,6 +351,7 @@ async fn ended_devices_are_remembered_for_a_window() {
             db.device_ended_after("@fay:t.test", "D1", 4_999)
                 .await
                 .unwrap()
+                .is_some()
         );
     })
     .await;
@@ -368,7 +401,12 @@ async fn an_import_brings_devices_and_sessions_and_never_touches_an_existing_acc
         );
         // The imported refresh token works like Vouch's own.
         let next = db
-            .refresh(&token_hash("hal-refresh"), &login("x", "hal-next", None), 5)
+            .refresh(
+                &token_hash("hal-refresh"),
+                &login("x", "hal-next", None),
+                5,
+                None,
+            )
             .await
             .unwrap();
         assert!(matches!(next, Refreshed::Done(ref s) if s.device_id == "HALDEV"));

@@ -74,8 +74,18 @@ impl Accounts<'_> {
                 })
                 .await?;
             // A user the homeserver had already (an application service's, say) is not
-            // Vouch's to hand out.
-            if !provisioned.created {
+            // Vouch's to hand out, unless Vouch made it there for a registration that then
+            // failed here.
+            let ours = if provisioned.created {
+                self.s
+                    .db
+                    .note_homeserver_user(localpart.as_str(), self.s.now())
+                    .await?;
+                true
+            } else {
+                self.s.db.is_homeserver_user(localpart.as_str()).await?
+            };
+            if !ours {
                 return Err(AccountError::UserInUse);
             }
             if let Some(login) = &new.login {

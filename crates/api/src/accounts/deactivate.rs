@@ -8,19 +8,22 @@ impl Accounts<'_> {
     /// Deactivates `user_id`: no devices, tokens or addresses; with `erase`, no profile
     /// either. The user ID stays taken.
     pub async fn deactivate(&self, user_id: &str, erase: bool) -> Result<(), AccountError> {
-        if self.s.homeserver.is_some() {
-            let all = self.device_ids(user_id, None).await?;
-            self.s
-                .db
-                .note_ended_devices(user_id, &all, self.s.now())
-                .await?;
-        }
         self.tell_later(Call::DeleteUser {
             localpart: self.localpart(user_id),
             erase,
         })
         .await?;
-        self.s.db.deactivate(user_id, erase, self.s.now()).await?;
+        // The homeserver deletes the devices itself with the user: they are only remembered.
+        let no_notice = |_: &str| None;
+        self.s
+            .db
+            .deactivate(
+                user_id,
+                erase,
+                self.s.now(),
+                self.ending(&no_notice).as_ref(),
+            )
+            .await?;
         tracing::info!(user_id, erase, "account deactivated");
         Ok(())
     }

@@ -7,9 +7,27 @@
 use vouch_core::localpart::localpart_of;
 use vouch_core::secrets::new_opaque_id;
 use vouch_homeserver::{Answer, Call, CallError, Homeserver};
-use vouch_storage::NewMessage;
+use vouch_storage::{Ending, NewMessage};
 
 use super::{AccountError, Accounts};
+
+/// Turns a deleted device's ID into its outbox notice.
+pub(super) type DeviceNotice = dyn Fn(&str) -> Option<NewMessage> + Send + Sync;
+
+/// `call` as an outbox row for the homeserver.
+fn call_message(secrets: &dyn vouch_core::SecretSource, call: &Call) -> Option<NewMessage> {
+    Some(NewMessage {
+        id: new_opaque_id(secrets),
+        channel: CHANNEL,
+        country: None,
+        recipient: call.localpart().to_owned(),
+        sid: None,
+        envelope_from: String::new(),
+        message: serde_json::to_string(call).ok()?,
+        held: false,
+        stand_in: false,
+    })
+}
 
 /// The outbox channel of homeserver calls.
 pub const CHANNEL: &str = "homeserver";
@@ -20,6 +38,9 @@ pub const REUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(150)
 
 /// The lease on queued calls delivered ahead of an immediate one.
 const FLUSH_LEASE_MS: i64 = 30_000;
+/// How often, and how long each time, a flush waits for the worker's delivery in flight.
+const FLUSH_WAITS: u32 = 40;
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
 
 impl Accounts<'_> {
     /// The localpart of a local user ID.
@@ -54,48 +75,37 @@ impl Accounts<'_> {
         })
     }
 
-    /// The device IDs of `user_id`, but `except`.
-    pub(super) async fn device_ids(
-        &self,
-        user_id: &str,
-        except: Option<&str>,
-    ) -> Result<Vec<String>, AccountError> {
-        Ok(self
-            .s
-            .db
-            .devices(user_id)
-            .await?
-            .into_iter()
-            .map(|d| d.device_id)
-            .filter(|d| Some(d.as_str()) != except)
-            .collect())
+    /// What deleting devices of `user_id` also does in front of a homeserver: each device
+    /// deleted is remembered as ended and gets a queued `delete_device`, in the transaction
+    /// that deletes it (so exactly the devices deleted are told, and a crash loses
+    /// neither). `None` without a homeserver.
+    pub(super) fn ending<'a>(&self, notice: &'a DeviceNotice) -> Option<Ending<'a>> {
+        self.s.homeserver.as_ref().map(|_| Ending {
+            now: self.s.now(),
+            notice,
+        })
     }
 
-    /// Before devices of `user_id` are deleted here: queues their deletion at the
-    /// homeserver (each by name, so a device made later is never caught) and remembers
-    /// them, so their IDs are not handed out again while the homeserver may still hold an
-    /// answer about their old tokens.
-    pub(super) async fn end_devices(
-        &self,
-        user_id: &str,
-        device_ids: &[String],
-    ) -> Result<(), AccountError> {
-        if self.s.homeserver.is_none() || device_ids.is_empty() {
-            return Ok(());
-        }
-        self.s
-            .db
-            .note_ended_devices(user_id, device_ids, self.s.now())
-            .await?;
+    /// The notice for a deleted device of `user_id`: `delete_device` at the homeserver.
+    pub(super) fn device_notice(&self, user_id: &str) -> Box<DeviceNotice> {
         let localpart = self.localpart(user_id);
-        for device_id in device_ids {
-            self.tell_later(Call::DeleteDevice {
-                localpart: localpart.clone(),
-                device_id: device_id.clone(),
-            })
-            .await?;
+        let secrets = self.s.secrets.clone();
+        Box::new(move |device_id: &str| {
+            call_message(
+                secrets.as_ref(),
+                &Call::DeleteDevice {
+                    localpart: localpart.clone(),
+                    device_id: device_id.to_owned(),
+                },
+            )
+        })
+    }
+
+    /// After devices were deleted with an [`Ending`]: ring the outbox worker.
+    pub(super) fn devices_ended(&self, ended: &[String]) {
+        if self.s.homeserver.is_some() && !ended.is_empty() {
+            crate::threepid::wake_mailer(self.s);
         }
-        Ok(())
     }
 
     /// In front of a homeserver, a device ID signed out less than [`REUSE_AFTER`] ago is not
@@ -109,14 +119,18 @@ impl Accounts<'_> {
         if self.s.homeserver.is_none() {
             return Ok(());
         }
-        let since = self.s.now() - i64::try_from(REUSE_AFTER.as_millis()).unwrap_or(i64::MAX);
-        if self
+        let window = i64::try_from(REUSE_AFTER.as_millis()).unwrap_or(i64::MAX);
+        let now = self.s.now();
+        if let Some(ended_at) = self
             .s
             .db
-            .device_ended_after(user_id, device_id, since)
+            .device_ended_after(user_id, device_id, now - window)
             .await?
         {
-            return Err(AccountError::DeviceJustEnded(REUSE_AFTER));
+            let left = u64::try_from(ended_at + window - now).unwrap_or(1).max(1);
+            return Err(AccountError::DeviceJustEnded(
+                std::time::Duration::from_millis(left),
+            ));
         }
         Ok(())
     }
@@ -155,18 +169,8 @@ impl Accounts<'_> {
         if self.s.homeserver.is_none() {
             return Ok(());
         }
-        let message = NewMessage {
-            id: new_opaque_id(self.s.secrets.as_ref()),
-            channel: CHANNEL,
-            country: None,
-            recipient: call.localpart().to_owned(),
-            sid: None,
-            envelope_from: String::new(),
-            message: serde_json::to_string(&call)
-                .map_err(|e| crate::error::ApiError::internal(e.to_string()))?,
-            held: false,
-            stand_in: false,
-        };
+        let message = call_message(self.s.secrets.as_ref(), &call)
+            .ok_or_else(|| crate::error::ApiError::internal("a homeserver call as JSON"))?;
         self.s.db.enqueue_message(&message, self.s.now()).await?;
         crate::threepid::wake_mailer(self.s);
         Ok(())
@@ -184,13 +188,26 @@ impl Accounts<'_> {
         Ok(())
     }
 
-    /// Delivers the calls about `localpart` still waiting in the outbox, oldest first.
+    /// Delivers the calls about `localpart` still waiting in the outbox, oldest first,
+    /// after the one the outbox worker may be delivering right now.
     async fn flush_queued(&self, hs: &Homeserver, localpart: &str) -> Result<(), AccountError> {
         let db = &self.s.db;
-        let waiting = db
-            .claim_waiting_for(CHANNEL, localpart, self.s.now(), FLUSH_LEASE_MS)
-            .await?;
+        let mut waiting = None;
+        for _ in 0..FLUSH_WAITS {
+            waiting = db
+                .claim_waiting_for(CHANNEL, localpart, self.s.now(), FLUSH_LEASE_MS)
+                .await?;
+            if waiting.is_some() {
+                break;
+            }
+            tokio::time::sleep(FLUSH_WAIT).await;
+        }
+        let Some(waiting) = waiting else {
+            return Err(AccountError::HomeserverUnavailable);
+        };
+        let mut rest: Vec<String> = waiting.iter().map(|m| m.id.clone()).collect();
         for message in waiting {
+            rest.retain(|id| *id != message.id);
             let call = match serde_json::from_str::<Call>(&message.message) {
                 Ok(call) => call,
                 Err(e) => {
@@ -207,10 +224,10 @@ impl Accounts<'_> {
                     db.mark_message_failed(&message.id, &e.to_string(), None, self.s.now())
                         .await?;
                 }
-                Err(CallError::Unavailable(why)) => {
-                    let now = self.s.now();
-                    db.mark_message_failed(&message.id, &why, Some(now), now)
-                        .await?;
+                Err(CallError::Unavailable(_)) => {
+                    // Back to the worker as they were: its backoff is not this request's.
+                    rest.push(message.id);
+                    db.release_messages(&rest).await?;
                     return Err(AccountError::HomeserverUnavailable);
                 }
             }

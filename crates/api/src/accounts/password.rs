@@ -36,21 +36,24 @@ impl Accounts<'_> {
     ) -> Result<(), AccountError> {
         self.check_password(&password)?;
         let hash = self.s.hash_password(password).await?;
-        let ending = match logout {
-            Logout::Nobody => Vec::new(),
-            Logout::AllBut(device) => self.device_ids(user_id, Some(device)).await?,
-            Logout::Everyone => self.device_ids(user_id, None).await?,
-        };
-        self.end_devices(user_id, &ending).await?;
         let (logout_devices, keep) = match logout {
             Logout::Nobody => (false, None),
             Logout::AllBut(device) => (true, Some(device)),
             Logout::Everyone => (true, None),
         };
-        self.s
+        let notice = self.device_notice(user_id);
+        let ended = self
+            .s
             .db
-            .set_password(user_id, &hash, logout_devices, keep)
+            .set_password(
+                user_id,
+                &hash,
+                logout_devices,
+                keep,
+                self.ending(&notice).as_ref(),
+            )
             .await?;
+        self.devices_ended(&ended);
         tracing::info!(user_id, logout_devices, "password changed");
         Ok(())
     }

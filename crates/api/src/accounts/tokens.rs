@@ -104,6 +104,8 @@ impl Accounts<'_> {
         let max = self.s.config.account.max_devices_per_user;
         let localpart = self.localpart(user_id);
         self.check_device_reuse(user_id, &login.device_id).await?;
+        let existed = self.s.homeserver.is_some()
+            && self.s.db.device(user_id, &login.device_id).await?.is_some();
         self.tell_device(user_id, login).await?;
         let written = match self
             .s
@@ -118,12 +120,15 @@ impl Accounts<'_> {
             LoginWritten::Stale => AccountError::StaleCredentials,
             LoginWritten::TooManyDevices => AccountError::TooManyDevices(max),
         };
-        // The device the homeserver was told of never came to be here.
-        self.tell_later(Call::DeleteDevice {
-            localpart,
-            device_id: login.device_id.clone(),
-        })
-        .await?;
+        // A device the homeserver was told of that never came to be here goes there too
+        // (one that was here before stays).
+        if !existed {
+            self.tell_later(Call::DeleteDevice {
+                localpart,
+                device_id: login.device_id.clone(),
+            })
+            .await?;
+        }
         Err(written)
     }
 
@@ -137,13 +142,29 @@ impl Accounts<'_> {
         match self
             .s
             .db
-            .refresh(&token_hash(refresh_token), next, self.s.now())
+            .refresh(&token_hash(refresh_token), next, self.s.now(), None)
             .await?
         {
             Refreshed::Done(session) => Ok(Some(session)),
             Refreshed::Reused(gone) => {
-                self.end_devices(&gone.user_id, std::slice::from_ref(&gone.device_id))
-                    .await?;
+                // The device went in the refresh's transaction; remembering it and telling
+                // the homeserver follow (a crash in between leaves a device at the
+                // homeserver whose tokens are all inactive here).
+                let notice = self.device_notice(&gone.user_id);
+                if let Some(ending) = self.ending(&notice) {
+                    self.s
+                        .db
+                        .note_ended_devices(
+                            &gone.user_id,
+                            std::slice::from_ref(&gone.device_id),
+                            ending.now,
+                        )
+                        .await?;
+                    if let Some(message) = notice(&gone.device_id) {
+                        self.s.db.enqueue_message(&message, ending.now).await?;
+                    }
+                    self.devices_ended(std::slice::from_ref(&gone.device_id));
+                }
                 Ok(None)
             }
             Refreshed::Unknown => Ok(None),
@@ -153,17 +174,26 @@ impl Accounts<'_> {
     /// Logs `device_ids` of `user_id` out: the devices and every token issued to them go
     /// (devices already gone are no error).
     pub async fn log_out(&self, user_id: &str, device_ids: &[String]) -> Result<(), AccountError> {
-        self.end_devices(user_id, device_ids).await?;
-        self.s.db.delete_devices(user_id, device_ids).await?;
+        let notice = self.device_notice(user_id);
+        let ended = self
+            .s
+            .db
+            .delete_devices(user_id, device_ids, self.ending(&notice).as_ref())
+            .await?;
+        self.devices_ended(&ended);
         tracing::info!(user_id, devices = device_ids.len(), "logged out");
         Ok(())
     }
 
     /// Logs every device of `user_id` out.
     pub async fn log_out_all(&self, user_id: &str) -> Result<(), AccountError> {
-        let all = self.device_ids(user_id, None).await?;
-        self.end_devices(user_id, &all).await?;
-        self.s.db.delete_all_devices(user_id).await?;
+        let notice = self.device_notice(user_id);
+        let ended = self
+            .s
+            .db
+            .delete_all_devices(user_id, self.ending(&notice).as_ref())
+            .await?;
+        self.devices_ended(&ended);
         tracing::info!(user_id, "logged out everywhere");
         Ok(())
     }

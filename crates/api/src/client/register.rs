@@ -187,6 +187,27 @@ pub(crate) async fn check_available(state: &Services, localpart: &Localpart) -> 
             "That user ID is already taken",
         ));
     }
+    // In front of a homeserver, its users (an application service's) and namespaces count
+    // too, except a user Vouch itself made there for a registration that then failed. A
+    // homeserver that does not answer is asked again when the account is made.
+    if let Some(hs) = &state.homeserver {
+        match hs.localpart_available(localpart.as_str()).await {
+            Err(vouch_homeserver::CallError::Refused {
+                status,
+                errcode,
+                message,
+            }) if !(errcode == "M_USER_IN_USE"
+                && state.db.is_homeserver_user(localpart.as_str()).await?) =>
+            {
+                return Err(ApiError::Passthrough {
+                    status: http::StatusCode::from_u16(status)
+                        .unwrap_or(http::StatusCode::BAD_REQUEST),
+                    body: serde_json::json!({ "errcode": errcode, "error": message }),
+                });
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 

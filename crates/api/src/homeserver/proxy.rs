@@ -82,17 +82,23 @@ const BODY_BROKEN: u8 = 1;
 /// The client stopped sending its body for longer than `body_read_timeout`.
 const BODY_STALLED: u8 = 2;
 
+/// The slowest a forwarded body may arrive, on average, once `body_read_timeout` has
+/// passed: a trickle of bytes cannot hold a connection to the homeserver open for ever,
+/// while a real upload over a slow link (100 KiB/s and more) goes through.
+const MIN_BODY_BYTES_PER_SECOND: u64 = 8 * 1024;
+
 /// The client's body as a stream for the homeserver. A client that sends nothing for
-/// `idle` is cut off (a trickle of bytes cannot hold a connection to the homeserver open
-/// for ever), and `fault` says why a body ended early.
+/// `idle`, or on average less than [`MIN_BODY_BYTES_PER_SECOND`] after `idle`, is cut off,
+/// and `fault` says why a body ended early.
 fn client_body(
     body: Body,
     idle: std::time::Duration,
     fault: Arc<AtomicU8>,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    let started = tokio::time::Instant::now();
     futures::stream::unfold(
-        (body.into_data_stream(), false),
-        move |(mut stream, done)| {
+        (body.into_data_stream(), false, 0_u64),
+        move |(mut stream, done, received)| {
             let fault = fault.clone();
             async move {
                 if done {
@@ -100,7 +106,21 @@ fn client_body(
                 }
                 let (item, why) = match tokio::time::timeout(idle, stream.next()).await {
                     Ok(None) => return None,
-                    Ok(Some(Ok(chunk))) => return Some((Ok(chunk), (stream, false))),
+                    Ok(Some(Ok(chunk))) => {
+                        let received = received + chunk.len() as u64;
+                        let late = started.elapsed().saturating_sub(idle);
+                        let owed = late.as_secs() * MIN_BODY_BYTES_PER_SECOND;
+                        if received >= owed {
+                            return Some((Ok(chunk), (stream, false, received)));
+                        }
+                        (
+                            std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                "request body too slow",
+                            ),
+                            BODY_STALLED,
+                        )
+                    }
                     Ok(Some(Err(e))) => (std::io::Error::other(e.to_string()), BODY_BROKEN),
                     Err(_) => (
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "request body stalled"),
@@ -108,10 +128,27 @@ fn client_body(
                     ),
                 };
                 fault.store(why, Ordering::Relaxed);
-                Some((Err(item), (stream, true)))
+                Some((Err(item), (stream, true, received)))
             }
         },
     )
+}
+
+/// The answer for a client body that broke or stalled.
+fn upstream_failed_body(fault: u8) -> Response {
+    match fault {
+        BODY_STALLED => ApiError::Custom {
+            status: StatusCode::REQUEST_TIMEOUT,
+            errcode: "M_UNKNOWN",
+            message: "The request body did not arrive in time".into(),
+        },
+        _ => ApiError::Custom {
+            status: StatusCode::BAD_REQUEST,
+            errcode: "M_BAD_JSON",
+            message: "The request body could not be read".into(),
+        },
+    }
+    .into_response()
 }
 
 /// The answer when the homeserver gave none: the client's fault (a broken or stalled
@@ -119,16 +156,7 @@ fn client_body(
 fn upstream_failed(e: reqwest::Error, fault: u8) -> Response {
     let e = e.without_url();
     match fault {
-        BODY_STALLED => ApiError::Custom {
-            status: StatusCode::REQUEST_TIMEOUT,
-            errcode: "M_UNKNOWN",
-            message: "The request body did not arrive in time".into(),
-        },
-        BODY_BROKEN => ApiError::Custom {
-            status: StatusCode::BAD_REQUEST,
-            errcode: "M_BAD_JSON",
-            message: "The request body could not be read".into(),
-        },
+        BODY_STALLED | BODY_BROKEN => return upstream_failed_body(fault),
         _ if e.is_connect() => ApiError::HomeserverUnavailable(e.to_string()),
         _ => {
             tracing::warn!(error = %e, "the homeserver dropped a forwarded request");
@@ -215,7 +243,24 @@ pub async fn homeserver_first(
         .query()
         .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "user_id"));
     if asserts_user {
-        return forward(state, ip, req).await;
+        // Only an application service may act for a user, and its token is not one of
+        // Vouch's: a Vouch token with `?user_id=` stays with Vouch (which ignores it).
+        let (parts, body) = req.into_parts();
+        let vouch_token = match crate::auth::bearer_token(&parts) {
+            Ok(Some(token)) => state
+                .db
+                .access_token(&vouch_core::secrets::token_hash(&token))
+                .await
+                .map(|t| t.is_some()),
+            Ok(None) => Ok(false),
+            Err(e) => return e.into_response(),
+        };
+        let req = Request::from_parts(parts, body);
+        match vouch_token {
+            Ok(false) => return forward(state, ip, req).await,
+            Ok(true) => return next.run(req).await,
+            Err(e) => return ApiError::from(e).into_response(),
+        }
     }
     let path = req.uri().path();
     let register = req.method() == http::Method::POST
@@ -232,7 +277,18 @@ pub async fn homeserver_first(
     .await
     {
         Ok(Ok(bytes)) => bytes,
-        _ => return crate::ruma_axum::too_large(http.max_request_bytes).into_response(),
+        Ok(Err(e)) => {
+            let over = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            return if over {
+                crate::ruma_axum::too_large(http.max_request_bytes).into_response()
+            } else {
+                upstream_failed_body(BODY_BROKEN)
+            };
+        }
+        Err(_) => return upstream_failed_body(BODY_STALLED),
     };
     let appservice = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()

@@ -883,8 +883,21 @@ async fn attacks_on_the_homeserver_mode_fail() {
     // An application service's user is not Vouch's to hand out, nor is its namespace.
     let r = call(&app, &app.base, Method::POST, "/_matrix/client/v3/register", Some(json!({ "type": "m.login.application_service", "username": "bridge_q", "inhibit_login": true })), Some(AS_TOKEN)).await;
     assert_eq!(r.ok()["user_id"], "@bridge_q:vouch.test");
+    // (Synapse names the namespace first, even for a user that exists.)
     let taken = register_dummy(&app, "bridge_q").await;
-    taken.assert_error(400, "M_USER_IN_USE");
+    taken.assert_error(400, "M_EXCLUSIVE");
+    app.get(
+        "/_matrix/client/v3/register/available?username=bridge_q",
+        None,
+    )
+    .await
+    .assert_error(400, "M_EXCLUSIVE");
+    app.get(
+        "/_matrix/client/v3/register/available?username=bridge_other",
+        None,
+    )
+    .await
+    .assert_error(400, "M_EXCLUSIVE");
     let exclusive = register_dummy(&app, "bridge_new").await;
     exclusive.assert_error(400, "M_EXCLUSIVE");
     // The application service still acts for its users on paths Vouch answers for others.
@@ -1053,4 +1066,95 @@ async fn register_dummy(app: &TestApp, name: &str) -> Reply {
     let mut b = body;
     b["auth"] = json!({ "type": "m.login.dummy", "session": first.body["session"] });
     app.post("/_matrix/client/v3/register", b, None).await
+}
+
+/// A registration that fails here after Synapse made the user (its UIA session spent by a
+/// concurrent request, say) does not burn the name: the next registration takes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_registration_does_not_burn_its_name() {
+    let Some((app, _synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let body = json!({ "username": "first", "password": "correct horse battery" });
+    let start = app.post("/_matrix/client/v3/register", body, None).await;
+    let session = start.body["session"].clone();
+    let auth = json!({ "type": "m.login.dummy", "session": session });
+    let attempts = ["first", "second", "third", "fourth"].map(|name| {
+        app.post(
+            "/_matrix/client/v3/register",
+            json!({ "username": name, "password": "correct horse battery", "auth": auth }),
+            None,
+        )
+    });
+    let answers = futures::future::join_all(attempts).await;
+    let won: Vec<usize> = (0..4).filter(|i| answers[*i].status == 200).collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "{:?}",
+        answers.iter().map(|a| &a.body).collect::<Vec<_>>()
+    );
+    for (i, name) in ["first", "second", "third", "fourth"].iter().enumerate() {
+        if won.contains(&i) {
+            continue;
+        }
+        app.get(
+            &format!("/_matrix/client/v3/register/available?username={name}"),
+            None,
+        )
+        .await
+        .ok();
+        let again = register_dummy(&app, name).await;
+        assert_eq!(again.ok()["user_id"], format!("@{name}:vouch.test"));
+    }
+}
+
+/// Logins racing `/logout/all`: afterwards Synapse has exactly the devices Vouch has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_agree_after_logins_race_a_logout_everywhere() {
+    let Some((app, _synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let (user_id, _, _) = app.register("rita", "correct horse battery").await;
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    store.set_admin(&user_id, true).await.unwrap();
+    let (keeper, _) = app.login_ok("rita", "correct horse battery").await;
+    for _ in 0..3 {
+        let logins = (0..6).map(|_| app.login("rita", "correct horse battery"));
+        let (_, _) = tokio::join!(
+            futures::future::join_all(logins),
+            app.post("/_matrix/client/v3/logout/all", json!({}), Some(&keeper))
+        );
+    }
+    let (admin, _) = app.login_ok("rita", "correct horse battery").await;
+    let ours: std::collections::BTreeSet<String> = store
+        .devices(&user_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.device_id)
+        .collect();
+    eventually("Synapse's devices match Vouch's", async || {
+        let theirs = call(
+            &app,
+            &app.base,
+            Method::GET,
+            &format!("/_synapse/admin/v2/users/{user_id}/devices"),
+            None,
+            Some(&admin),
+        )
+        .await;
+        let theirs: std::collections::BTreeSet<String> = theirs.body["devices"]
+            .as_array()
+            .map(|d| {
+                d.iter()
+                    .filter_map(|d| d["device_id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        theirs == ours
+    })
+    .await;
 }
