@@ -243,36 +243,56 @@ async fn read_whole_body(
             }
         }
     };
-    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await;
-    let bytes = match read {
-        Ok(Ok(bytes)) => bytes,
+    let bytes = match read_body_within(body, limit, deadline).await {
+        Ok(bytes) => bytes,
+        Err(refused) => return refused,
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
+/// Reads a whole body of at most `limit` bytes within `deadline`; the answer for a body
+/// that is too large (413), broken (400) or late (408) otherwise.
+pub(crate) async fn read_body_within(
+    body: axum::body::Body,
+    limit: usize,
+    deadline: std::time::Duration,
+) -> Result<bytes::Bytes, Response> {
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(e)) => {
             let over = e
                 .into_inner()
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
-            return if over {
+            Err(if over {
                 crate::ruma_axum::too_large(limit).into_response()
             } else {
-                ApiError::Custom {
-                    status: StatusCode::BAD_REQUEST,
-                    errcode: "M_BAD_JSON",
-                    message: "The request body could not be read".into(),
-                }
-                .into_response()
-            };
+                body_unreadable()
+            })
         }
-        Err(_) => {
-            return ApiError::Custom {
-                status: StatusCode::REQUEST_TIMEOUT,
-                errcode: "M_UNKNOWN",
-                message: "The request body did not arrive in time".into(),
-            }
-            .into_response();
-        }
-    };
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+        Err(_) => Err(body_late()),
+    }
+}
+
+/// The answer for a request body that could not be read.
+pub(crate) fn body_unreadable() -> Response {
+    ApiError::Custom {
+        status: StatusCode::BAD_REQUEST,
+        errcode: "M_BAD_JSON",
+        message: "The request body could not be read".into(),
+    }
+    .into_response()
+}
+
+/// The answer for a request body that did not arrive in time.
+pub(crate) fn body_late() -> Response {
+    ApiError::Custom {
+        status: StatusCode::REQUEST_TIMEOUT,
+        errcode: "M_UNKNOWN",
+        message: "The request body did not arrive in time".into(),
+    }
+    .into_response()
 }
 
 /// How long a request waits for room in the body budget before it is answered 429.

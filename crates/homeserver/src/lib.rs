@@ -267,17 +267,7 @@ impl Homeserver {
                 call.path()
             )));
         }
-        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-        let field = |k: &str| {
-            body.get(k)
-                .and_then(serde_json::Value::as_str)
-                .map(|s| s.chars().take(300).collect::<String>())
-        };
-        Err(CallError::Refused {
-            status: status.as_u16(),
-            errcode: field("errcode").unwrap_or_else(|| "M_UNKNOWN".into()),
-            message: field("error").unwrap_or_else(|| format!("the homeserver answered {status}")),
-        })
+        Err(refused(status, &text, "M_UNKNOWN"))
     }
 
     /// Whether Synapse would create `localpart`: `Ok` when it is free there, `Refused` with
@@ -304,17 +294,8 @@ impl Homeserver {
                 "homeserver answered {status} to is_localpart_available"
             )));
         }
-        let body: serde_json::Value = response.json().await.unwrap_or_default();
-        let field = |k: &str| {
-            body.get(k)
-                .and_then(serde_json::Value::as_str)
-                .map(|s| s.chars().take(300).collect::<String>())
-        };
-        Err(CallError::Refused {
-            status: status.as_u16(),
-            errcode: field("errcode").unwrap_or_else(|| "M_USER_IN_USE".into()),
-            message: field("error").unwrap_or_else(|| "That user ID is not available".into()),
-        })
+        let text = response.text().await.unwrap_or_default();
+        Err(refused(status, &text, "M_USER_IN_USE"))
     }
 
     /// What Synapse knows of `localpart`; `None` when it has no such user.
@@ -342,6 +323,21 @@ impl Homeserver {
                 permanent: !s.is_server_error(),
             }),
         }
+    }
+}
+
+/// Synapse's refusal: its `errcode` (else `fallback`) and `error`, cut to 300 characters.
+fn refused(status: StatusCode, text: &str, fallback: &str) -> CallError {
+    let body: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(|s| s.chars().take(300).collect::<String>())
+    };
+    CallError::Refused {
+        status: status.as_u16(),
+        errcode: field("errcode").unwrap_or_else(|| fallback.to_owned()),
+        message: field("error").unwrap_or_else(|| format!("the homeserver answered {status}")),
     }
 }
 

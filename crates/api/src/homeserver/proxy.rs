@@ -134,29 +134,13 @@ fn client_body(
     )
 }
 
-/// The answer for a client body that broke or stalled.
-fn upstream_failed_body(fault: u8) -> Response {
-    match fault {
-        BODY_STALLED => ApiError::Custom {
-            status: StatusCode::REQUEST_TIMEOUT,
-            errcode: "M_UNKNOWN",
-            message: "The request body did not arrive in time".into(),
-        },
-        _ => ApiError::Custom {
-            status: StatusCode::BAD_REQUEST,
-            errcode: "M_BAD_JSON",
-            message: "The request body could not be read".into(),
-        },
-    }
-    .into_response()
-}
-
 /// The answer when the homeserver gave none: the client's fault (a broken or stalled
 /// body), a homeserver that cannot be reached, or one that dropped the request.
 fn upstream_failed(e: reqwest::Error, fault: u8) -> Response {
     let e = e.without_url();
     match fault {
-        BODY_STALLED | BODY_BROKEN => return upstream_failed_body(fault),
+        BODY_STALLED => return crate::router::body_late(),
+        BODY_BROKEN => return crate::router::body_unreadable(),
         _ if e.is_connect() => ApiError::HomeserverUnavailable(e.to_string()),
         _ => {
             tracing::warn!(error = %e, "the homeserver dropped a forwarded request");
@@ -270,26 +254,13 @@ pub async fn homeserver_first(
     }
     let http = &state.config.http;
     let (parts, body) = req.into_parts();
-    let bytes = match tokio::time::timeout(
-        http.body_read_timeout,
-        axum::body::to_bytes(body, http.max_request_bytes),
-    )
-    .await
-    {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(e)) => {
-            let over = e
-                .into_inner()
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            return if over {
-                crate::ruma_axum::too_large(http.max_request_bytes).into_response()
-            } else {
-                upstream_failed_body(BODY_BROKEN)
-            };
-        }
-        Err(_) => return upstream_failed_body(BODY_STALLED),
-    };
+    let bytes =
+        match crate::router::read_body_within(body, http.max_request_bytes, http.body_read_timeout)
+            .await
+        {
+            Ok(bytes) => bytes,
+            Err(refused) => return refused,
+        };
     let appservice = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .and_then(|v| Some(v.get("type")?.as_str()? == "m.login.application_service"))
