@@ -1,5 +1,6 @@
 //! `[http]`: the HTTP listener: addresses, proxies, deadlines, connection and body caps.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use crate::OneOrMany;
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// `host:port` to listen on, or a list of them.
-    pub listen: OneOrMany,
+    pub listen: OneOrMany<SocketAddr>,
     /// Largest request body accepted, in bytes; larger ones get 413 `M_TOO_LARGE`.
     pub max_request_bytes: usize,
     /// Take the client address from `X-Forwarded-For` when the peer is a trusted proxy.
@@ -43,7 +44,7 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
-            listen: OneOrMany::One("127.0.0.1:8008".into()),
+            listen: OneOrMany::One(SocketAddr::from(([127, 0, 0, 1], 8008))),
             max_request_bytes: 1024 * 1024,
             x_forwarded: false,
             trusted_proxies: vec![

@@ -84,16 +84,16 @@ impl Default for Config {
 /// One value or a list of them (`listen = "a"` or `listen = ["a", "b"]`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(untagged)]
-pub enum OneOrMany {
+pub enum OneOrMany<T> {
     /// A single value.
-    One(String),
+    One(T),
     /// Several values.
-    Many(Vec<String>),
+    Many(Vec<T>),
 }
 
-impl OneOrMany {
+impl<T: Clone> OneOrMany<T> {
     /// The values as a list.
-    pub fn to_vec(&self) -> Vec<String> {
+    pub fn to_vec(&self) -> Vec<T> {
         match self {
             OneOrMany::One(s) => vec![s.clone()],
             OneOrMany::Many(v) => v.clone(),
@@ -250,14 +250,8 @@ impl Config {
                 )),
             }
         }
-        let listen = self.http.listen.to_vec();
-        if listen.is_empty() {
+        if self.http.listen.to_vec().is_empty() {
             problems.push("[http] listen needs at least one address".into());
-        }
-        for addr in &listen {
-            if addr.parse::<SocketAddr>().is_err() {
-                problems.push(format!("[http] listen '{addr}' is not a host:port address"));
-            }
         }
         if !(self.database.url.starts_with("sqlite:") || self.database.url.starts_with("postgres"))
         {
@@ -520,12 +514,7 @@ impl Config {
 
     /// The first listen address.
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
-        self.http
-            .listen
-            .to_vec()
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect()
+        self.http.listen.to_vec()
     }
 
     /// The public base URL, always ending in `/`.
@@ -537,7 +526,7 @@ impl Config {
                 .to_vec()
                 .into_iter()
                 .next()
-                .unwrap_or_default();
+                .map_or_else(|| "127.0.0.1:8008".to_owned(), |a| a.to_string());
             format!("http://{first}/")
         } else {
             self.public_baseurl.clone()
@@ -673,6 +662,14 @@ mod tests {
             missing.is_empty(),
             "vouch.example.toml does not document {missing:?} under their sections"
         );
+    }
+
+    #[test]
+    fn a_listen_address_that_is_not_one_is_refused_when_read() {
+        let e = Config::from_toml("[http]\nlisten = \"localhost\"").unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = Config::from_toml("[http]\nlisten = [\"127.0.0.1:1\", \"::1\"]").unwrap_err();
+        assert!(e.to_string().contains("listen"), "{e}");
     }
 
     #[test]

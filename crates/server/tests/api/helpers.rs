@@ -191,7 +191,8 @@ pub fn test_config() -> Config {
         server_name: "vouch.test".into(),
         ..Config::default()
     };
-    config.http.listen = vouch_config::OneOrMany::One("127.0.0.1:0".into());
+    config.http.listen =
+        vouch_config::OneOrMany::One(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
     config.rate_limits.enabled = false;
     // Phone verification is on by default (codes go to the log); the SMS tests switch it on
     // with a fake gateway, the others test an email-only server.
