@@ -16,7 +16,10 @@ use vouch_mail::Transport;
 use vouch_sms::Gateway;
 
 /// How long a claim holds before another worker may retry the mail.
-pub const LEASE_MS: i64 = 120_000;
+pub const LEASE_MS: i64 = vouch_storage::DELIVERY_LEASE_MS;
+/// The longest one delivery may take, whatever the transport's own timeouts (which do
+/// not cover every way a server can stall).
+pub const DELIVERY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
 /// Mails claimed per round.
 const BATCH: i64 = 16;
 /// First retry delay; doubles per failed attempt.
@@ -79,10 +82,13 @@ impl Worker {
                 }
             };
             let full = i64::try_from(claimed.len()).unwrap_or(0) >= BATCH;
+            // A user's homeserver calls go one per round (oldest first): after one went
+            // out, the next may be due at once.
+            let chained = claimed.iter().any(|m| m.channel == "homeserver");
             // The batch goes out concurrently (over the SMTP pool's connections); one slow
             // recipient server or gateway call does not hold up the rest.
             let sent: Vec<String> = futures::future::join_all(
-                claimed.into_iter().map(|mail| self.deliver_guarded(mail)),
+                claimed.into_iter().map(|mail| self.deliver_in_time(mail)),
             )
             .await
             .into_iter()
@@ -95,7 +101,7 @@ impl Worker {
                 tracing::warn!(error = %e, count = sent.len(), "outbox: cannot record deliveries");
             }
             vouch_metrics::OUTBOX_HEARTBEAT.set(self.clock.now_ms() / 1000);
-            if full {
+            if full || (chained && !sent.is_empty()) {
                 continue;
             }
             tokio::select! {
@@ -105,6 +111,42 @@ impl Worker {
             }
         }
         tracing::info!("outbox worker stopped");
+    }
+
+    /// [`Self::deliver_guarded`] within [`DELIVERY_DEADLINE`]: a server that takes the
+    /// connection and never answers cannot hold the worker (and every message behind it)
+    /// for ever. A delivery cut off counts as a failed attempt and is retried.
+    async fn deliver_in_time(&self, mail: QueuedMessage) -> Option<String> {
+        let (id, channel, attempts) = (mail.id.clone(), mail.channel.clone(), mail.attempts);
+        match tokio::time::timeout(DELIVERY_DEADLINE, self.deliver_guarded(mail)).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                let now = self.clock.now_ms();
+                let retry_in = retry_delay_ms(attempts);
+                tracing::error!(
+                    id,
+                    channel,
+                    retry_in_ms = retry_in,
+                    "outbox: a delivery did not finish in time; it will be retried"
+                );
+                vouch_metrics::OUTBOX
+                    .with_label_values(&[channel.as_str(), "retried"])
+                    .inc();
+                if let Err(e) = self
+                    .db
+                    .mark_message_failed(
+                        &id,
+                        "delivery did not finish in time",
+                        Some(now + retry_in),
+                        now,
+                    )
+                    .await
+                {
+                    tracing::warn!(id, error = %e, "outbox: cannot record the delivery outcome");
+                }
+                None
+            }
+        }
     }
 
     /// [`Self::deliver`], surviving a panic in it: the message is recorded as a failed

@@ -346,14 +346,16 @@ impl Db {
         Ok(row.map(|r| r.try_get("ended_at")).transpose()?)
     }
 
-    /// Records that the homeserver created user `localpart` at Vouch's request.
-    pub async fn note_homeserver_user(
+    /// Records that Vouch asks the homeserver to create user `localpart` (before it asks,
+    /// so that an answer lost to a timeout or a dropped request still leaves the name
+    /// Vouch's). `None`: a new claim; `Some(when)`: Vouch first asked at `when`.
+    pub async fn claim_homeserver_user(
         &self,
         localpart: &str,
         now: i64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<Option<i64>, StorageError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO homeserver_users (localpart, created_at) VALUES ($1, $2)
              ON CONFLICT (localpart) DO NOTHING",
         )
@@ -361,6 +363,38 @@ impl Db {
         .bind(now)
         .execute(&self.pool)
         .await?;
+        if done.rows_affected() == 1 {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT created_at FROM homeserver_users WHERE localpart = $1")
+            .bind(localpart)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(Some(match row {
+            Some(r) => r.try_get("created_at")?,
+            None => now,
+        }))
+    }
+
+    /// Marks Vouch's claim on `localpart` as settled: the registration that made it failed
+    /// here, so the next one may take the user at once.
+    pub async fn settle_homeserver_user(&self, localpart: &str) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query("UPDATE homeserver_users SET created_at = 0 WHERE localpart = $1")
+            .bind(localpart)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Forgets a claim that turned out not to be Vouch's (the homeserver refused, or had
+    /// the user from elsewhere).
+    pub async fn forget_homeserver_user(&self, localpart: &str) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query("DELETE FROM homeserver_users WHERE localpart = $1")
+            .bind(localpart)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ mod validation;
 
 pub use housekeeping::Purged;
 pub use identity::Binding;
-pub use outbox::{NewMessage, Pending, QueuedMessage};
+pub use outbox::{DELIVERY_LEASE_MS, NewMessage, Pending, QueuedMessage};
 pub use send_limits::{LimitHit, Limited, SendLimits, SendWindow};
 pub use uia::StoredUiaSession;
 pub use validation::{Claim, NewValidation, Queued, StoredValidation, WrongToken};

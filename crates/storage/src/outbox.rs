@@ -31,6 +31,10 @@ pub struct NewMessage {
     pub stand_in: bool,
 }
 
+/// How long the outbox worker's claim on a message lasts: no other worker takes it
+/// meanwhile, and a worker that dies leaves it to be retried after this.
+pub const DELIVERY_LEASE_MS: i64 = 120_000;
+
 /// A claimed outbox row.
 fn queued_message(r: &sqlx::any::AnyRow) -> Result<QueuedMessage, sqlx::Error> {
     Ok(QueuedMessage {
@@ -159,13 +163,16 @@ impl Db {
 
     /// Claims every message of `channel` to `recipient` still waiting (due or not), oldest
     /// first, for `lease_ms`: what must reach the recipient before something newer does.
-    /// `None` while another worker holds one of them (it is being delivered right now).
+    /// `None` while the outbox worker claimed one of them less than `in_flight_ms` ago (it
+    /// is being delivered right now); a claim older than that is taken to be a worker that
+    /// died with it (the calls are idempotent, so one sent twice does no harm).
     pub async fn claim_waiting_for(
         &self,
         channel: &str,
         recipient: &str,
         now: i64,
         lease_ms: i64,
+        in_flight_ms: i64,
     ) -> Result<Option<Vec<QueuedMessage>>, StorageError> {
         let mut tx = self.begin_write().await?;
         let busy = sqlx::query(
@@ -174,7 +181,7 @@ impl Db {
         )
         .bind(channel)
         .bind(recipient)
-        .bind(now)
+        .bind(now + DELIVERY_LEASE_MS - in_flight_ms)
         .fetch_optional(&mut *tx)
         .await?;
         if busy.is_some() {
@@ -183,13 +190,12 @@ impl Db {
         let rows = sqlx::query(
             "UPDATE outbox SET locked_until = $1
              WHERE channel = $2 AND recipient = $3 AND sent_at IS NULL AND failed_at IS NULL
-               AND next_attempt_at IS NOT NULL AND (locked_until IS NULL OR locked_until <= $4)
+               AND next_attempt_at IS NOT NULL
              RETURNING id, channel, sid, recipient, envelope_from, message, attempts, created_at",
         )
         .bind(now.saturating_add(lease_ms))
         .bind(channel)
         .bind(recipient)
-        .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -270,43 +270,33 @@ async fn waiting_messages_for_one_recipient_are_claimed_oldest_first_and_once() 
                 .unwrap();
         }
         // The worker takes one call per user at a time, the oldest.
-        let due = db.claim_due_messages(100, 1_000, 10).await.unwrap();
+        let lease = crate::DELIVERY_LEASE_MS;
+        let due = db.claim_due_messages(100, lease, 10).await.unwrap();
         let ids: Vec<&str> = due.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["c"]);
-        // While it holds it, nobody claims the user's calls ahead of it.
-        assert!(
-            db.claim_waiting_for("homeserver", "dan", 150, 1_000)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        db.release_messages(&["c".to_owned()]).await.unwrap();
+        // While it is in flight, nobody claims the user's calls ahead of it…
+        let waiting = db
+            .claim_waiting_for("homeserver", "dan", 150, 1_000, 15_000)
+            .await;
+        assert!(waiting.unwrap().is_none());
+        // …but a claim older than a call can take is a worker that died with it.
         let claimed = db
-            .claim_waiting_for("homeserver", "dan", 200, 1_000)
+            .claim_waiting_for("homeserver", "dan", 100 + 15_001, 1_000, 15_000)
             .await
             .unwrap()
             .unwrap();
         let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["c", "a", "b"]);
-        assert!(
-            db.claim_waiting_for("homeserver", "dan", 300, 1_000)
-                .await
-                .unwrap()
-                .is_none()
-        );
-        assert!(
-            db.claim_waiting_for("homeserver", "eve", 300, 1_000)
-                .await
-                .unwrap()
-                .unwrap()
-                .is_empty()
-        );
+        let other = db
+            .claim_waiting_for("homeserver", "eve", 300, 1_000, 15_000)
+            .await;
+        assert!(other.unwrap().unwrap().is_empty());
         // Delivered in order, the worker moves on to the next one only.
         db.mark_messages_sent(&["c".to_owned()], 400).await.unwrap();
         db.release_messages(&["a".to_owned(), "b".to_owned()])
             .await
             .unwrap();
-        let due = db.claim_due_messages(500, 1_000, 10).await.unwrap();
+        let due = db.claim_due_messages(20_000, lease, 10).await.unwrap();
         let ids: Vec<&str> = due.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["a"]);
     })

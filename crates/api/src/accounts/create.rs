@@ -7,6 +7,11 @@ use vouch_storage::{CreateAccountError, ImportOutcome, ImportedUser, NewAccount,
 
 use super::{AccountError, Accounts};
 
+/// How long after Vouch asked the homeserver for a user a registration of the same name
+/// counts as an earlier, finished one (whose leftovers may be cleared) rather than one
+/// still under way.
+const SETTLED_AFTER_MS: i64 = 60_000;
+
 /// An account to create.
 #[derive(Debug, Clone, Default)]
 pub struct NewUser {
@@ -61,9 +66,13 @@ impl Accounts<'_> {
         // a homeserver that does not answer leaves nothing half-made (a user it was told of
         // stays unused until someone registers that name again).
         if self.s.homeserver.is_some() && !new.guest {
+            let lp = localpart.as_str();
+            let now = self.s.now();
+            let earlier = self.s.db.claim_homeserver_user(lp, now).await?;
+            let fresh = earlier.is_none();
             let provisioned = self
                 .tell_now(Call::ProvisionUser {
-                    localpart: localpart.as_str().to_owned(),
+                    localpart: lp.to_owned(),
                     displayname: displayname.clone(),
                     emails: new
                         .threepids
@@ -72,29 +81,59 @@ impl Accounts<'_> {
                         .map(|(_, address, _)| address.clone())
                         .collect(),
                 })
-                .await?;
-            // A user the homeserver had already (an application service's, say) is not
-            // Vouch's to hand out, unless Vouch made it there for a registration that then
-            // failed here.
-            let ours = if provisioned.created {
-                self.s
-                    .db
-                    .note_homeserver_user(localpart.as_str(), self.s.now())
-                    .await?;
-                true
-            } else {
-                self.s.db.is_homeserver_user(localpart.as_str()).await?
-            };
-            if !ours {
-                return Err(AccountError::UserInUse);
+                .await;
+            match provisioned {
+                Ok(answer) if answer.created => {}
+                // Asked for by a registration still under way: one of the two wins.
+                Ok(_) if earlier.is_some_and(|at| now - at < SETTLED_AFTER_MS) => {
+                    return Err(AccountError::UserInUse);
+                }
+                // Made there by an earlier registration of Vouch's that then failed (or
+                // whose answer was lost): Vouch's to give again, without what the earlier
+                // attempt left on it.
+                Ok(_) if !fresh => {
+                    let cleared = self
+                        .tell_now(Call::SyncDevices {
+                            localpart: lp.to_owned(),
+                            devices: Vec::new(),
+                        })
+                        .await;
+                    if let Err(e) = cleared {
+                        self.s.db.settle_homeserver_user(lp).await?;
+                        return Err(e);
+                    }
+                }
+                // A user the homeserver had from elsewhere (an application service's, made
+                // between the availability check and now) is not Vouch's to hand out.
+                Ok(_) => {
+                    self.s.db.forget_homeserver_user(lp).await?;
+                    return Err(AccountError::UserInUse);
+                }
+                Err(e @ AccountError::HomeserverRefused { .. }) => {
+                    if fresh {
+                        self.s.db.forget_homeserver_user(lp).await?;
+                    }
+                    return Err(e);
+                }
+                // Unanswered: the homeserver may still make the user; the claim stays, and
+                // this attempt is over.
+                Err(e) => {
+                    self.s.db.settle_homeserver_user(lp).await?;
+                    return Err(e);
+                }
             }
             if let Some(login) = &new.login {
-                self.tell_now(Call::UpsertDevice {
-                    localpart: localpart.as_str().to_owned(),
-                    device_id: login.device_id.clone(),
-                    display_name: login.display_name.clone(),
-                })
-                .await?;
+                let upserted = self
+                    .tell_now(Call::UpsertDevice {
+                        localpart: localpart.as_str().to_owned(),
+                        device_id: login.device_id.clone(),
+                        display_name: login.display_name.clone(),
+                    })
+                    .await;
+                if let Err(e) = upserted {
+                    self.s.db.settle_homeserver_user(lp).await?;
+                    return Err(e);
+                }
             }
         }
         let account = NewAccount {
@@ -110,7 +149,8 @@ impl Accounts<'_> {
             uia_session: new.uia_session,
             validations: new.validations,
         };
-        self.s
+        let created = self
+            .s
             .db
             .create_account(&account, self.s.now())
             .await
@@ -120,7 +160,15 @@ impl Accounts<'_> {
                 CreateAccountError::TokenUsedUp => AccountError::TokenUsedUp,
                 CreateAccountError::SessionSpent => AccountError::SessionSpent,
                 CreateAccountError::Storage(e) => AccountError::Other(e.into()),
-            })?;
+            });
+        if let Err(e) = created {
+            // The homeserver's user is left for the next registration of the name (which
+            // clears what this one left on it), unless this one lost to another of Vouch's.
+            if self.s.homeserver.is_some() && !matches!(e, AccountError::UserInUse) {
+                self.s.db.settle_homeserver_user(localpart.as_str()).await?;
+            }
+            return Err(e);
+        }
         tracing::info!(
             user_id,
             guest = new.guest,

@@ -38,6 +38,9 @@ pub const REUSE_AFTER: std::time::Duration = std::time::Duration::from_secs(150)
 
 /// The lease on queued calls delivered ahead of an immediate one.
 const FLUSH_LEASE_MS: i64 = 30_000;
+/// How long a homeserver call the outbox worker claimed may be in flight (the client's
+/// 10 s timeout, and a margin); a claim older than that belongs to a worker that died.
+const IN_FLIGHT_MS: i64 = 15_000;
 /// How often, and how long each time, a flush waits for the worker's delivery in flight.
 const FLUSH_WAITS: u32 = 40;
 const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
@@ -195,7 +198,13 @@ impl Accounts<'_> {
         let mut waiting = None;
         for _ in 0..FLUSH_WAITS {
             waiting = db
-                .claim_waiting_for(CHANNEL, localpart, self.s.now(), FLUSH_LEASE_MS)
+                .claim_waiting_for(
+                    CHANNEL,
+                    localpart,
+                    self.s.now(),
+                    FLUSH_LEASE_MS,
+                    IN_FLIGHT_MS,
+                )
                 .await?;
             if waiting.is_some() {
                 break;

@@ -121,8 +121,9 @@ impl Accounts<'_> {
             LoginWritten::TooManyDevices => AccountError::TooManyDevices(max),
         };
         // A device the homeserver was told of that never came to be here goes there too
-        // (one that was here before stays).
-        if !existed {
+        // (one that was here before, or that a concurrent login made, stays).
+        let made_meanwhile = self.s.db.device(user_id, &login.device_id).await?.is_some();
+        if !existed && !made_meanwhile {
             self.tell_later(Call::DeleteDevice {
                 localpart,
                 device_id: login.device_id.clone(),

@@ -199,6 +199,12 @@ pub(crate) async fn check_available(state: &Services, localpart: &Localpart) -> 
             }) if !(errcode == "M_USER_IN_USE"
                 && state.db.is_homeserver_user(localpart.as_str()).await?) =>
             {
+                // A name taken is said in Vouch's words, wherever it is taken.
+                let message = if errcode == "M_USER_IN_USE" {
+                    "That user ID is already taken".to_owned()
+                } else {
+                    message
+                };
                 return Err(ApiError::Passthrough {
                     status: http::StatusCode::from_u16(status)
                         .unwrap_or(http::StatusCode::BAD_REQUEST),

@@ -131,6 +131,17 @@ impl Synapse {
             .expect("start synapse")
     }
 
+    /// Freezes Synapse (it takes connections and answers nothing) or thaws it.
+    fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let done = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(done.success());
+    }
+
     /// Kills Synapse (as a crash would).
     fn kill(&mut self) {
         let _ = self.child.kill();
@@ -1157,4 +1168,41 @@ async fn devices_agree_after_logins_race_a_logout_everywhere() {
         theirs == ours
     })
     .await;
+}
+
+/// Synapse stalls past Vouch's timeout while making a user, then makes it anyway: the
+/// registration was answered 503, and the name is not lost — the next registration of it
+/// takes the user Vouch had asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_lost_to_a_stalled_synapse_does_not_burn_its_name() {
+    let Some((app, synapse, _sink, _twilio)) = vouch_and_synapse().await else {
+        return;
+    };
+    let body = json!({ "username": "stally", "password": "correct horse battery" });
+    let first = app
+        .post("/_matrix/client/v3/register", body.clone(), None)
+        .await;
+    let mut b = body;
+    b["auth"] = json!({ "type": "m.login.dummy", "session": first.body["session"] });
+    synapse.freeze(true);
+    let lost = app.post("/_matrix/client/v3/register", b, None).await;
+    synapse.freeze(false);
+    lost.assert_error(503, "M_UNKNOWN");
+    eventually("Synapse makes the user after all", async || {
+        query_user(&app, &synapse, "stally").await.status == 200
+    })
+    .await;
+    let again = register_dummy(&app, "stally").await;
+    assert_eq!(again.ok()["user_id"], "@stally:vouch.test");
+    let token = again.body["access_token"].as_str().unwrap().to_owned();
+    call(
+        &app,
+        &synapse.base,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        Some(&token),
+    )
+    .await
+    .ok();
 }
