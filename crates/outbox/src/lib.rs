@@ -101,7 +101,7 @@ impl Worker {
                 tracing::warn!(error = %e, count = sent.len(), "outbox: cannot record deliveries");
             }
             vouch_metrics::OUTBOX_HEARTBEAT.set(self.clock.now_ms() / 1000);
-            if full || (chained && !sent.is_empty()) {
+            if full || chained {
                 continue;
             }
             tokio::select! {
@@ -226,6 +226,15 @@ impl Worker {
                 vouch_metrics::OUTBOX
                     .with_label_values(&[mail.channel.as_str(), "sent"])
                     .inc();
+                // A homeserver call is recorded at once, not with the batch: a slow mail in
+                // the same batch must not keep the user's next call (or a login waiting for
+                // it) behind.
+                if mail.channel == "homeserver" {
+                    if let Err(e) = self.db.mark_message_sent(&mail.id, now).await {
+                        tracing::warn!(id = mail.id, error = %e, "outbox: cannot record the delivery");
+                    }
+                    return None;
+                }
                 return Some(mail.id);
             }
             Err((message, permanent)) => {

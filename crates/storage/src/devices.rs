@@ -120,6 +120,18 @@ pub(crate) async fn end_devices(
     Ok(ended)
 }
 
+/// What claiming a user at the homeserver found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeserverClaim {
+    /// Vouch had never asked for it.
+    Fresh,
+    /// Vouch had asked for it for a registration that ended without an account: it is
+    /// this registration's now.
+    TakenOver,
+    /// Another registration of Vouch's is asking for it right now.
+    UnderWay,
+}
+
 /// What presenting a refresh token did.
 #[derive(Debug, Clone)]
 pub enum Refreshed {
@@ -346,16 +358,20 @@ impl Db {
         Ok(row.map(|r| r.try_get("ended_at")).transpose()?)
     }
 
-    /// Records that Vouch asks the homeserver to create user `localpart` (before it asks,
-    /// so that an answer lost to a timeout or a dropped request still leaves the name
-    /// Vouch's). `None`: a new claim; `Some(when)`: Vouch first asked at `when`.
+    /// Claims user `localpart` at the homeserver for a registration about to ask for it
+    /// (before it asks, so that an answer lost to a timeout or a dropped request still
+    /// leaves the name Vouch's). One conditional statement each way, so of two
+    /// registrations racing for one name, one gets the claim and the other
+    /// [`HomeserverClaim::UnderWay`]: a claim is taken over only once it is settled or older
+    /// than `settled_after_ms`.
     pub async fn claim_homeserver_user(
         &self,
         localpart: &str,
         now: i64,
-    ) -> Result<Option<i64>, StorageError> {
+        settled_after_ms: i64,
+    ) -> Result<HomeserverClaim, StorageError> {
         let _turn = self.write_turn().await;
-        let done = sqlx::query(
+        let fresh = sqlx::query(
             "INSERT INTO homeserver_users (localpart, created_at) VALUES ($1, $2)
              ON CONFLICT (localpart) DO NOTHING",
         )
@@ -363,24 +379,31 @@ impl Db {
         .bind(now)
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 1 {
-            return Ok(None);
+        if fresh.rows_affected() == 1 {
+            return Ok(HomeserverClaim::Fresh);
         }
-        let row = sqlx::query("SELECT created_at FROM homeserver_users WHERE localpart = $1")
-            .bind(localpart)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(Some(match row {
-            Some(r) => r.try_get("created_at")?,
-            None => now,
-        }))
+        let taken = sqlx::query(
+            "UPDATE homeserver_users SET created_at = $1 WHERE localpart = $2 AND created_at <= $3",
+        )
+        .bind(now)
+        .bind(localpart)
+        .bind(now - settled_after_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(if taken.rows_affected() == 1 {
+            HomeserverClaim::TakenOver
+        } else {
+            HomeserverClaim::UnderWay
+        })
     }
 
     /// Marks Vouch's claim on `localpart` as settled: the registration that made it failed
     /// here, so the next one may take the user at once.
     pub async fn settle_homeserver_user(&self, localpart: &str) -> Result<(), StorageError> {
         let _turn = self.write_turn().await;
-        sqlx::query("UPDATE homeserver_users SET created_at = 0 WHERE localpart = $1")
+        // The earliest time there is: older than any window.
+        sqlx::query("UPDATE homeserver_users SET created_at = $1 WHERE localpart = $2")
+            .bind(i64::MIN)
             .bind(localpart)
             .execute(&self.pool)
             .await?;

@@ -429,3 +429,40 @@ async fn rows_reference_what_they_belong_to() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_homeserver_claim_goes_to_one_registration_at_a_time() {
+    use crate::HomeserverClaim::{Fresh, TakenOver, UnderWay};
+    on_both(|db| async move {
+        assert_eq!(
+            db.claim_homeserver_user("jo", 1_000, 60_000).await.unwrap(),
+            Fresh
+        );
+        // A second registration while the first is under way.
+        assert_eq!(
+            db.claim_homeserver_user("jo", 2_000, 60_000).await.unwrap(),
+            UnderWay
+        );
+        // The first ended without an account: the next takes it over, once.
+        db.settle_homeserver_user("jo").await.unwrap();
+        assert_eq!(
+            db.claim_homeserver_user("jo", 3_000, 60_000).await.unwrap(),
+            TakenOver
+        );
+        assert_eq!(
+            db.claim_homeserver_user("jo", 3_001, 60_000).await.unwrap(),
+            UnderWay
+        );
+        // One whose client hung up holds the name for the window only.
+        assert_eq!(
+            db.claim_homeserver_user("jo", 63_001, 60_000)
+                .await
+                .unwrap(),
+            TakenOver
+        );
+        assert!(db.is_homeserver_user("jo").await.unwrap());
+        db.forget_homeserver_user("jo").await.unwrap();
+        assert!(!db.is_homeserver_user("jo").await.unwrap());
+    })
+    .await;
+}

@@ -3,7 +3,9 @@
 
 use vouch_core::localpart::Localpart;
 use vouch_homeserver::Call;
-use vouch_storage::{CreateAccountError, ImportOutcome, ImportedUser, NewAccount, NewLogin};
+use vouch_storage::{
+    CreateAccountError, HomeserverClaim, ImportOutcome, ImportedUser, NewAccount, NewLogin,
+};
 
 use super::{AccountError, Accounts};
 
@@ -67,9 +69,15 @@ impl Accounts<'_> {
         // stays unused until someone registers that name again).
         if self.s.homeserver.is_some() && !new.guest {
             let lp = localpart.as_str();
-            let now = self.s.now();
-            let earlier = self.s.db.claim_homeserver_user(lp, now).await?;
-            let fresh = earlier.is_none();
+            let claim = self
+                .s
+                .db
+                .claim_homeserver_user(lp, self.s.now(), SETTLED_AFTER_MS)
+                .await?;
+            // Another registration of the name is asking right now: one of the two wins.
+            if claim == HomeserverClaim::UnderWay {
+                return Err(AccountError::UserInUse);
+            }
             let provisioned = self
                 .tell_now(Call::ProvisionUser {
                     localpart: lp.to_owned(),
@@ -84,14 +92,10 @@ impl Accounts<'_> {
                 .await;
             match provisioned {
                 Ok(answer) if answer.created => {}
-                // Asked for by a registration still under way: one of the two wins.
-                Ok(_) if earlier.is_some_and(|at| now - at < SETTLED_AFTER_MS) => {
-                    return Err(AccountError::UserInUse);
-                }
-                // Made there by an earlier registration of Vouch's that then failed (or
-                // whose answer was lost): Vouch's to give again, without what the earlier
-                // attempt left on it.
-                Ok(_) if !fresh => {
+                // Made there by an earlier registration of Vouch's that ended without an
+                // account (failed here, or its answer was lost): this one's now, without
+                // what the earlier attempt left on it.
+                Ok(_) if claim == HomeserverClaim::TakenOver => {
                     let cleared = self
                         .tell_now(Call::SyncDevices {
                             localpart: lp.to_owned(),
@@ -110,8 +114,10 @@ impl Accounts<'_> {
                     return Err(AccountError::UserInUse);
                 }
                 Err(e @ AccountError::HomeserverRefused { .. }) => {
-                    if fresh {
+                    if claim == HomeserverClaim::Fresh {
                         self.s.db.forget_homeserver_user(lp).await?;
+                    } else {
+                        self.s.db.settle_homeserver_user(lp).await?;
                     }
                     return Err(e);
                 }
@@ -162,9 +168,10 @@ impl Accounts<'_> {
                 CreateAccountError::Storage(e) => AccountError::Other(e.into()),
             });
         if let Err(e) = created {
-            // The homeserver's user is left for the next registration of the name (which
-            // clears what this one left on it), unless this one lost to another of Vouch's.
-            if self.s.homeserver.is_some() && !matches!(e, AccountError::UserInUse) {
+            // The homeserver's user is left for the next registration of the name, which
+            // clears what this one left on it. (A name taken here meanwhile stays taken:
+            // registration checks Vouch's accounts first.)
+            if self.s.homeserver.is_some() && !new.guest {
                 self.s.db.settle_homeserver_user(localpart.as_str()).await?;
             }
             return Err(e);
