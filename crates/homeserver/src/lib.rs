@@ -171,15 +171,6 @@ impl From<SendError> for CallError {
     }
 }
 
-/// What Synapse says of a user (`query_user`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct QueriedUser {
-    /// The full user ID.
-    pub user_id: String,
-    /// Deactivated at Synapse.
-    pub is_deactivated: bool,
-}
-
 /// The client of one Synapse.
 #[derive(Clone)]
 pub struct Homeserver {
@@ -296,33 +287,6 @@ impl Homeserver {
         }
         let text = response.text().await.unwrap_or_default();
         Err(refused(status, &text, "M_USER_IN_USE"))
-    }
-
-    /// What Synapse knows of `localpart`; `None` when it has no such user.
-    pub async fn query_user(&self, localpart: &str) -> Result<Option<QueriedUser>, SendError> {
-        let mut url = self.url("query_user")?;
-        url.query_pairs_mut().append_pair("localpart", localpart);
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.secret)
-            .send()
-            .await
-            .map_err(|e| SendError {
-                message: format!("homeserver unreachable: {}", without_url(&e)),
-                permanent: false,
-            })?;
-        match response.status() {
-            StatusCode::NOT_FOUND => Ok(None),
-            s if s.is_success() => response.json().await.map(Some).map_err(|e| SendError {
-                message: format!("query_user answer: {e}"),
-                permanent: false,
-            }),
-            s => Err(SendError {
-                message: format!("homeserver answered {s} to query_user"),
-                permanent: !s.is_server_error(),
-            }),
-        }
     }
 }
 
