@@ -224,18 +224,18 @@ impl Homeserver {
             })
     }
 
+    /// Sends `request` with the shared secret; unreachable is [`CallError::Unavailable`].
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response, CallError> {
+        request.bearer_auth(&self.secret).send().await.map_err(|e| {
+            CallError::Unavailable(format!("homeserver unreachable: {}", without_url(&e)))
+        })
+    }
+
     /// Makes `call` at Synapse. Deleting what is already gone counts as done.
     pub async fn call(&self, call: &Call) -> Result<Answer, CallError> {
         let response = self
-            .http
-            .post(self.url(call.path())?)
-            .bearer_auth(&self.secret)
-            .json(&call.body())
-            .send()
-            .await
-            .map_err(|e| {
-                CallError::Unavailable(format!("homeserver unreachable: {}", without_url(&e)))
-            })?;
+            .send(self.http.post(self.url(call.path())?).json(&call.body()))
+            .await?;
         let status = response.status();
         if status.is_success() {
             return Ok(Answer {
@@ -247,11 +247,8 @@ impl Homeserver {
         {
             return Ok(Answer { created: false });
         }
-        let retry = status.is_server_error()
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status == StatusCode::TOO_MANY_REQUESTS;
         let text = response.text().await.unwrap_or_default();
-        if retry {
+        if worth_retrying(status) {
             let text: String = text.chars().take(200).collect();
             return Err(CallError::Unavailable(format!(
                 "homeserver answered {status} to {}: {text}",
@@ -267,20 +264,12 @@ impl Homeserver {
     pub async fn localpart_available(&self, localpart: &str) -> Result<(), CallError> {
         let mut url = self.url("is_localpart_available")?;
         url.query_pairs_mut().append_pair("localpart", localpart);
-        let response = self
-            .http
-            .get(url)
-            .bearer_auth(&self.secret)
-            .send()
-            .await
-            .map_err(|e| {
-                CallError::Unavailable(format!("homeserver unreachable: {}", without_url(&e)))
-            })?;
+        let response = self.send(self.http.get(url)).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        if worth_retrying(status) {
             return Err(CallError::Unavailable(format!(
                 "homeserver answered {status} to is_localpart_available"
             )));
@@ -288,6 +277,13 @@ impl Homeserver {
         let text = response.text().await.unwrap_or_default();
         Err(refused(status, &text, "M_USER_IN_USE"))
     }
+}
+
+/// Whether Synapse's answer says "not now" (5xx, 408, 429) rather than "no".
+fn worth_retrying(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
 }
 
 /// Synapse's refusal: its `errcode` (else `fallback`) and `error`, cut to 300 characters.

@@ -207,6 +207,23 @@ impl Db {
         Ok(Some(out))
     }
 
+    /// Whether anything of `channel` to `recipient` waits (a read, no write lock).
+    pub async fn has_waiting_for(
+        &self,
+        channel: &str,
+        recipient: &str,
+    ) -> Result<bool, StorageError> {
+        Ok(sqlx::query(
+            "SELECT id FROM outbox WHERE channel = $1 AND recipient = $2 AND sent_at IS NULL
+               AND failed_at IS NULL AND next_attempt_at IS NOT NULL LIMIT 1",
+        )
+        .bind(channel)
+        .bind(recipient)
+        .fetch_optional(&self.pool)
+        .await?
+        .is_some())
+    }
+
     /// Gives claimed messages back without counting an attempt.
     pub async fn release_messages(&self, ids: &[String]) -> Result<(), StorageError> {
         let _turn = self.write_turn().await;

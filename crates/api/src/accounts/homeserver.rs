@@ -195,6 +195,10 @@ impl Accounts<'_> {
     /// after the one the outbox worker may be delivering right now.
     async fn flush_queued(&self, hs: &Homeserver, localpart: &str) -> Result<(), AccountError> {
         let db = &self.s.db;
+        // Nearly always nothing waits: a read, not a write, on every login.
+        if !db.has_waiting_for(CHANNEL, localpart).await? {
+            return Ok(());
+        }
         let mut waiting = None;
         for _ in 0..FLUSH_WAITS {
             waiting = db
