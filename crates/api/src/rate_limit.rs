@@ -158,8 +158,10 @@ pub struct Limiters {
     pub uia_sessions_per_ip: RateLimiter,
     /// `GET /register/available` per client address.
     pub username_available_per_ip: RateLimiter,
-    /// `POST /refresh` per client address.
+    /// `POST /refresh` and the OAuth 2.0 token endpoint per client address.
     pub refresh_per_ip: RateLimiter,
+    /// OAuth 2.0 client registrations per client address.
+    pub client_registration_per_ip: RateLimiter,
     /// Email requestToken per client address.
     pub email_per_ip: RateLimiter,
     /// Phone requestToken per client address.
@@ -186,6 +188,10 @@ impl Limiters {
                 config.username_available_per_ip,
             ),
             refresh_per_ip: make("refresh_per_ip", config.refresh_per_ip),
+            client_registration_per_ip: make(
+                "client_registration_per_ip",
+                config.client_registration_per_ip,
+            ),
         }
     }
 }

@@ -16,23 +16,90 @@ use crate::error::ApiError;
 use crate::ruma_axum::Routes;
 use crate::state::AppState;
 
-/// Every route Vouch serves: (method, path). The conformance test checks each against the
-/// Matrix spec's definitions.
+/// Every route Vouch serves: (method, path), with the OAuth 2.0 API on. The conformance
+/// test checks each against the Matrix spec's definitions.
 pub fn route_table() -> Vec<(Method, String)> {
-    routes(false).table
+    routes(false, true).table
+}
+
+/// The OAuth 2.0 API's routes: discovery, registration, the grants, revocation and the
+/// sign-in pages.
+fn oauth_routes(routes: Routes) -> Routes {
+    use crate::oauth::{
+        authorize, grant_page, metadata, paths, registration, revoke, sign_up, token,
+    };
+    routes
+        .add(
+            "/_matrix/client/v1/auth_metadata",
+            &[Method::GET],
+            get(metadata::auth_metadata_route),
+        )
+        .add(
+            "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+            &[Method::GET],
+            get(metadata::auth_metadata_route),
+        )
+        .add(
+            "/.well-known/openid-configuration",
+            &[Method::GET],
+            get(metadata::openid_configuration_route),
+        )
+        .add(
+            &format!("/{}", paths::REGISTRATION),
+            &[Method::POST],
+            post(registration::register_client_route),
+        )
+        .add(
+            &format!("/{}", paths::AUTHORIZE),
+            &[Method::GET],
+            get(authorize::authorize_route),
+        )
+        .add(
+            &format!("/{}", paths::TOKEN),
+            &[Method::POST],
+            post(token::token_route),
+        )
+        .add(
+            &format!("/{}", paths::REVOKE),
+            &[Method::POST],
+            post(revoke::revoke_route),
+        )
+        .add(
+            &format!("/{}/{{grant_id}}", paths::GRANT),
+            &[Method::GET],
+            get(grant_page::grant_page_route),
+        )
+        .add(
+            &format!("/{}/{{grant_id}}/sign_in", paths::GRANT),
+            &[Method::POST],
+            post(grant_page::sign_in_route),
+        )
+        .add(
+            &format!("/{}/{{grant_id}}/consent", paths::GRANT),
+            &[Method::POST],
+            post(grant_page::consent_route),
+        )
+        .add(
+            &format!("/{}/{{grant_id}}/sign_up", paths::GRANT),
+            &[Method::POST],
+            post(sign_up::sign_up_route),
+        )
+        .add(
+            &format!("/{}/{{grant_id}}/verify", paths::GRANT),
+            &[Method::POST],
+            post(sign_up::verify_route),
+        )
 }
 
 /// The routes; `homeserver`: in front of a homeserver, which then keeps what is not about
-/// accounts (profiles, device details) and is asked everything Vouch does not answer.
-fn routes(homeserver: bool) -> Routes {
+/// accounts (profiles, device details) and is asked everything Vouch does not answer;
+/// `oauth`: with the OAuth 2.0 API (`[oauth] enabled`).
+fn routes(homeserver: bool, oauth: bool) -> Routes {
     let routes = shared_routes();
-    if homeserver {
-        return routes
-            .add(
-                "/oauth2/introspect",
-                &[Method::POST],
-                post(crate::homeserver::introspect::introspect_route),
-            )
+    let routes = if oauth {
+        oauth_routes(routes)
+    } else if homeserver {
+        routes
             .add(
                 "/.well-known/openid-configuration",
                 &[Method::GET],
@@ -47,6 +114,16 @@ fn routes(homeserver: bool) -> Routes {
                 "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
                 &[Method::GET],
                 get(crate::homeserver::discovery::auth_metadata_route),
+            )
+    } else {
+        routes
+    };
+    if homeserver {
+        return routes
+            .add(
+                "/oauth2/introspect",
+                &[Method::POST],
+                post(crate::homeserver::introspect::introspect_route),
             )
             .add(
                 &format!("/{}", crate::homeserver::discovery::ACCOUNT_PATH),
@@ -171,7 +248,7 @@ pub fn router(state: AppState) -> Router {
         )),
     };
     let homeserver = state.homeserver.is_some();
-    let r = routes(homeserver)
+    let r = routes(homeserver, state.config.oauth.enabled)
         .router
         // Bodies of Vouch's own routes are read whole; forwarded ones stream.
         .route_layer(middleware::from_fn_with_state(body_limits, read_whole_body));

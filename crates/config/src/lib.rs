@@ -55,6 +55,8 @@ pub struct Config {
     pub housekeeping: HousekeepingConfig,
     /// The homeserver Vouch serves accounts for (Synapse's `matrix_authentication_service`).
     pub homeserver: HomeserverConfig,
+    /// The OAuth 2.0 API.
+    pub oauth: OAuthConfig,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             housekeeping: HousekeepingConfig::default(),
             homeserver: HomeserverConfig::default(),
+            oauth: OAuthConfig::default(),
         }
     }
 }
@@ -153,6 +156,7 @@ mod http;
 mod identity_server;
 mod logging;
 mod metrics;
+mod oauth;
 mod password;
 mod rate_limits;
 mod registration;
@@ -169,6 +173,7 @@ pub use http::*;
 pub use identity_server::*;
 pub use logging::*;
 pub use metrics::*;
+pub use oauth::*;
 pub use password::*;
 pub use rate_limits::*;
 pub use registration::*;
@@ -355,6 +360,7 @@ impl Config {
             ("uia_sessions_per_ip", r.uia_sessions_per_ip),
             ("username_available_per_ip", r.username_available_per_ip),
             ("refresh_per_ip", r.refresh_per_ip),
+            ("client_registration_per_ip", r.client_registration_per_ip),
         ] {
             if !(rate.per_second > 0.0 && rate.per_second.is_finite()) || rate.burst == 0 {
                 problems.push(format!(

@@ -59,8 +59,10 @@ pub struct RateLimitsConfig {
     pub uia_sessions_per_ip: Rate,
     /// `GET /register/available` per client IP.
     pub username_available_per_ip: Rate,
-    /// `POST /refresh` per client IP.
+    /// `POST /refresh` and the OAuth 2.0 token endpoint per client IP.
     pub refresh_per_ip: Rate,
+    /// OAuth 2.0 client registrations per client IP.
+    pub client_registration_per_ip: Rate,
 }
 
 impl Default for RateLimitsConfig {
@@ -121,6 +123,11 @@ impl Default for RateLimitsConfig {
             refresh_per_ip: Rate {
                 per_second: 1.0,
                 burst: 30,
+            },
+            // Clients register once per sign-in.
+            client_registration_per_ip: Rate {
+                per_second: 0.1,
+                burst: 10,
             },
         }
     }

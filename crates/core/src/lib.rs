@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod delivery;
 pub mod localpart;
+pub mod oauth;
 pub mod password;
 pub mod secrets;
 pub mod threepid;

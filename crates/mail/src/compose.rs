@@ -102,6 +102,7 @@ impl Composer {
             app_name: self.app_name.clone(),
             address: address.to_owned(),
             link,
+            code: String::new(),
             expires_in_minutes: expires_in.as_secs().div_ceil(60),
             server_name: self.server_name.clone(),
         }

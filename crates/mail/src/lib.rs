@@ -10,5 +10,7 @@ pub mod templates;
 pub mod transport;
 
 pub use compose::{ComposeError, Composed, Composer};
-pub use templates::{MailContext, PageContext, TemplateError, Templates};
+pub use templates::{
+    MailContext, OAuthPageContext, PageContext, TemplateError, Templates, TermsLink,
+};
 pub use transport::{SendError, Transport};

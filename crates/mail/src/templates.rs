@@ -78,6 +78,30 @@ const EMBEDDED: &[(&str, &str)] = &[
         "page/failure.html",
         include_str!("../templates/page/failure.html"),
     ),
+    (
+        "page/oauth/layout.html",
+        include_str!("../templates/page/oauth/layout.html"),
+    ),
+    (
+        "page/oauth/sign_in.html",
+        include_str!("../templates/page/oauth/sign_in.html"),
+    ),
+    (
+        "page/oauth/consent.html",
+        include_str!("../templates/page/oauth/consent.html"),
+    ),
+    (
+        "page/oauth/sign_up.html",
+        include_str!("../templates/page/oauth/sign_up.html"),
+    ),
+    (
+        "page/oauth/verify.html",
+        include_str!("../templates/page/oauth/verify.html"),
+    ),
+    (
+        "page/oauth/error.html",
+        include_str!("../templates/page/oauth/error.html"),
+    ),
 ];
 
 /// The mails Vouch sends (each has a `.txt` and an `.html` template).
@@ -92,6 +116,118 @@ pub const MAILS: &[&str] = &[
 /// The pages behind a mail's link.
 pub const PAGES: &[&str] = &["confirm", "success", "already_validated", "failure"];
 
+/// The OAuth 2.0 sign-in pages (`page/oauth/<name>.html`).
+pub const OAUTH_PAGES: &[&str] = &["sign_in", "sign_up", "verify", "consent", "error"];
+
+/// A policy to accept on the sign-up page.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TermsLink {
+    /// Its name.
+    pub name: String,
+    /// Where it is.
+    pub url: String,
+}
+
+/// What an OAuth 2.0 page sees (every field, so one sample renders them all).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct OAuthPageContext {
+    /// The service's name.
+    pub app_name: String,
+    /// The server name.
+    pub server_name: String,
+    /// The page's language.
+    pub lang: String,
+    /// The page title.
+    pub title: String,
+    /// What went wrong, shown above the form.
+    pub error: String,
+    /// A message (error page).
+    pub message: String,
+    /// Where the form posts.
+    pub action: String,
+    /// The form's CSRF token.
+    pub csrf: String,
+    /// The client's name.
+    pub client_name: String,
+    /// The client's host.
+    pub client_host: String,
+    /// Where the user is sent back to.
+    pub redirect_host: String,
+    /// The client's terms.
+    pub tos_uri: String,
+    /// The client's privacy policy.
+    pub policy_uri: String,
+    /// The signed-in user.
+    pub user_id: String,
+    /// The device the session gets.
+    pub device_id: String,
+    /// The user name to fill in.
+    pub username: String,
+    /// The sign-up page, if sign-up is open.
+    pub sign_up_url: String,
+    /// The sign-in page for another account (or the sign-up page's way back).
+    pub switch_url: String,
+    /// Sign-up: email addresses can be verified.
+    pub email_enabled: bool,
+    /// Sign-up: phone numbers can be verified.
+    pub phone_enabled: bool,
+    /// Sign-up: an email address is required.
+    pub email_required: bool,
+    /// Sign-up: a phone number is required.
+    pub phone_required: bool,
+    /// Sign-up: what must be verified, in words (one of several media).
+    pub required_3pid: String,
+    /// Sign-up: a registration token is asked for.
+    pub token_required: bool,
+    /// Sign-up: policies to accept.
+    pub terms: Vec<TermsLink>,
+    /// Sign-up: the email address typed (verify: the one a code went to).
+    pub email: String,
+    /// Sign-up: the phone number typed (verify: the one a code went to).
+    pub phone: String,
+    /// Sign-up: the registration token typed.
+    pub registration_token: String,
+}
+
+impl OAuthPageContext {
+    /// Example values, for checking templates.
+    pub fn sample() -> Self {
+        Self {
+            app_name: "Example Chat".into(),
+            server_name: "example.org".into(),
+            lang: "en".into(),
+            title: "Sign in".into(),
+            error: "Invalid username or password".into(),
+            message: "This request has expired".into(),
+            action: "/_vouch/oauth/grant/abc/sign_in".into(),
+            csrf: "vcs_abc".into(),
+            client_name: "Element".into(),
+            client_host: "element.io".into(),
+            redirect_host: "io.element.app:".into(),
+            tos_uri: "https://element.io/terms".into(),
+            policy_uri: "https://element.io/privacy".into(),
+            user_id: "@alice:example.org".into(),
+            device_id: "ABCDEFGHIJ".into(),
+            username: "alice".into(),
+            sign_up_url: "/_vouch/oauth/grant/abc?view=sign_up".into(),
+            switch_url: "/_vouch/oauth/grant/abc?view=sign_in".into(),
+            email_enabled: true,
+            phone_enabled: true,
+            email_required: false,
+            phone_required: false,
+            required_3pid: "Give an email address or a phone number.".into(),
+            token_required: true,
+            terms: vec![TermsLink {
+                name: "Privacy policy".into(),
+                url: "https://example.org/privacy".into(),
+            }],
+            email: "alice@example.org".into(),
+            phone: "447400123456".into(),
+            registration_token: "abc".into(),
+        }
+    }
+}
+
 /// What a mail template sees.
 #[derive(Debug, Clone, Serialize)]
 pub struct MailContext {
@@ -101,6 +237,8 @@ pub struct MailContext {
     pub address: String,
     /// The confirmation link (empty for notices).
     pub link: String,
+    /// A code to type instead of opening the link (empty: none).
+    pub code: String,
     /// How long the link works.
     pub expires_in_minutes: u64,
     /// The server name.
@@ -114,6 +252,7 @@ impl MailContext {
             app_name: "Example Chat".into(),
             address: "alice@example.org".into(),
             link: "https://matrix.example.org/_vouch/email/validate?sid=abc&client_secret=def&token=ghi".into(),
+            code: "123456".into(),
             expires_in_minutes: 60,
             server_name: "example.org".into(),
         }
@@ -187,6 +326,12 @@ impl Templates {
                 ..PageContext::default()
             };
             self.render(&format!("page/{page}.html"), &ctx)?;
+        }
+        for page in OAUTH_PAGES {
+            self.render(
+                &format!("page/oauth/{page}.html"),
+                &OAuthPageContext::sample(),
+            )?;
         }
         Ok(())
     }

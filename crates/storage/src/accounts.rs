@@ -62,6 +62,9 @@ pub struct NewLogin {
     pub refresh_token_hash: Option<String>,
     /// The client's address.
     pub ip: Option<String>,
+    /// The OAuth client the session is granted to (`None`: `/login` or `/register`). An
+    /// OAuth session owns its device: tokens the device had before are revoked.
+    pub oauth_client_id: Option<String>,
 }
 
 /// Everything a registration writes; it is written whole or not at all.
@@ -259,18 +262,33 @@ impl Db {
         now: i64,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_at)
-             VALUES ($1, $2, $3, $4, $5, $5)
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_at, oauth_client_id)
+             VALUES ($1, $2, $3, $4, $5, $5, $6)
              ON CONFLICT (user_id, device_id)
-             DO UPDATE SET last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts",
+             DO UPDATE SET last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts,
+                 oauth_client_id = COALESCE(excluded.oauth_client_id, devices.oauth_client_id)",
         )
         .bind(user_id)
         .bind(&login.device_id)
         .bind(&login.display_name)
         .bind(&login.ip)
         .bind(now)
+        .bind(&login.oauth_client_id)
         .execute(&mut *tx)
         .await?;
+        if login.oauth_client_id.is_some() {
+            // The spec: a client that names a device takes it over; what it had goes.
+            for sql in [
+                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+                "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(user_id)
+                    .bind(&login.device_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         sqlx::query(
             "INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, expires_at, refresh_token_hash)
              VALUES ($1, $2, $3, $4, $5, $6)",

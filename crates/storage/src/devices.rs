@@ -180,32 +180,72 @@ impl Db {
     /// Spends a refresh token and issues the next pair on the same device. The old refresh
     /// token and the access tokens issued with it stop working. A spent token presented
     /// again was copied, so the device's session ends (its device and every token go), for
-    /// the thief and the owner alike.
+    /// the thief and the owner alike; with `retry`, unless the pair it was spent for has
+    /// not been refreshed itself yet: then the answer was lost on its way, and that pair is
+    /// replaced by `next` (the OAuth 2.0 rule: "the client is able to retry the refresh
+    /// request in the case that the response to the request is lost").
     pub async fn refresh(
         &self,
         old_refresh_hash: &str,
         next: &NewLogin,
         now: i64,
         ending: Option<&Ending<'_>>,
+        retry: bool,
     ) -> Result<Refreshed, StorageError> {
         let mut tx = self.begin_write().await?;
+        let next_hash = next.refresh_token_hash.as_deref();
         let row = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL
+            "UPDATE refresh_tokens SET used_at = $1, successor_hash = $3
+             WHERE token_hash = $2 AND used_at IS NULL
              RETURNING user_id, device_id",
         )
         .bind(now)
         .bind(old_refresh_hash)
+        .bind(next_hash)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(row) = row else {
-            let reused =
-                sqlx::query("SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1")
-                    .bind(old_refresh_hash)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if let Some(r) = reused {
+        let row = match row {
+            Some(row) => row,
+            None => {
+                let spent = sqlx::query(
+                    "SELECT user_id, device_id, successor_hash FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(old_refresh_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(r) = spent else {
+                    return Ok(Refreshed::Unknown);
+                };
                 let user_id: String = r.try_get("user_id")?;
                 let device_id: String = r.try_get("device_id")?;
+                let successor: Option<String> = r.try_get("successor_hash")?;
+                if let (true, Some(successor)) = (retry, successor) {
+                    // The successor goes only if it is unspent and still this token's.
+                    let replaced = sqlx::query(
+                        "UPDATE refresh_tokens SET successor_hash = $1
+                         WHERE token_hash = $2 AND successor_hash = $3
+                         AND EXISTS (SELECT 1 FROM refresh_tokens s WHERE s.token_hash = $3 AND s.used_at IS NULL)",
+                    )
+                    .bind(next_hash)
+                    .bind(old_refresh_hash)
+                    .bind(&successor)
+                    .execute(&mut *tx)
+                    .await?;
+                    if replaced.rows_affected() == 1 {
+                        sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
+                            .bind(&successor)
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
+                            .bind(&successor)
+                            .execute(&mut *tx)
+                            .await?;
+                        let session = RefreshedSession { user_id, device_id };
+                        Self::insert_next(&mut tx, &session, next, now).await?;
+                        tx.commit().await?;
+                        return Ok(Refreshed::Done(session));
+                    }
+                }
                 end_devices(
                     &mut tx,
                     &user_id,
@@ -221,7 +261,6 @@ impl Db {
                 );
                 return Ok(Refreshed::Reused(RefreshedSession { user_id, device_id }));
             }
-            return Ok(Refreshed::Unknown);
         };
         let session = RefreshedSession {
             user_id: row.try_get("user_id")?,
@@ -231,13 +270,25 @@ impl Db {
             .bind(old_refresh_hash)
             .execute(&mut *tx)
             .await?;
-        let next = NewLogin {
-            device_id: session.device_id.clone(),
-            ..next.clone()
-        };
-        Self::insert_login(&mut tx, &session.user_id, &next, now).await?;
+        Self::insert_next(&mut tx, &session, next, now).await?;
         tx.commit().await?;
         Ok(Refreshed::Done(session))
+    }
+
+    /// Writes a refreshed pair on the session's device (never taking the device over: the
+    /// spent token must stay, to be recognised if presented again).
+    async fn insert_next(
+        tx: &mut sqlx::AnyConnection,
+        session: &RefreshedSession,
+        next: &NewLogin,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let next = NewLogin {
+            device_id: session.device_id.clone(),
+            oauth_client_id: None,
+            ..next.clone()
+        };
+        Self::insert_login(tx, &session.user_id, &next, now).await
     }
 
     /// The user's devices, oldest first.

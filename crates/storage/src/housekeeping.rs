@@ -14,6 +14,11 @@ const SPENT_REFRESH_GRACE_MS: i64 = 24 * 3_600_000;
 /// How long a signed-out device is remembered (its ID is not reused meanwhile in front of
 /// a homeserver; see `Db::device_ended_after`).
 const ENDED_DEVICE_GRACE_MS: i64 = 3_600_000;
+/// How long an OAuth 2.0 authorization request is kept after it expired, so that a code
+/// presented again within that time still ends the session it bought.
+const GRANT_GRACE_MS: i64 = 24 * 3_600_000;
+/// How long a registered OAuth 2.0 client without a session or a request is kept.
+const IDLE_CLIENT_GRACE_MS: i64 = 7 * 24 * 3_600_000;
 /// Batches per kind per run, so one run is bounded too.
 const MAX_BATCHES: u32 = 50;
 
@@ -69,7 +74,8 @@ impl Db {
     /// Removes what has expired at `now`, `batch` rows per statement: validation sessions
     /// whose token expired and that were not touched for a day, expired UIA sessions and
     /// their stages, access tokens expired for a week, refresh tokens spent a day ago, and
-    /// outbox rows delivered or given up more than `keep_sent_ms` ago.
+    /// outbox rows delivered or given up more than `keep_sent_ms` ago, OAuth 2.0 requests a
+    /// day past their expiry, expired browser sessions, and clients idle for a week.
     pub async fn housekeeping(
         &self,
         now: i64,
@@ -133,6 +139,36 @@ impl Db {
             "device_key",
             "ended_at <= $1",
             now - ENDED_DEVICE_GRACE_MS,
+            now,
+            batch,
+        )
+        .await?;
+        self.purge(
+            "oauth_grants",
+            "grant_id",
+            "expires_at <= $1",
+            now - GRANT_GRACE_MS,
+            now,
+            batch,
+        )
+        .await?;
+        self.purge(
+            "browser_sessions",
+            "session_hash",
+            "expires_at <= $1",
+            now,
+            now,
+            batch,
+        )
+        .await?;
+        // The spec: a client with a live session is never removed.
+        self.purge(
+            "oauth_clients",
+            "client_id",
+            "created_at <= $1
+             AND client_id NOT IN (SELECT oauth_client_id FROM devices WHERE oauth_client_id IS NOT NULL)
+             AND client_id NOT IN (SELECT client_id FROM oauth_grants)",
+            now - IDLE_CLIENT_GRACE_MS,
             now,
             batch,
         )

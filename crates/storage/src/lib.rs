@@ -10,6 +10,7 @@ mod accounts;
 mod devices;
 mod housekeeping;
 mod identity;
+mod oauth;
 mod outbox;
 mod registration_tokens;
 mod send_limits;
@@ -20,6 +21,7 @@ mod validation;
 
 pub use housekeeping::Purged;
 pub use identity::Binding;
+pub use oauth::{ApprovedGrant, BrowserSession, Exchange, Grant, NewClient};
 pub use outbox::{DELIVERY_LEASE_MS, NewMessage, Pending, QueuedMessage};
 pub use send_limits::{LimitHit, Limited, SendLimits, SendWindow};
 pub use uia::StoredUiaSession;

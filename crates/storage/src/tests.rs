@@ -73,6 +73,7 @@ fn login(device: &str, token: &str, refresh: Option<&str>) -> NewLogin {
         access_expires_at: None,
         refresh_token_hash: refresh.map(token_hash),
         ip: None,
+        oauth_client_id: None,
     }
 }
 
@@ -144,6 +145,7 @@ async fn a_refresh_token_works_once_and_its_reuse_ends_the_device() {
                 &login("ignored", "tok2", Some("ref2")),
                 2,
                 None,
+                false,
             )
             .await
             .unwrap();
@@ -166,6 +168,7 @@ async fn a_refresh_token_works_once_and_its_reuse_ends_the_device() {
                 &login("ignored", "tok3", None),
                 3,
                 None,
+                false,
             )
             .await
             .unwrap();
@@ -178,10 +181,63 @@ async fn a_refresh_token_works_once_and_its_reuse_ends_the_device() {
         );
         assert!(db.devices("@cid:t.test").await.unwrap().is_empty());
         let unknown = db
-            .refresh(&token_hash("nope"), &login("x", "tok4", None), 4, None)
+            .refresh(
+                &token_hash("nope"),
+                &login("x", "tok4", None),
+                4,
+                None,
+                false,
+            )
             .await
             .unwrap();
         assert!(matches!(unknown, Refreshed::Unknown));
+    })
+    .await;
+}
+
+/// With `retry` (the OAuth 2.0 grant), a spent refresh token may be presented again while
+/// the pair it bought is unused (the answer was lost), and then never again.
+#[tokio::test]
+async fn refresh_with_retry_replaces_an_unused_successor_once() {
+    on_both(|db| async move {
+        db.create_account(&account("rty", Vec::new()), 1)
+            .await
+            .unwrap();
+        let r = |old: &'static str, tok: &'static str, next: &'static str, at: i64| {
+            let db = db.clone();
+            async move {
+                db.refresh(
+                    &token_hash(old),
+                    &login("x", tok, Some(next)),
+                    at,
+                    None,
+                    true,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        assert!(matches!(
+            r("ref-rty", "t2", "r2", 2).await,
+            Refreshed::Done(_)
+        ));
+        // The answer with r2 was lost: the first token again gets a fresh pair, and r2 and
+        // its access token are gone.
+        assert!(matches!(
+            r("ref-rty", "t3", "r3", 3).await,
+            Refreshed::Done(_)
+        ));
+        assert!(db.access_token(&token_hash("t2")).await.unwrap().is_none());
+        assert!(matches!(r("r2", "t9", "r9", 4).await, Refreshed::Unknown));
+        assert!(db.access_token(&token_hash("t3")).await.unwrap().is_some());
+        // r3 is used; the first token once more was copied: the device ends.
+        assert!(matches!(r("r3", "t4", "r4", 5).await, Refreshed::Done(_)));
+        assert!(matches!(
+            r("ref-rty", "t5", "r5", 6).await,
+            Refreshed::Reused(_)
+        ));
+        assert!(db.devices("@rty:t.test").await.unwrap().is_empty());
+        assert!(db.access_token(&token_hash("t4")).await.unwrap().is_none());
     })
     .await;
 }
@@ -396,6 +452,7 @@ async fn an_import_brings_devices_and_sessions_and_never_touches_an_existing_acc
                 &login("x", "hal-next", None),
                 5,
                 None,
+                false,
             )
             .await
             .unwrap();

@@ -30,6 +30,9 @@ pub struct NewUser {
     pub displayname: Option<String>,
     /// Verified addresses: (medium, canonical address, validated_at).
     pub threepids: Vec<(String, String, i64)>,
+    /// A hash of the password made earlier, used when `password` is `None` (the sign-up
+    /// page hashes the password, policy-checked, before the addresses are verified).
+    pub password_hash: Option<String>,
     /// The first device and its tokens.
     pub login: Option<NewLogin>,
     /// The registration token spent on it.
@@ -56,7 +59,7 @@ impl Accounts<'_> {
         };
         let password_hash = match new.password {
             Some(p) => Some(self.s.hash_password(p).await?),
-            None => None,
+            None => new.password_hash,
         };
         let user_id = localpart.user_id(self.s.server_name());
         let displayname = match (new.displayname, new.guest) {

@@ -84,6 +84,7 @@ impl Accounts<'_> {
                 access_expires_at,
                 refresh_token_hash: refresh_token.as_deref().map(token_hash),
                 ip,
+                oauth_client_id: None,
             },
             access_token,
             refresh_token,
@@ -133,17 +134,39 @@ impl Accounts<'_> {
         Err(written)
     }
 
+    /// Opens an OAuth 2.0 session for `user_id` (who approved it with the password hash
+    /// `checked_hash`): the device the scope names, owned by `client_id` (tokens it had
+    /// before are revoked), with a refresh token. The login's rules apply (device limit,
+    /// the account still active with that password, the homeserver told first).
+    pub async fn open_oauth_session(
+        &self,
+        user_id: &str,
+        checked_hash: &str,
+        client_id: &str,
+        device_id: &str,
+        display_name: Option<String>,
+        ip: Option<String>,
+    ) -> Result<IssuedTokens, AccountError> {
+        let mut issued = self.issue_tokens(Some(device_id.to_owned()), display_name, true, ip);
+        issued.login.oauth_client_id = Some(client_id.to_owned());
+        self.log_in(user_id, checked_hash, &issued.login).await?;
+        Ok(issued)
+    }
+
     /// Spends a refresh token for a new pair on the same device. `None`: unknown, expired
     /// or spent; a reused one has logged its device out, here and at the homeserver.
+    /// `retry` (the OAuth 2.0 grant): a spent token may be presented again while the pair
+    /// it bought is unused, for a client whose answer was lost.
     pub async fn refresh(
         &self,
         refresh_token: &str,
         next: &NewLogin,
+        retry: bool,
     ) -> Result<Option<RefreshedSession>, AccountError> {
         match self
             .s
             .db
-            .refresh(&token_hash(refresh_token), next, self.s.now(), None)
+            .refresh(&token_hash(refresh_token), next, self.s.now(), None, retry)
             .await?
         {
             Refreshed::Done(session) => Ok(Some(session)),

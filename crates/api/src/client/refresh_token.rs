@@ -19,7 +19,9 @@ pub async fn refresh_token_route(
     state.limits.refresh_per_ip.check_ip(ip)?;
     let accounts = state.accounts();
     let issued = accounts.issue_tokens(None, None, true, None);
-    let refreshed = accounts.refresh(&body.refresh_token, &issued.login).await?;
+    let refreshed = accounts
+        .refresh(&body.refresh_token, &issued.login, false)
+        .await?;
     if refreshed.is_none() {
         return Err(ApiError::unknown_token(false));
     }

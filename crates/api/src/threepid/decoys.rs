@@ -37,7 +37,7 @@ pub(super) fn secret_and_message(
     carry: Carry,
     sid: &str,
 ) -> ApiResult<(Option<String>, i64, NewMessage)> {
-    let (secret, lifetime) = messages::new_secret(state, target);
+    let (secret, lifetime) = messages::new_secret(state, target, req.sign_up_page);
     let expires = state.now() + lifetime;
     match carry {
         Carry::Secret { held } => {
@@ -49,6 +49,7 @@ pub(super) fn secret_and_message(
                 req.client_secret,
                 &secret,
                 held,
+                req.sign_up_page,
             )?;
             Ok((Some(token_hash(&secret)), expires, message))
         }
@@ -62,6 +63,7 @@ pub(super) fn secret_and_message(
                         e.as_str(),
                         Some(sid),
                         String::new(),
+                        None,
                         false,
                     )?
                 },

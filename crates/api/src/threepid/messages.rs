@@ -40,18 +40,22 @@ pub(super) fn email_link(state: &Services, sid: &str, client_secret: &str, token
     url
 }
 
-/// Renders mail `kind` to `address` as an outbox row.
+/// Renders mail `kind` to `address` as an outbox row; `code`: a code to type, shown
+/// beside the link.
 pub(super) fn mail(
     state: &Services,
     kind: &str,
     address: &str,
     sid: Option<&str>,
     link: String,
+    code: Option<&str>,
     held: bool,
 ) -> ApiResult<NewMessage> {
-    let ctx = state
-        .composer
-        .context(address, link, state.config.email.validation_token_lifetime);
+    let mut ctx =
+        state
+            .composer
+            .context(address, link, state.config.email.validation_token_lifetime);
+    ctx.code = code.unwrap_or_default().to_owned();
     let composed = state
         .composer
         .compose(kind, &ctx, state.now(), state.secrets.as_ref())
@@ -105,24 +109,29 @@ pub(super) fn sms(
     })
 }
 
-/// A fresh secret for `target` (a link token or a numeric code) and its lifetime.
-pub(super) fn new_secret(state: &Services, target: &Target) -> (String, i64) {
+/// A fresh secret for `target` (a link token or a numeric code) and its lifetime; `typed`:
+/// a numeric code for email too (the sign-up page's, where the session's client secret
+/// never leaves the server, so only its owner's mailbox can pair the two).
+pub(super) fn new_secret(state: &Services, target: &Target, typed: bool) -> (String, i64) {
+    let digits = usize::try_from(state.config.sms.code_length).unwrap_or(6);
     match target {
+        Target::Email(_) if typed => (
+            random_string(state.secrets.as_ref(), b"0123456789", digits),
+            duration_ms(state.config.email.validation_token_lifetime),
+        ),
         Target::Email(_) => (
             random_string(state.secrets.as_ref(), ALPHANUMERIC, TOKEN_LEN),
             duration_ms(state.config.email.validation_token_lifetime),
         ),
-        Target::Msisdn(_) => {
-            let len = usize::try_from(state.config.sms.code_length).unwrap_or(6);
-            (
-                random_string(state.secrets.as_ref(), b"0123456789", len),
-                duration_ms(state.config.sms.code_lifetime),
-            )
-        }
+        Target::Msisdn(_) => (
+            random_string(state.secrets.as_ref(), b"0123456789", digits),
+            duration_ms(state.config.sms.code_lifetime),
+        ),
     }
 }
 
-/// The message carrying `secret` for session `sid`.
+/// The message carrying `secret` for session `sid` (`typed`: also as a code to type).
+#[expect(clippy::too_many_arguments, reason = "one message's parts")]
 pub(super) fn message_for(
     state: &Services,
     target: &Target,
@@ -131,6 +140,7 @@ pub(super) fn message_for(
     client_secret: &str,
     secret: &str,
     held: bool,
+    typed: bool,
 ) -> ApiResult<NewMessage> {
     match target {
         Target::Email(e) => mail(
@@ -139,6 +149,7 @@ pub(super) fn message_for(
             e.as_str(),
             Some(sid),
             email_link(state, sid, client_secret, secret),
+            typed.then_some(secret),
             held,
         ),
         Target::Msisdn(m) => sms(state, m, sid, secret, held),

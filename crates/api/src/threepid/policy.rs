@@ -56,8 +56,13 @@ pub fn accept_email(state: &Services, raw: &str) -> ApiResult<Email> {
 
 /// Parses a phone number and holds it to the server's country rules.
 pub fn accept_msisdn(state: &Services, country: &str, number: &str) -> ApiResult<Msisdn> {
-    let msisdn =
-        Msisdn::parse(country, number).map_err(|e| ApiError::invalid_param(e.to_string()))?;
+    // No country: the number is in international form (the sign-up page asks for it so).
+    let parsed = if country.is_empty() {
+        Msisdn::parse_international(number)
+    } else {
+        Msisdn::parse(country, number)
+    };
+    let msisdn = parsed.map_err(|e| ApiError::invalid_param(e.to_string()))?;
     let sms = &state.config.sms;
     let c = msisdn.country();
     if (!sms.allowed_countries.is_empty() && !sms.allowed_countries.iter().any(|a| a == c))

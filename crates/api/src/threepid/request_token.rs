@@ -49,6 +49,10 @@ pub struct TokenRequest<'a> {
     pub json: Option<&'a Map<String, Value>>,
     /// The client's address.
     pub ip: IpAddr,
+    /// From Vouch's own sign-up page: its form checked the registration token and terms
+    /// already (nothing waits for them), and the secret is a short code the user types,
+    /// shown in the mail beside the link.
+    pub sign_up_page: bool,
 }
 
 /// What a requestToken answers: the session ID and, where the client must post a code, the
@@ -96,6 +100,7 @@ macro_rules! token_body {
                     next_link: self.next_link.as_deref(),
                     json,
                     ip,
+                    sign_up_page: false,
                 }
             }
         }
@@ -216,7 +221,8 @@ pub(super) async fn start_session(state: &AppState, req: TokenRequest<'_>) -> Ap
         return delegate_request(state, &req, &target, &server, &token).await;
     }
 
-    let held = req.purpose == Purpose::Register && policy::registration_gated(state);
+    let held =
+        req.purpose == Purpose::Register && !req.sign_up_page && policy::registration_gated(state);
     issue(state, &req, &target, Carry::Secret { held }, next_link)
         .await
         .map(Requested::local)

@@ -45,12 +45,8 @@ pub async fn submit_secret(
         return Ok(Submitted::Unknown);
     }
     let now = state.now();
-    // People type codes with spaces; links carry tokens verbatim.
-    let token: String = if stored.session.medium == "msisdn" {
-        token.chars().filter(|c| !c.is_whitespace()).collect()
-    } else {
-        token.to_owned()
-    };
+    // People type codes with spaces; link tokens have none.
+    let token: String = token.chars().filter(|c| !c.is_whitespace()).collect();
     let presented = token_hash(&token);
     let matches = stored
         .token_hash

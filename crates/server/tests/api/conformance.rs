@@ -19,6 +19,14 @@ const DOCUMENTED_EXTRAS: &[(&str, &str)] = &[
         "server-server API: the key that signs unbind requests (docs/IDENTITY_SERVERS.md)",
     ),
     (
+        "/oauth2/",
+        "OAuth 2.0 endpoints, found through auth_metadata; their RFCs define them (docs/OAUTH.md)",
+    ),
+    (
+        "/.well-known/openid-configuration",
+        "OpenID Connect discovery of the same metadata, which Synapse re-serves (docs/OAUTH.md)",
+    ),
+    (
         "/fallback/web",
         "UIA fallback pages: specified in prose (client-server API, 'Fallback'), not in the OpenAPI; POST is the page's own form",
     ),

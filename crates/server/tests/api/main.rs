@@ -16,6 +16,7 @@ mod identity;
 mod instances;
 mod limits;
 mod login;
+mod oauth;
 mod operate;
 mod outage;
 mod password;

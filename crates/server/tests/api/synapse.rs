@@ -1206,3 +1206,114 @@ async fn a_registration_lost_to_a_stalled_synapse_does_not_burn_its_name() {
     .await
     .ok();
 }
+
+/// Element X's way in, in front of Synapse: a session opened through OAuth 2.0 (a user
+/// signing in on Vouch's pages, the code exchanged) is a device Synapse knows, whose token
+/// syncs and sends there; refreshed, the new token works at Synapse; revoked, the device
+/// is gone at Synapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oauth_session_chats_on_synapse() {
+    let Some((app, synapse, sink, _twilio)) =
+        vouch_and_synapse_with(|c| c.oauth.enabled = true).await
+    else {
+        return;
+    };
+    let vouch = app.base.clone();
+    register_with_email(&app, &sink, "olive", "olive@example.org").await;
+    let meta = app.get("/_matrix/client/v1/auth_metadata", None).await;
+    assert_eq!(
+        meta.ok()["account_management_actions_supported"],
+        json!(["org.matrix.cross_signing_reset"])
+    );
+    let client_id = crate::oauth::register_client(&app).await;
+    let code = crate::oauth::code_for(
+        &app,
+        &client_id,
+        "OAUTHSYNAPSE",
+        "olive",
+        "correct horse battery",
+    )
+    .await;
+    let tokens = crate::oauth::exchange(&app, &client_id, &code)
+        .await
+        .ok()
+        .clone();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let sync = call(
+        &app,
+        &vouch,
+        Method::GET,
+        "/_matrix/client/v3/sync?timeout=0",
+        None,
+        Some(&access),
+    )
+    .await;
+    assert!(sync.ok()["next_batch"].is_string(), "{:?}", sync.body);
+    let room = call(
+        &app,
+        &vouch,
+        Method::POST,
+        "/_matrix/client/v3/createRoom",
+        Some(json!({ "name": "Made through OAuth" })),
+        Some(&access),
+    )
+    .await;
+    assert!(room.ok()["room_id"].is_string());
+    // Synapse's own view of the device.
+    let devices = call(
+        &app,
+        &synapse.base,
+        Method::GET,
+        "/_matrix/client/v3/devices",
+        None,
+        Some(&access),
+    )
+    .await;
+    assert!(
+        devices.ok()["devices"].to_string().contains("OAUTHSYNAPSE"),
+        "{:?}",
+        devices.body
+    );
+    let refreshed =
+        crate::oauth::refresh(&app, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
+    let access2 = refreshed.ok()["access_token"].as_str().unwrap().to_owned();
+    let whoami = call(
+        &app,
+        &synapse.base,
+        Method::GET,
+        "/_matrix/client/v3/account/whoami",
+        None,
+        Some(&access2),
+    )
+    .await;
+    assert_eq!(whoami.ok()["device_id"], "OAUTHSYNAPSE");
+    let revoked = app
+        .send(
+            app.http
+                .post(format!("{vouch}/oauth2/revoke"))
+                .form(&[("token", access2.as_str())]),
+        )
+        .await;
+    assert_eq!(revoked.status, 200);
+    // The deletion reaches Synapse through the outbox: the user's other sessions see the
+    // device gone.
+    let (other, _) = app.login_ok("olive", "correct horse battery").await;
+    let mut gone = false;
+    for _ in 0..100 {
+        let list = call(
+            &app,
+            &synapse.base,
+            Method::GET,
+            "/_matrix/client/v3/devices",
+            None,
+            Some(&other),
+        )
+        .await;
+        if !list.ok()["devices"].to_string().contains("OAUTHSYNAPSE") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the revoked session's device is deleted at Synapse");
+}

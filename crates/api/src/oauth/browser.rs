@@ -1,0 +1,179 @@
+//! The browser side of the sign-in pages: the session cookie (a random token, stored
+//! hashed, that lasts `[oauth] browser_session_lifetime` and ends when the password
+//! changes), the CSRF token every form carries (double-submitted: a cookie and a hidden
+//! field that must match), and the headers every page gets.
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde::Serialize;
+use vouch_core::secrets::{constant_time_eq, new_token, token_hash};
+use vouch_storage::BrowserSession;
+
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "vouch_session";
+/// The CSRF cookie's name.
+pub const CSRF_COOKIE: &str = "vouch_csrf";
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// The signed-in user of this browser, if any.
+pub async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<BrowserSession>> {
+    match cookie(headers, SESSION_COOKIE) {
+        Some(token) => Ok(state
+            .db
+            .browser_session(&token_hash(token), state.now())
+            .await?),
+        None => Ok(None),
+    }
+}
+
+/// Opens a browser session for `session` and returns the `Set-Cookie` value.
+pub async fn open_session(state: &AppState, session: &BrowserSession) -> ApiResult<HeaderValue> {
+    let token = new_token(state.secrets.as_ref(), "vbs");
+    let lifetime = state.config.oauth.browser_session_lifetime;
+    let now = state.now();
+    state
+        .db
+        .create_browser_session(
+            &token_hash(&token),
+            session,
+            now,
+            now.saturating_add(vouch_core::clock::duration_ms(lifetime)),
+        )
+        .await?;
+    Ok(set_cookie(
+        state,
+        SESSION_COOKIE,
+        &token,
+        "Lax",
+        Some(lifetime.as_secs()),
+    ))
+}
+
+/// A `Set-Cookie` value: HTTP only, `Secure` when the public URL is https.
+fn set_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    same_site: &str,
+    max_age: Option<u64>,
+) -> HeaderValue {
+    let secure = if state.config.public_baseurl().starts_with("https:") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let age = max_age
+        .map(|s| format!("; Max-Age={s}"))
+        .unwrap_or_default();
+    // Only alphanumerics and `_` reach here (tokens and names of ours).
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite={same_site}{secure}{age}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("vouch_invalid=; Path=/"))
+}
+
+/// The CSRF token of this browser, and the cookie to set if it had none.
+pub fn csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+    match cookie(headers, CSRF_COOKIE) {
+        Some(token)
+            if token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+        {
+            (token.to_owned(), None)
+        }
+        _ => {
+            let token = new_token(state.secrets.as_ref(), "vcs");
+            let cookie = set_cookie(state, CSRF_COOKIE, &token, "Strict", None);
+            (token, Some(cookie))
+        }
+    }
+}
+
+/// Whether a form's `csrf` field matches this browser's CSRF cookie.
+pub fn csrf_ok(headers: &HeaderMap, field: &str) -> bool {
+    cookie(headers, CSRF_COOKIE).is_some_and(|c| !field.is_empty() && constant_time_eq(c, field))
+}
+
+/// Renders `page/oauth/<name>.html` with `ctx`, with the headers every page carries.
+/// `form_target`: an origin (or scheme) the page's forms may end up at besides this
+/// server (the consent form is answered with a redirect to the client, and browsers hold
+/// redirects after a form to `form-action` too).
+pub fn render<C: Serialize>(
+    state: &AppState,
+    status: StatusCode,
+    name: &str,
+    ctx: &C,
+    form_target: Option<&str>,
+    cookies: &[HeaderValue],
+) -> Response {
+    let html = match state
+        .composer
+        .templates()
+        .render(&format!("page/oauth/{name}.html"), ctx)
+    {
+        Ok(html) => html,
+        Err(e) => return crate::error::ApiError::internal(e.to_string()).into_response(),
+    };
+    let csp = format!(
+        "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https:; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
+        form_target.map(|t| format!(" {t}")).unwrap_or_default()
+    );
+    let mut res = crate::pages::html_response(status, html, "");
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    for c in cookies {
+        h.append(header::SET_COOKIE, c.clone());
+    }
+    res
+}
+
+/// The CSP source that lets a form's redirect reach `redirect_uri`: its origin for http(s)
+/// (any port on loopback, as the client may pick one), its scheme for a private-use one.
+pub fn form_target(redirect_uri: &str) -> Option<String> {
+    let url = url::Url::parse(redirect_uri).ok()?;
+    match url.scheme() {
+        "http" if matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")) => {
+            Some(format!("http://{}:*", url.host_str()?))
+        }
+        "https" | "http" => Some(url.origin().ascii_serialization()),
+        scheme => Some(format!("{scheme}:")),
+    }
+}
+
+/// What a page says for an error of the rest of Vouch, and its status: the message of a
+/// Matrix error without its errcode; for a failure inside, words that give nothing away
+/// (the error itself is logged by the Matrix answer it is turned into).
+pub fn said(e: crate::error::ApiError) -> (StatusCode, String) {
+    use crate::error::ApiError;
+    let message = match &e {
+        ApiError::Matrix { message, .. } | ApiError::Custom { message, .. } => message.clone(),
+        ApiError::Passthrough { body, .. } => body["error"].as_str().unwrap_or_default().to_owned(),
+        _ => String::new(),
+    };
+    let status = e.into_response().status();
+    if status.is_server_error() || message.is_empty() {
+        return (
+            status,
+            "Something went wrong on our side; please try again shortly.".into(),
+        );
+    }
+    (status, message)
+}

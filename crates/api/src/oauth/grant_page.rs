@@ -1,0 +1,363 @@
+//! The pages of one authorization request: sign in (unless this browser is signed in
+//! already), then consent; the answer goes to the client's redirect URI. Every form
+//! carries the CSRF token; a request that expired, was answered or never existed gets one
+//! page that says so (and nothing about why).
+
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use serde::Deserialize;
+use vouch_core::oauth::{AuthorizationRequest, ClientMetadata, Prompt, redirect_with};
+use vouch_core::secrets::{new_token, token_hash};
+use vouch_mail::OAuthPageContext;
+use vouch_storage::{BrowserSession, Grant};
+
+use super::authorize::{error_page, load_client};
+use super::browser::{self, render};
+use super::paths;
+use crate::accounts::LoginId;
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What the page says when a request cannot go on.
+pub(super) const GONE: &str = "This sign-in request has expired or was already answered.";
+
+/// An open request with its client.
+pub(super) struct Open {
+    pub(super) grant: Grant,
+    pub(super) request: AuthorizationRequest,
+    pub(super) client: ClientMetadata,
+}
+
+pub(super) async fn open(state: &AppState, grant_id: &str) -> Result<Option<Open>, ApiError> {
+    let Some(grant) = state.db.open_grant(grant_id, state.now()).await? else {
+        return Ok(None);
+    };
+    let request: AuthorizationRequest = serde_json::from_str(&grant.request)
+        .map_err(|e| ApiError::internal(format!("stored grant is damaged: {e}")))?;
+    let Some(client) = load_client(state, &grant.client_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(Open {
+        grant,
+        request,
+        client,
+    }))
+}
+
+/// The page's query.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    /// `sign_in` to sign in as someone else.
+    #[serde(default)]
+    view: Option<String>,
+}
+
+pub(super) fn base_context(
+    state: &AppState,
+    open: &Open,
+    title: &str,
+    csrf: &str,
+) -> OAuthPageContext {
+    let languages: Vec<&str> = open.request.ui_locales.iter().map(String::as_str).collect();
+    let host = |uri: &str| {
+        url::Url::parse(uri)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| uri.split(':').next().unwrap_or_default().to_owned() + ":")
+    };
+    let base = state.config.public_baseurl();
+    let page = format!("{base}{}/{}", paths::GRANT, open.grant.grant_id);
+    OAuthPageContext {
+        app_name: state.config.email.app_name.clone(),
+        server_name: state.config.server_name.clone(),
+        lang: "en".into(),
+        title: title.into(),
+        csrf: csrf.into(),
+        client_name: open.client.display_name(&languages),
+        client_host: host(&open.client.client_uri),
+        redirect_host: host(&open.request.redirect_uri),
+        tos_uri: open.client.tos_uri.clone().unwrap_or_default(),
+        policy_uri: open.client.policy_uri.clone().unwrap_or_default(),
+        device_id: open.request.scope.device_id.clone(),
+        switch_url: format!("{page}?view=sign_in"),
+        ..OAuthPageContext::default()
+    }
+}
+
+pub(super) fn sign_in_page(
+    state: &AppState,
+    open: &Open,
+    csrf: &str,
+    status: StatusCode,
+    error: &str,
+    username: &str,
+    cookies: &[HeaderValue],
+) -> Response {
+    let base = state.config.public_baseurl();
+    let mut ctx = base_context(state, open, "Sign in", csrf);
+    ctx.action = format!("{base}{}/{}/sign_in", paths::GRANT, open.grant.grant_id);
+    ctx.error = error.into();
+    if state.config.registration.enabled {
+        ctx.sign_up_url = format!(
+            "{base}{}/{}?view=sign_up",
+            paths::GRANT,
+            open.grant.grant_id
+        );
+    }
+    ctx.username = match (username, &open.request.login_hint) {
+        ("", Some(hint)) => hint.strip_prefix("mxid:").unwrap_or(hint).to_owned(),
+        (name, _) => name.to_owned(),
+    };
+    render(state, status, "sign_in", &ctx, None, cookies)
+}
+
+pub(super) fn consent_page(
+    state: &AppState,
+    open: &Open,
+    csrf: &str,
+    session: &BrowserSession,
+    cookies: &[HeaderValue],
+) -> Response {
+    let base = state.config.public_baseurl();
+    let mut ctx = base_context(state, open, "Allow access", csrf);
+    ctx.action = format!("{base}{}/{}/consent", paths::GRANT, open.grant.grant_id);
+    ctx.user_id = session.user_id.clone();
+    let target = browser::form_target(&open.request.redirect_uri);
+    render(
+        state,
+        StatusCode::OK,
+        "consent",
+        &ctx,
+        target.as_deref(),
+        cookies,
+    )
+}
+
+/// # `GET /_vouch/oauth/grant/{grant_id}`
+pub async fn grant_page_route(
+    State(state): State<AppState>,
+    Path(grant_id): Path<String>,
+    Query(query): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let open = match open(&state, &grant_id).await {
+        Ok(Some(open)) => open,
+        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
+        Err(e) => return e.into_response(),
+    };
+    let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
+    let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+    let session = match browser::session(&state, &headers).await {
+        Ok(session) => session,
+        Err(e) => return e.into_response(),
+    };
+    let view = query.view.as_deref();
+    if open.grant.signup.is_some() && view != Some("sign_in") && view != Some("sign_up") {
+        return super::sign_up::verify_page(&state, &open, &csrf, StatusCode::OK, "", &cookies);
+    }
+    let wants_sign_up =
+        view == Some("sign_up") || (view.is_none() && open.request.prompt == Prompt::Create);
+    if wants_sign_up && state.config.registration.enabled {
+        return super::sign_up::sign_up_page(
+            &state,
+            &open,
+            &csrf,
+            StatusCode::OK,
+            "",
+            &super::sign_up::SignUpForm::default(),
+            &cookies,
+        );
+    }
+    let wants_sign_in = view == Some("sign_in") || open.request.prompt == Prompt::Login;
+    match session {
+        Some(session) if !wants_sign_in => consent_page(&state, &open, &csrf, &session, &cookies),
+        _ => sign_in_page(&state, &open, &csrf, StatusCode::OK, "", "", &cookies),
+    }
+}
+
+/// The sign-in form.
+#[derive(Debug, Deserialize)]
+pub struct SignInForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// What the sign-in form's user name field names: an email address, a phone number in
+/// international form, or a user name or ID.
+fn login_id(username: &str) -> LoginId {
+    let name = username.trim();
+    if name.contains('@') && !name.starts_with('@') {
+        LoginId::Threepid("email", name.to_owned())
+    } else if name.starts_with('+')
+        && name[1..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+    {
+        LoginId::Threepid(
+            "msisdn",
+            name.chars().filter(char::is_ascii_digit).collect(),
+        )
+    } else {
+        LoginId::User(name.to_owned())
+    }
+}
+
+/// # `POST /_vouch/oauth/grant/{grant_id}/sign_in`
+///
+/// Checked by the login's rules (the same budgets per address and per account, one answer
+/// for every wrong combination); then this browser is signed in and the consent page
+/// follows.
+pub async fn sign_in_route(
+    State(state): State<AppState>,
+    Path(grant_id): Path<String>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let open = match open(&state, &grant_id).await {
+        Ok(Some(open)) => open,
+        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
+        Err(e) => return e.into_response(),
+    };
+    let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
+    if !browser::csrf_ok(&headers, &form.csrf) {
+        let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+        return sign_in_page(
+            &state,
+            &open,
+            &csrf,
+            StatusCode::FORBIDDEN,
+            "The form expired; please try again.",
+            "",
+            &cookies,
+        );
+    }
+    let refused = |status: StatusCode, why: &str| {
+        sign_in_page(&state, &open, &csrf, status, why, &form.username, &[])
+    };
+    if state.limits.login_per_ip.check_ip(ip).is_err() {
+        return refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts; wait a minute and try again.",
+        );
+    }
+    let checked = match state
+        .accounts()
+        .check_login(login_id(&form.username), &form.password)
+        .await
+    {
+        Ok(checked) => checked,
+        Err(e) => {
+            let (status, why) = browser::said(e);
+            return refused(status, &why);
+        }
+    };
+    let session = BrowserSession {
+        user_id: checked.user_id,
+        password_hash: checked.hash,
+    };
+    let cookie = match browser::open_session(&state, &session).await {
+        Ok(cookie) => cookie,
+        Err(e) => return e.into_response(),
+    };
+    tracing::info!(
+        user_id = session.user_id,
+        client_id = open.grant.client_id,
+        "signed in to an authorization request"
+    );
+    consent_page(&state, &open, &csrf, &session, &[cookie])
+}
+
+/// The consent form.
+#[derive(Debug, Deserialize)]
+pub struct ConsentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    decision: String,
+}
+
+/// # `POST /_vouch/oauth/grant/{grant_id}/consent`
+///
+/// Allow: a code (stored hashed, single-use, valid `[oauth] authorization_code_lifetime`)
+/// goes to the client's redirect URI with its `state`. Cancel: `access_denied` goes there.
+pub async fn consent_route(
+    State(state): State<AppState>,
+    Path(grant_id): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<ConsentForm>,
+) -> Response {
+    let open = match open(&state, &grant_id).await {
+        Ok(Some(open)) => open,
+        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
+        Err(e) => return e.into_response(),
+    };
+    let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
+    let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+    let session = match browser::session(&state, &headers).await {
+        Ok(session) => session,
+        Err(e) => return e.into_response(),
+    };
+    let Some(session) = session.filter(|_| browser::csrf_ok(&headers, &form.csrf)) else {
+        return sign_in_page(
+            &state,
+            &open,
+            &csrf,
+            StatusCode::FORBIDDEN,
+            "Please sign in again.",
+            "",
+            &cookies,
+        );
+    };
+    let request = &open.request;
+    let mut params: Vec<(&str, &str)> = Vec::new();
+    let now = state.now();
+    let code;
+    match form.decision.as_str() {
+        "allow" => {
+            code = new_token(state.secrets.as_ref(), "vac");
+            let expires = now.saturating_add(vouch_core::clock::duration_ms(
+                state.config.oauth.authorization_code_lifetime,
+            ));
+            match state
+                .db
+                .approve_grant(&grant_id, &session, &token_hash(&code), expires, now)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+            tracing::info!(
+                user_id = session.user_id,
+                client_id = open.grant.client_id,
+                "authorization approved"
+            );
+            params.push(("code", &code));
+        }
+        "deny" => {
+            match state.db.deny_grant(&grant_id, now).await {
+                Ok(true) => {}
+                Ok(false) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
+                Err(e) => return ApiError::from(e).into_response(),
+            }
+            params.push(("error", "access_denied"));
+            params.push(("error_description", "The user declined"));
+        }
+        _ => return consent_page(&state, &open, &csrf, &session, &cookies),
+    }
+    if let Some(s) = &request.state {
+        params.push(("state", s));
+    }
+    match redirect_with(&request.redirect_uri, request.response_mode, &params) {
+        Some(to) => Redirect::to(&to).into_response(),
+        None => error_page(&state, StatusCode::BAD_REQUEST, GONE),
+    }
+}

@@ -1,0 +1,87 @@
+//! Discovery: the authorization server metadata (RFC 8414, as the Matrix spec profiles it)
+//! at `/_matrix/client/v1/auth_metadata`, and the same document as OpenID Connect
+//! discovery at `/.well-known/openid-configuration` (what Synapse re-serves when Vouch
+//! stands in front of it).
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, header};
+use ruma::api::client::discovery::get_authorization_server_metadata::v1::AuthorizationServerMetadata;
+use serde_json::json;
+
+use super::paths;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The metadata document, checked against ruma's type (which enforces the spec's required
+/// fields and values).
+pub fn metadata(state: &AppState) -> Result<AuthorizationServerMetadata, ApiError> {
+    let base = state.config.public_baseurl();
+    let actions: Vec<&str> = if state.homeserver.is_some() {
+        vec![crate::homeserver::account_page::CROSS_SIGNING_RESET]
+    } else {
+        Vec::new()
+    };
+    let doc = json!({
+        "issuer": base,
+        "authorization_endpoint": format!("{base}{}", paths::AUTHORIZE),
+        "token_endpoint": format!("{base}{}", paths::TOKEN),
+        "registration_endpoint": format!("{base}{}", paths::REGISTRATION),
+        "revocation_endpoint": format!("{base}{}", paths::REVOKE),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "fragment"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["create"],
+        "account_management_uri": format!("{base}{}", crate::homeserver::discovery::ACCOUNT_PATH),
+        "account_management_actions_supported": actions,
+    });
+    serde_json::from_value(doc)
+        .map_err(|e| ApiError::internal(format!("the OAuth 2.0 metadata is not valid: {e}")))
+}
+
+/// # `GET /_matrix/client/v1/auth_metadata`
+pub async fn auth_metadata_route(State(state): State<AppState>) -> Response {
+    match metadata(&state) {
+        Ok(doc) => cacheable(Json(doc).into_response()),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// # `GET /.well-known/openid-configuration`
+///
+/// The same document, with the OpenID Connect fields a discovery client requires.
+pub async fn openid_configuration_route(State(state): State<AppState>) -> Response {
+    let doc = match metadata(&state)
+        .and_then(|m| serde_json::to_value(m).map_err(|e| ApiError::internal(e.to_string())))
+    {
+        Ok(doc) => doc,
+        Err(e) => return e.into_response(),
+    };
+    let mut doc = doc;
+    if let Some(map) = doc.as_object_mut() {
+        map.insert(
+            "scopes_supported".into(),
+            json!(["urn:matrix:client:api:*", "urn:matrix:client:device:*"]),
+        );
+        map.insert(
+            "token_endpoint_auth_methods_supported".into(),
+            json!(["none"]),
+        );
+        map.insert(
+            "revocation_endpoint_auth_methods_supported".into(),
+            json!(["none"]),
+        );
+    }
+    cacheable(Json(doc).into_response())
+}
+
+/// The metadata changes only with the configuration: clients may keep it for an hour.
+fn cacheable(mut res: Response) -> Response {
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
+    res
+}

@@ -1,0 +1,206 @@
+//! # `POST /oauth2/token`
+//!
+//! The authorization code grant (RFC 6749 §4.1.3 with PKCE) and the refresh token grant,
+//! for public clients (`client_id` in the form, no secret). A code is checked (client,
+//! redirect URI, verifier) before it is spent, and spent by one conditional statement: of
+//! many requests with one code, one gets tokens; a code presented after it was spent ends
+//! the session it bought (RFC 6749 §4.1.2). Refresh tokens rotate; a spent one presented
+//! again ends the session, unless the pair it bought was never used (a lost answer).
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use vouch_core::oauth::AuthorizationRequest;
+use vouch_core::oauth::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN};
+use vouch_core::secrets::token_hash;
+use vouch_storage::Exchange;
+
+use super::authorize::load_client;
+use super::error::{OAuthError, OAuthForm};
+use crate::client_ip::ClientIp;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The token request's form.
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+}
+
+/// # `POST /oauth2/token`
+pub async fn token_route(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    OAuthForm(form): OAuthForm<TokenForm>,
+) -> Result<Response, OAuthError> {
+    state
+        .limits
+        .refresh_per_ip
+        .check_ip(ip)
+        .map_err(OAuthError::from)?;
+    let client_id = form
+        .client_id
+        .as_deref()
+        .ok_or_else(|| OAuthError::invalid_request("client_id is required"))?;
+    let client = load_client(&state, client_id)
+        .await?
+        .ok_or_else(OAuthError::invalid_client)?;
+    let grant_type = form.grant_type.as_deref().unwrap_or_default();
+    if matches!(grant_type, GRANT_AUTHORIZATION_CODE | GRANT_REFRESH_TOKEN)
+        && !client.allows_grant(grant_type)
+    {
+        return Err(OAuthError::new(
+            "unauthorized_client",
+            format!("this client did not register the {grant_type} grant"),
+        ));
+    }
+    match grant_type {
+        GRANT_AUTHORIZATION_CODE => {
+            let display_name = client.display_name(&[]);
+            authorization_code(&state, client_id, display_name, &form, ip).await
+        }
+        GRANT_REFRESH_TOKEN => refresh(&state, client_id, &form).await,
+        "" => Err(OAuthError::invalid_request("grant_type is required")),
+        _ => Err(OAuthError::new(
+            "unsupported_grant_type",
+            "grant_type must be authorization_code or refresh_token",
+        )),
+    }
+}
+
+/// The token answer.
+/// The token answer; `scope` is left out when it is the one granted before (RFC 6749
+/// §5.1).
+fn tokens(issued: &crate::accounts::IssuedTokens, scope: Option<&str>) -> Response {
+    let mut body = serde_json::json!({
+        "access_token": issued.access_token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in.map(|d| d.as_secs()),
+        "refresh_token": issued.refresh_token,
+    });
+    if let (Some(scope), Some(map)) = (scope, body.as_object_mut()) {
+        map.insert("scope".into(), scope.into());
+    }
+    Json(body).into_response()
+}
+
+async fn authorization_code(
+    state: &AppState,
+    client_id: &str,
+    display_name: String,
+    form: &TokenForm,
+    ip: std::net::IpAddr,
+) -> Result<Response, OAuthError> {
+    let (Some(code), Some(verifier)) = (form.code.as_deref(), form.code_verifier.as_deref()) else {
+        return Err(OAuthError::invalid_request(
+            "code and code_verifier are required",
+        ));
+    };
+    let code_hash = token_hash(code);
+    let Some(found) = state.db.find_code(&code_hash).await? else {
+        return Err(OAuthError::invalid_grant());
+    };
+    let request: AuthorizationRequest =
+        serde_json::from_str(&found.grant.request).map_err(|e| {
+            OAuthError::from(ApiError::internal(format!("stored grant is damaged: {e}")))
+        })?;
+    // Checked before the code is spent: a stolen code without its verifier burns nothing.
+    if found.grant.client_id != client_id
+        || form.redirect_uri.as_deref() != Some(request.redirect_uri.as_str())
+        || !request.code_challenge.verify(verifier)
+    {
+        return Err(OAuthError::invalid_grant());
+    }
+    match state.db.exchange_code(&code_hash, state.now()).await? {
+        Exchange::Fresh(approved) => {
+            let accounts = state.accounts();
+            let issued = accounts
+                .open_oauth_session(
+                    &approved.user_id,
+                    &approved.password_hash,
+                    client_id,
+                    &request.scope.device_id,
+                    Some(
+                        display_name
+                            .chars()
+                            .take(crate::accounts::MAX_DEVICE_DISPLAY_NAME)
+                            .collect(),
+                    ),
+                    Some(ip.to_string()),
+                )
+                .await?;
+            tracing::info!(
+                user_id = approved.user_id,
+                device_id = request.scope.device_id,
+                client_id,
+                "OAuth 2.0 session opened"
+            );
+            Ok(tokens(&issued, Some(&request.scope.requested)))
+        }
+        Exchange::Reused(approved) => {
+            // The code was copied (or the client retried): what it bought ends.
+            if state
+                .db
+                .device_client(&approved.user_id, &request.scope.device_id)
+                .await?
+                .as_deref()
+                == Some(client_id)
+            {
+                state
+                    .accounts()
+                    .log_out(
+                        &approved.user_id,
+                        std::slice::from_ref(&request.scope.device_id),
+                    )
+                    .await?;
+                tracing::warn!(
+                    user_id = approved.user_id,
+                    device_id = request.scope.device_id,
+                    "an authorization code was presented again; its session was ended"
+                );
+            }
+            Err(OAuthError::invalid_grant())
+        }
+        Exchange::Unknown => Err(OAuthError::invalid_grant()),
+    }
+}
+
+async fn refresh(
+    state: &AppState,
+    client_id: &str,
+    form: &TokenForm,
+) -> Result<Response, OAuthError> {
+    let Some(token) = form.refresh_token.as_deref() else {
+        return Err(OAuthError::invalid_request("refresh_token is required"));
+    };
+    // A refresh token is the client's it was issued to.
+    let Some((user_id, device_id)) = state.db.refresh_token_device(&token_hash(token)).await?
+    else {
+        return Err(OAuthError::invalid_grant());
+    };
+    if state
+        .db
+        .device_client(&user_id, &device_id)
+        .await?
+        .as_deref()
+        != Some(client_id)
+    {
+        return Err(OAuthError::invalid_grant());
+    }
+    let accounts = state.accounts();
+    let issued = accounts.issue_tokens(Some(device_id.clone()), None, true, None);
+    if accounts
+        .refresh(token, &issued.login, true)
+        .await?
+        .is_none()
+    {
+        return Err(OAuthError::invalid_grant());
+    }
+    Ok(tokens(&issued, None))
+}

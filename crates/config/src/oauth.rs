@@ -1,0 +1,35 @@
+//! `[oauth]`: the OAuth 2.0 API (the Matrix spec's "next-generation auth", v1.15 onwards).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `[oauth]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthConfig {
+    /// Offer the OAuth 2.0 API (discovery, client registration, the authorization code
+    /// and refresh grants, revocation, the sign-in pages) beside `/login` and `/register`.
+    pub enabled: bool,
+    /// How long an authorization code may wait to be exchanged.
+    #[serde(with = "humantime_serde")]
+    pub authorization_code_lifetime: Duration,
+    /// How long a user has, from the moment the app opens the sign-in page, to sign in or
+    /// sign up and consent.
+    #[serde(with = "humantime_serde")]
+    pub authorization_request_lifetime: Duration,
+    /// How long a browser stays signed in to the sign-in and account pages.
+    #[serde(with = "humantime_serde")]
+    pub browser_session_lifetime: Duration,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            authorization_code_lifetime: Duration::from_secs(120),
+            authorization_request_lifetime: Duration::from_secs(3600),
+            browser_session_lifetime: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The scopes a Matrix client asks for (the spec's `urn:matrix:client:…` scopes, the
+//! unstable `urn:matrix:org.matrix.msc2967.client:…` forms clients still send, and
+//! OpenID Connect's `openid`), parsed once into what the session may do.
+
+/// The stable prefix of the Matrix scopes.
+const STABLE: &str = "urn:matrix:client:";
+/// The unstable (MSC2967) prefix.
+const UNSTABLE: &str = "urn:matrix:org.matrix.msc2967.client:";
+
+/// Synapse's admin API scope.
+pub const ADMIN: &str = "urn:synapse:admin:*";
+
+/// The longest device ID a scope may carry, in bytes.
+pub const MAX_SCOPE_DEVICE_ID: usize = 255;
+
+/// What a client asked for and may be granted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Scope {
+    /// Full access to the client-server API (`urn:matrix:client:api:*`).
+    pub api: bool,
+    /// The device the session is bound to (`urn:matrix:client:device:<id>`).
+    pub device_id: String,
+    /// OpenID Connect (`openid`).
+    pub openid: bool,
+    /// The homeserver's admin API (`urn:synapse:admin:*`), granted to admins only.
+    pub admin: bool,
+    /// The scope exactly as the client sent it (tokens answer it back).
+    pub requested: String,
+}
+
+/// Why a scope is refused (OAuth's `invalid_scope`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    /// No device scope: a Matrix session needs one device.
+    #[error("the scope must name exactly one device (urn:matrix:client:device:<device ID>)")]
+    NoDevice,
+    /// Two device scopes (with different IDs).
+    #[error("the scope names more than one device")]
+    TwoDevices,
+    /// A device ID outside the unreserved characters of RFC 3986 or too long.
+    #[error(
+        "a device ID in a scope is 1 to {MAX_SCOPE_DEVICE_ID} printable ASCII characters other than space, '\"' and '\\'"
+    )]
+    BadDevice,
+    /// A scope this server does not grant.
+    #[error("unknown scope '{0}'")]
+    Unknown(String),
+}
+
+impl Scope {
+    /// Parses a space-separated scope.
+    pub fn parse(scope: &str) -> Result<Self, ScopeError> {
+        let mut api = false;
+        let mut openid = false;
+        let mut admin = false;
+        let mut device: Option<&str> = None;
+        for token in scope.split(' ').filter(|t| !t.is_empty()) {
+            let matrix = token
+                .strip_prefix(STABLE)
+                .or_else(|| token.strip_prefix(UNSTABLE));
+            match (token, matrix) {
+                ("openid", _) => openid = true,
+                (ADMIN, _) => admin = true,
+                (_, Some("api:*")) => api = true,
+                (_, Some(rest)) if rest.starts_with("device:") => {
+                    let id = &rest["device:".len()..];
+                    if !is_scope_device_id(id) {
+                        return Err(ScopeError::BadDevice);
+                    }
+                    match device {
+                        Some(seen) if seen != id => return Err(ScopeError::TwoDevices),
+                        _ => device = Some(id),
+                    }
+                }
+                _ => return Err(ScopeError::Unknown(token.chars().take(100).collect())),
+            }
+        }
+        let device_id = device.ok_or(ScopeError::NoDevice)?.to_owned();
+        Ok(Self {
+            api,
+            device_id,
+            openid,
+            admin,
+            requested: scope
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+    }
+}
+
+/// Whether `id` may be a device ID in a scope: the characters RFC 6749 §3.3 allows in a
+/// scope token (printable ASCII other than space, `"` and `\`), so that it never brings
+/// another scope with it. The spec advises clients to use RFC 3986's unreserved characters
+/// but Element X's QR login uses base64 (`+`, `/`), so no more is asked.
+pub fn is_scope_device_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_SCOPE_DEVICE_ID
+        && id
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stable_and_unstable_forms_parse_alike() {
+        let s =
+            Scope::parse("urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ").unwrap();
+        assert!(s.api && !s.openid);
+        assert_eq!(s.device_id, "ABCDEFGHIJ");
+        let u = Scope::parse(
+            "openid  urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:ABCDEFGHIJ",
+        )
+        .unwrap();
+        assert!(u.api && u.openid);
+        assert_eq!(u.device_id, "ABCDEFGHIJ");
+        assert!(!u.requested.contains("  "), "{}", u.requested);
+        // Both forms of one device are one device.
+        let both = Scope::parse(
+            "urn:matrix:client:device:X1 urn:matrix:org.matrix.msc2967.client:device:X1",
+        )
+        .unwrap();
+        assert_eq!(both.device_id, "X1");
+    }
+
+    #[test]
+    fn what_cannot_be_granted_is_refused() {
+        assert_eq!(
+            Scope::parse("urn:matrix:client:api:*"),
+            Err(ScopeError::NoDevice)
+        );
+        assert_eq!(
+            Scope::parse("urn:matrix:client:device:A urn:matrix:client:device:B"),
+            Err(ScopeError::TwoDevices)
+        );
+        assert_eq!(
+            Scope::parse("urn:matrix:client:device:a\"b"),
+            Err(ScopeError::BadDevice)
+        );
+        assert_eq!(
+            Scope::parse("urn:matrix:client:device:"),
+            Err(ScopeError::BadDevice)
+        );
+        assert!(
+            Scope::parse("urn:matrix:client:device:A urn:synapse:admin:*")
+                .unwrap()
+                .admin
+        );
+        assert!(matches!(
+            Scope::parse("urn:matrix:client:device:A urn:synapse:admin:x"),
+            Err(ScopeError::Unknown(_))
+        ));
+    }
+}

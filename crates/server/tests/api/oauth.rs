@@ -1,0 +1,872 @@
+//! The OAuth 2.0 API (`[oauth] enabled`): discovery, client registration, the sign-in and
+//! consent pages driven as a browser drives them (cookies, CSRF fields, redirects), the
+//! code and refresh grants, revocation, and the OAuth 2.0 Security BCP's rules (PKCE,
+//! single-use codes, exact redirect URIs, replay detection, framing, CSRF).
+
+use reqwest::StatusCode;
+use ruma::api::client::discovery::get_authorization_server_metadata::v1::AuthorizationServerMetadata;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Page, TestApp, spawn_with};
+use crate::on_both_databases;
+use crate::race::{Held, count, release_together};
+
+on_both_databases!(
+    a_client_registers_signs_a_user_in_and_refreshes,
+    a_code_is_spent_once_and_a_replay_ends_its_session,
+    a_replayed_refresh_token_ends_the_session_but_a_lost_answer_may_be_retried,
+    registration_holds_the_redirect_uri_rules,
+);
+
+/// The RFC 7636 appendix B pair (a verifier and its S256 challenge).
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+/// A native client's loopback redirect URI, registered without a port.
+const REDIRECT: &str = "http://127.0.0.1/callback";
+/// The same, as the client uses it (any port is accepted).
+const REDIRECT_USED: &str = "http://127.0.0.1:43210/callback";
+
+async fn oauth_app(backend: Backend) -> TestApp {
+    spawn_with(backend, |c| c.oauth.enabled = true).await
+}
+
+/// A browser: a cookie jar over the test client, which follows no redirects itself.
+pub(crate) struct Browser<'a> {
+    app: &'a TestApp,
+    cookies: Vec<(String, String)>,
+}
+
+impl<'a> Browser<'a> {
+    pub(crate) fn new(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            cookies: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, headers: &reqwest::header::HeaderMap) {
+        for v in headers.get_all("set-cookie") {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap();
+            let (name, value) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != name);
+            self.cookies.push((name.to_owned(), value.to_owned()));
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn get(&mut self, url: &str) -> Page {
+        let res = self
+            .app
+            .http
+            .get(url)
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(res.headers());
+        Page {
+            status: res.status(),
+            headers: res.headers().clone(),
+            html: res.text().await.unwrap(),
+        }
+    }
+
+    async fn post(&mut self, url: &str, fields: &[(&str, &str)]) -> Page {
+        let res = self
+            .app
+            .http
+            .post(url)
+            .header("cookie", self.cookie_header())
+            .form(fields)
+            .send()
+            .await
+            .unwrap();
+        self.keep(res.headers());
+        Page {
+            status: res.status(),
+            headers: res.headers().clone(),
+            html: res.text().await.unwrap(),
+        }
+    }
+}
+
+/// A form's action and hidden CSRF field in a page.
+fn form(page: &Page) -> (String, String) {
+    let attr = |name: &str| {
+        page.html
+            .split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or_else(|| panic!("no {name} in {}", page.html))
+            .replace("&#x2f;", "/")
+            .replace("&amp;", "&")
+    };
+    let csrf = page
+        .html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a CSRF field")
+        .to_owned();
+    (attr("action"), csrf)
+}
+
+fn location(page: &Page) -> String {
+    page.headers
+        .get("location")
+        .unwrap_or_else(|| panic!("a redirect, got {} {}", page.status, page.html))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Query parameters of a URL.
+fn params(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+/// Registers a native client with a loopback redirect URI.
+pub(crate) async fn register_client(app: &TestApp) -> String {
+    let r = app
+        .post(
+            "/oauth2/registration",
+            json!({
+                "client_name": "Test Client",
+                "client_uri": "https://client.example.org/",
+                "redirect_uris": [REDIRECT],
+                "application_type": "native",
+                "token_endpoint_auth_method": "none",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    r.body["client_id"].as_str().unwrap().to_owned()
+}
+
+/// The authorization URL for `client_id` and `device`.
+fn authorize_url(app: &TestApp, client_id: &str, device: &str, extra: &str) -> String {
+    let scope = format!(
+        "urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:{device}"
+    );
+    let q = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", REDIRECT_USED)
+        .append_pair("scope", &scope)
+        .append_pair("state", "st4te")
+        .append_pair("code_challenge", CHALLENGE)
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    format!("{}/oauth2/authorize?{q}{extra}", app.base)
+}
+
+/// Signs `user` in through the pages and approves; returns the code.
+pub(crate) async fn code_for(
+    app: &TestApp,
+    client_id: &str,
+    device: &str,
+    user: &str,
+    password: &str,
+) -> String {
+    let mut browser = Browser::new(app);
+    let start = browser
+        .get(&authorize_url(app, client_id, device, ""))
+        .await;
+    assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.html);
+    let page = browser.get(&location(&start)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(page.html.contains("Test Client"), "{}", page.html);
+    let (action, csrf) = form(&page);
+    let consent = browser
+        .post(
+            &action,
+            &[("csrf", &csrf), ("username", user), ("password", password)],
+        )
+        .await;
+    assert_eq!(consent.status, StatusCode::OK, "{}", consent.html);
+    assert!(
+        consent.html.contains(device),
+        "the consent page names the device: {}",
+        consent.html
+    );
+    let (action, csrf) = form(&consent);
+    let back = browser
+        .post(&action, &[("csrf", &csrf), ("decision", "allow")])
+        .await;
+    let to = location(&back);
+    assert!(to.starts_with(REDIRECT_USED), "{to}");
+    let p = params(&to);
+    assert_eq!(p["state"], "st4te");
+    p["code"].clone()
+}
+
+pub(crate) async fn exchange(app: &TestApp, client_id: &str, code: &str) -> crate::helpers::Reply {
+    app.send(app.http.post(format!("{}/oauth2/token", app.base)).form(&[
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("code", code),
+        ("redirect_uri", REDIRECT_USED),
+        ("code_verifier", VERIFIER),
+    ]))
+    .await
+}
+
+pub(crate) async fn refresh(app: &TestApp, client_id: &str, token: &str) -> crate::helpers::Reply {
+    app.send(app.http.post(format!("{}/oauth2/token", app.base)).form(&[
+        ("grant_type", "refresh_token"),
+        ("client_id", client_id),
+        ("refresh_token", token),
+    ]))
+    .await
+}
+
+fn s(v: &Value, k: &str) -> String {
+    v[k].as_str()
+        .unwrap_or_else(|| panic!("{k} in {v}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn discovery_offers_a_complete_document_only_when_enabled() {
+    let app = oauth_app(Backend::Sqlite).await;
+    let r = app.get("/_matrix/client/v1/auth_metadata", None).await;
+    let doc: AuthorizationServerMetadata = serde_json::from_value(r.ok().clone())
+        .unwrap_or_else(|e| panic!("ruma reads the document: {e}: {:?}", r.body));
+    doc.insecure_validate_urls().unwrap();
+    let base = format!("{}/", app.base);
+    assert_eq!(doc.token_endpoint.as_str(), format!("{base}oauth2/token"));
+    assert_eq!(
+        doc.registration_endpoint.unwrap().as_str(),
+        format!("{base}oauth2/registration")
+    );
+    assert_eq!(r.body["prompt_values_supported"], json!(["create"]));
+    assert_eq!(r.body["code_challenge_methods_supported"], json!(["S256"]));
+    let unstable = app
+        .get(
+            "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+            None,
+        )
+        .await;
+    assert_eq!(unstable.ok(), &r.body);
+    let oidc = app.get("/.well-known/openid-configuration", None).await;
+    assert_eq!(oidc.ok()["issuer"], r.body["issuer"]);
+    assert_eq!(
+        oidc.body["token_endpoint_auth_methods_supported"],
+        json!(["none"])
+    );
+
+    let legacy = spawn_with(Backend::Sqlite, |_| {}).await;
+    legacy
+        .get("/_matrix/client/v1/auth_metadata", None)
+        .await
+        .assert_error(404, "M_UNRECOGNIZED");
+    let r = legacy
+        .post(
+            "/oauth2/registration",
+            json!({"client_uri": "https://a.example/"}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        r.status, 404,
+        "no OAuth 2.0 endpoint without [oauth] enabled"
+    );
+}
+
+async fn a_client_registers_signs_a_user_in_and_refreshes(backend: Backend) {
+    let app = oauth_app(backend).await;
+    app.register("alice", "correct horse battery").await;
+    let client_id = register_client(&app).await;
+    let code = code_for(
+        &app,
+        &client_id,
+        "OAUTHDEV01",
+        "alice",
+        "correct horse battery",
+    )
+    .await;
+    let r = exchange(&app, &client_id, &code).await;
+    let t = r.ok().clone();
+    assert_eq!(t["token_type"], "Bearer");
+    assert!(t["expires_in"].as_u64().unwrap() > 0);
+    assert!(t["scope"].as_str().unwrap().contains("device:OAUTHDEV01"));
+    let access = s(&t, "access_token");
+    // The session is a device like any other.
+    let me = app
+        .get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await;
+    assert_eq!(me.ok()["user_id"], "@alice:vouch.test");
+    assert_eq!(me.body["device_id"], "OAUTHDEV01");
+    let devices = app.get("/_matrix/client/v3/devices", Some(&access)).await;
+    let named = devices.ok()["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == "OAUTHDEV01")
+        .cloned()
+        .expect("the OAuth device is listed");
+    assert_eq!(named["display_name"], "Test Client");
+
+    // Refresh rotates both tokens.
+    let r2 = refresh(&app, &client_id, &s(&t, "refresh_token")).await;
+    let t2 = r2.ok().clone();
+    let access2 = s(&t2, "access_token");
+    app.get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    app.get("/_matrix/client/v3/account/whoami", Some(&access2))
+        .await
+        .ok();
+    // Another client cannot use this client's refresh token.
+    let other = register_other_client(&app).await;
+    let r = refresh(&app, &other, &s(&t2, "refresh_token")).await;
+    assert_eq!(
+        (r.status.as_u16(), s(&r.body, "error")),
+        (400, "invalid_grant".into())
+    );
+    app.get("/_matrix/client/v3/account/whoami", Some(&access2))
+        .await
+        .ok();
+
+    // Revoking the refresh token ends the whole session.
+    let r = app
+        .send(app.http.post(format!("{}/oauth2/revoke", app.base)).form(&[
+            ("token", s(&t2, "refresh_token").as_str()),
+            ("token_type_hint", "refresh_token"),
+            ("client_id", client_id.as_str()),
+        ]))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    app.get("/_matrix/client/v3/account/whoami", Some(&access2))
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    // Revoking again, or revoking nonsense, is no error.
+    let r = app
+        .send(
+            app.http
+                .post(format!("{}/oauth2/revoke", app.base))
+                .form(&[("token", "nonsense")]),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let (token, _) = app.login_ok("alice", "correct horse battery").await;
+    let devices = app.get("/_matrix/client/v3/devices", Some(&token)).await;
+    assert!(
+        !devices.ok()["devices"].to_string().contains("OAUTHDEV01"),
+        "the revoked session's device is gone"
+    );
+}
+
+async fn register_other_client(app: &TestApp) -> String {
+    let r = app
+        .post(
+            "/oauth2/registration",
+            json!({
+                "client_uri": "https://other.example.org/",
+                "redirect_uris": ["https://other.example.org/cb"],
+                "grant_types": ["authorization_code", "refresh_token"],
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    s(&r.body, "client_id")
+}
+
+async fn a_code_is_spent_once_and_a_replay_ends_its_session(backend: Backend) {
+    let app = oauth_app(backend).await;
+    app.register("bob", "correct horse battery").await;
+    let client_id = register_client(&app).await;
+    let code = code_for(
+        &app,
+        &client_id,
+        "RACEDEVICE",
+        "bob",
+        "correct horse battery",
+    )
+    .await;
+    // A wrong verifier or redirect URI is refused and spends nothing.
+    let wrong = app
+        .send(app.http.post(format!("{}/oauth2/token", app.base)).form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id.as_str()),
+            ("code", code.as_str()),
+            ("redirect_uri", REDIRECT_USED),
+            ("code_verifier", "A".repeat(43).as_str()),
+        ]))
+        .await;
+    assert_eq!(s(&wrong.body, "error"), "invalid_grant");
+    // Twenty exchanges of one code at the same moment: one gets tokens.
+    let fields = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id.as_str()),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT_USED),
+        ("code_verifier", VERIFIER),
+    ];
+    let replies = release_together(
+        &app.base,
+        (0..20)
+            .map(|_| Held::post_form("/oauth2/token", &fields))
+            .collect(),
+    )
+    .await;
+    let winners: Vec<&crate::helpers::Reply> = replies.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&replies, 400, ""), 19);
+    // The losers were replays: the session the code bought has ended.
+    let access = s(&winners[0].body, "access_token");
+    app.get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+}
+
+async fn a_replayed_refresh_token_ends_the_session_but_a_lost_answer_may_be_retried(
+    backend: Backend,
+) {
+    let app = oauth_app(backend).await;
+    app.register("carol", "correct horse battery").await;
+    let client_id = register_client(&app).await;
+    let code = code_for(
+        &app,
+        &client_id,
+        "REFRESHDEV",
+        "carol",
+        "correct horse battery",
+    )
+    .await;
+    let t = exchange(&app, &client_id, &code).await.ok().clone();
+    let first = s(&t, "refresh_token");
+    // The answer to this refresh is "lost": the client tries again with the same token.
+    let lost = refresh(&app, &client_id, &first).await.ok().clone();
+    let retried = refresh(&app, &client_id, &first).await.ok().clone();
+    app.get(
+        "/_matrix/client/v3/account/whoami",
+        Some(&s(&lost, "access_token")),
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+    let live = s(&retried, "access_token");
+    app.get("/_matrix/client/v3/account/whoami", Some(&live))
+        .await
+        .ok();
+    // The client goes on with its new token; the first one shows up again: stolen.
+    let next = refresh(&app, &client_id, &s(&retried, "refresh_token"))
+        .await
+        .ok()
+        .clone();
+    let replay = refresh(&app, &client_id, &first).await;
+    assert_eq!(s(&replay.body, "error"), "invalid_grant");
+    app.get(
+        "/_matrix/client/v3/account/whoami",
+        Some(&s(&next, "access_token")),
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+}
+
+async fn registration_holds_the_redirect_uri_rules(backend: Backend) {
+    let app = oauth_app(backend).await;
+    for (body, error) in [
+        (
+            json!({"redirect_uris": ["https://a.example/cb"]}),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({"client_uri": "https://a.example/", "redirect_uris": ["https://evil.example/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"client_uri": "https://a.example/", "application_type": "native", "redirect_uris": ["http://localhost:1234/cb"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"client_uri": "https://a.example/", "redirect_uris": ["https://a.example/cb#frag"]}),
+            "invalid_redirect_uri",
+        ),
+        (
+            json!({"client_uri": "https://a.example/", "redirect_uris": ["https://a.example/cb"], "token_endpoint_auth_method": "client_secret_basic"}),
+            "invalid_client_metadata",
+        ),
+        (json!([1, 2]), "invalid_client_metadata"),
+    ] {
+        let r = app.post("/oauth2/registration", body.clone(), None).await;
+        assert_eq!(
+            (r.status.as_u16(), s(&r.body, "error")),
+            (400, error.to_owned()),
+            "{body}"
+        );
+    }
+    // The same app registering again gets the same client ID (no row per attempt).
+    assert_eq!(register_client(&app).await, register_client(&app).await);
+}
+
+#[tokio::test]
+async fn the_authorization_endpoint_never_redirects_to_a_stranger() {
+    let app = oauth_app(Backend::Sqlite).await;
+    let client_id = register_client(&app).await;
+    // An unregistered redirect URI or an unknown client: a page, no Location.
+    for url in [
+        authorize_url(&app, &client_id, "DEV", "").replace("127.0.0.1%3A43210", "evil.example"),
+        authorize_url(&app, "no-such-client", "DEV", ""),
+    ] {
+        let page = app.open(&url).await;
+        assert_eq!(page.status, 400, "{}", page.html);
+        assert!(page.headers.get("location").is_none());
+        assert_eq!(page.headers["x-frame-options"], "DENY");
+    }
+    // Other faults go back to the client with the state.
+    for (extra, error) in [
+        ("&code_challenge_method=plain", "invalid_request"),
+        ("&prompt=none", "interaction_required"),
+    ] {
+        let url = authorize_url(&app, &client_id, "DEV", "")
+            .replace("&code_challenge_method=S256", "")
+            + extra;
+        let url = if extra.contains("plain") {
+            url
+        } else {
+            url + "&code_challenge_method=S256"
+        };
+        let page = app.open(&url).await;
+        let to = location(&page);
+        assert!(to.starts_with(REDIRECT_USED), "{to}");
+        assert_eq!(params(&to)["error"], error, "{to}");
+        assert_eq!(params(&to)["state"], "st4te");
+    }
+    let no_device = authorize_url(&app, &client_id, "DEV", "").replace(
+        "+urn%3Amatrix%3Aorg.matrix.msc2967.client%3Adevice%3ADEV",
+        "",
+    );
+    let to = location(&app.open(&no_device).await);
+    assert_eq!(params(&to)["error"], "invalid_scope", "{to}");
+}
+
+#[tokio::test]
+async fn the_pages_hold_csrf_framing_and_enumeration_rules() {
+    let app = oauth_app(Backend::Sqlite).await;
+    app.register("dave", "correct horse battery").await;
+    let client_id = register_client(&app).await;
+    let mut browser = Browser::new(&app);
+    let start = browser
+        .get(&authorize_url(&app, &client_id, "PAGEDEV", ""))
+        .await;
+    let page = browser.get(&location(&start)).await;
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert!(
+        page.html.contains("<label for=\"username\">")
+            && page.html.contains("<label for=\"password\">")
+    );
+    let (action, csrf) = form(&page);
+    // Without the CSRF field (a cross-site form), nothing happens.
+    let forged = browser
+        .post(
+            &action,
+            &[("username", "dave"), ("password", "correct horse battery")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
+    assert!(!browser.cookies.iter().any(|(n, _)| n == "vouch_session"));
+    // A wrong password and an unknown user read alike.
+    let wrong = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "dave"),
+                ("password", "nope nope nope"),
+            ],
+        )
+        .await;
+    let unknown = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "nobody"),
+                ("password", "nope nope nope"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, unknown.status);
+    let said = |p: &Page| {
+        p.html
+            .split("role=\"alert\">")
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(said(&wrong), said(&unknown));
+    // Signed in, then cancelled: the client hears access_denied.
+    let consent = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "dave"),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    let consent_csp = consent.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        consent_csp.contains("form-action 'self' http://127.0.0.1:*"),
+        "{consent_csp}"
+    );
+    let (action, csrf) = form(&consent);
+    let back = browser
+        .post(&action, &[("csrf", &csrf), ("decision", "deny")])
+        .await;
+    let to = location(&back);
+    assert_eq!(params(&to)["error"], "access_denied");
+    // Answered: the request's page is gone, and the same browser is still signed in for
+    // the next request (consent straight away).
+    let again = browser
+        .get(&format!("{}/{}", app.base, "_vouch/oauth/grant/unknown"))
+        .await;
+    assert_eq!(again.status, 404);
+    let start = browser
+        .get(&authorize_url(&app, &client_id, "PAGEDEV2", ""))
+        .await;
+    let page = browser.get(&location(&start)).await;
+    assert!(
+        page.html.contains("decision"),
+        "signed in already: {}",
+        page.html
+    );
+}
+
+on_both_databases!(
+    a_user_signs_up_with_email_and_phone_codes,
+    a_user_signs_up_by_the_mail_link_alone,
+);
+
+/// Starts an authorization request with `prompt=create` and returns the sign-up page.
+async fn sign_up_form<'a>(app: &'a TestApp, client_id: &str, device: &str) -> (Browser<'a>, Page) {
+    let mut browser = Browser::new(app);
+    let start = browser
+        .get(&authorize_url(app, client_id, device, "&prompt=create"))
+        .await;
+    let page = browser.get(&location(&start)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.html);
+    assert!(
+        page.html.contains("Create an account"),
+        "prompt=create leads to sign-up: {}",
+        page.html
+    );
+    (browser, page)
+}
+
+/// The code a sign-up mail carries.
+fn mail_code(text: &str) -> String {
+    text.split("sign-up page: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no code in {text}"))
+        .to_owned()
+}
+
+/// Allows the consent page and exchanges the code; returns the access token.
+async fn consent_and_exchange(
+    app: &TestApp,
+    browser: &mut Browser<'_>,
+    consent: &Page,
+    client_id: &str,
+) -> String {
+    assert!(consent.html.contains("decision"), "{}", consent.html);
+    let (action, csrf) = form(consent);
+    let back = browser
+        .post(&action, &[("csrf", &csrf), ("decision", "allow")])
+        .await;
+    let code = params(&location(&back))["code"].clone();
+    s(exchange(app, client_id, &code).await.ok(), "access_token")
+}
+
+async fn a_user_signs_up_with_email_and_phone_codes(backend: Backend) {
+    let sink = crate::smtp::SmtpSink::start().await;
+    let (app, twilio) = crate::sms::with_twilio(backend, |c| {
+        crate::helpers::mail_to(c, &sink);
+        c.oauth.enabled = true;
+        c.registration.require_3pid = vec!["email".into()];
+        c.registration.reserved_localparts = vec!["taken".into()];
+    })
+    .await;
+    let client_id = register_client(&app).await;
+    let (mut browser, page) = sign_up_form(&app, &client_id, "SIGNUPDEV1").await;
+    assert!(page.html.contains("id=\"email\"") && page.html.contains("id=\"phone\""));
+    let (action, csrf) = form(&page);
+    // Refusals come back on the form, with what was typed kept.
+    for (fields, says) in [
+        (
+            vec![
+                ("username", "taken"),
+                ("password", "correct horse battery"),
+                ("email", "e@example.org"),
+            ],
+            "reserved",
+        ),
+        (
+            vec![("username", "erin"), ("password", "correct horse battery")],
+            "needs an address",
+        ),
+        (
+            vec![
+                ("username", "erin"),
+                ("password", "correct horse battery"),
+                ("email", "not an address"),
+            ],
+            "role=\"alert\"",
+        ),
+    ] {
+        let mut all = fields.clone();
+        all.push(("csrf", &csrf));
+        let refused = browser.post(&action, &all).await;
+        assert!(refused.status.is_client_error(), "{}", refused.html);
+        assert!(refused.html.contains(says), "{says}: {}", refused.html);
+    }
+    assert_eq!(
+        sink.received().len(),
+        0,
+        "nothing is sent for a refused form"
+    );
+    let verify = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "erin"),
+                ("password", "correct horse battery"),
+                ("email", "Erin@Example.org"),
+                ("phone", "+44 7400 123456"),
+            ],
+        )
+        .await;
+    assert_eq!(verify.status, StatusCode::OK, "{}", verify.html);
+    assert!(
+        verify.html.contains("erin@example.org") && verify.html.contains("447400123456"),
+        "{}",
+        verify.html
+    );
+    let mail = &sink.wait_for(1).await[0];
+    let email_code = mail_code(&mail.text());
+    let sms = crate::sms::received(&twilio, 1).await;
+    let phone_code = crate::sms::code_in(&crate::sms::form(&sms[0])["Body"]);
+    let (action, csrf) = form(&verify);
+    let wrong = if email_code == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let refused = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("email_code", wrong),
+                ("phone_code", &phone_code),
+            ],
+        )
+        .await;
+    assert!(
+        refused.html.contains("email code is wrong"),
+        "{}",
+        refused.html
+    );
+    // Reloaded, the request's page still asks for the codes.
+    let reloaded = browser.get(action.trim_end_matches("/verify")).await;
+    assert!(reloaded.html.contains("phone_code"), "{}", reloaded.html);
+    let consent = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("email_code", &email_code),
+                ("phone_code", &phone_code),
+            ],
+        )
+        .await;
+    assert_eq!(consent.status, StatusCode::OK, "{}", consent.html);
+    let access = consent_and_exchange(&app, &mut browser, &consent, &client_id).await;
+    let me = app
+        .get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await;
+    assert_eq!(me.ok()["user_id"], "@erin:vouch.test");
+    assert_eq!(me.body["device_id"], "SIGNUPDEV1");
+    let threepids = app
+        .get("/_matrix/client/v3/account/3pid", Some(&access))
+        .await;
+    let listed = threepids.ok()["threepids"].to_string();
+    assert!(
+        listed.contains("erin@example.org") && listed.contains("447400123456"),
+        "{listed}"
+    );
+    // The password typed at sign-up works at /login too: one account store.
+    app.login_ok("erin", "correct horse battery").await;
+}
+
+async fn a_user_signs_up_by_the_mail_link_alone(backend: Backend) {
+    let (app, sink) = crate::helpers::spawn_with_mail(backend, |c| {
+        c.oauth.enabled = true;
+        c.registration.require_3pid = vec!["email".into()];
+    })
+    .await;
+    let client_id = register_client(&app).await;
+    let (mut browser, page) = sign_up_form(&app, &client_id, "LINKDEV001").await;
+    let (action, csrf) = form(&page);
+    let verify = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "fay"),
+                ("password", "correct horse battery"),
+                ("email", "fay@example.org"),
+            ],
+        )
+        .await;
+    let (action, csrf) = form(&verify);
+    // Continue before the link is opened: the page asks again.
+    let early = browser.post(&action, &[("csrf", &csrf)]).await;
+    assert!(early.html.contains("open the link"), "{}", early.html);
+    let mail = &sink.wait_for(1).await[0];
+    let opened = app.confirm(&mail.link()).await;
+    assert!(
+        opened.status.is_success() || opened.status.is_redirection(),
+        "{}",
+        opened.html
+    );
+    let consent = browser.post(&action, &[("csrf", &csrf)]).await;
+    let access = consent_and_exchange(&app, &mut browser, &consent, &client_id).await;
+    let me = app
+        .get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await;
+    assert_eq!(me.ok()["user_id"], "@fay:vouch.test");
+}

@@ -1,0 +1,363 @@
+//! OAuth 2.0 rows: registered clients, authorization requests ("grants") with their codes,
+//! and the browser sessions of the sign-in pages. What the rows mean is `vouch-core`'s
+//! (`oauth`); here they are stored as JSON where the domain owns the shape.
+
+use sqlx::Row;
+
+use crate::{Db, StorageError};
+
+/// A client to register.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    /// A fresh ID, used unless the same metadata is registered already.
+    pub client_id: String,
+    /// The metadata, as JSON.
+    pub metadata: String,
+    /// A hash of the metadata, to find an identical registration.
+    pub metadata_hash: String,
+}
+
+/// An authorization request while the user signs in and consents.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// Its handle in the pages' URLs.
+    pub grant_id: String,
+    /// The client.
+    pub client_id: String,
+    /// The request, as JSON.
+    pub request: String,
+    /// Until when the user may finish (ms).
+    pub expires_at: i64,
+    /// An account waiting for its addresses to be verified (sign-up), as JSON.
+    pub signup: Option<String>,
+}
+
+/// A code exchanged (or not) at the token endpoint.
+#[derive(Debug, Clone)]
+pub enum Exchange {
+    /// First use: the grant it was issued for, with who approved it.
+    Fresh(ApprovedGrant),
+    /// Used before: the session it bought should end (RFC 6749 §4.1.2).
+    Reused(ApprovedGrant),
+    /// Unknown, expired or denied.
+    Unknown,
+}
+
+/// An approved grant.
+#[derive(Debug, Clone)]
+pub struct ApprovedGrant {
+    /// The grant.
+    pub grant: Grant,
+    /// Who approved it.
+    pub user_id: String,
+    /// The password hash the approving browser session was opened with.
+    pub password_hash: String,
+}
+
+/// A signed-in browser.
+#[derive(Debug, Clone)]
+pub struct BrowserSession {
+    /// Whose.
+    pub user_id: String,
+    /// The password hash it was opened with (still the account's).
+    pub password_hash: String,
+}
+
+fn grant_from(row: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
+    Ok(Grant {
+        grant_id: row.try_get("grant_id")?,
+        client_id: row.try_get("client_id")?,
+        request: row.try_get("request")?,
+        expires_at: row.try_get("expires_at")?,
+        signup: row.try_get("signup")?,
+    })
+}
+
+impl Db {
+    /// Registers a client and returns its ID: `client.client_id`, or the ID of a client
+    /// registered earlier with the same metadata (so that a flood of identical
+    /// registrations is one row).
+    pub async fn register_client(
+        &self,
+        client: &NewClient,
+        now: i64,
+    ) -> Result<String, StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO oauth_clients (client_id, metadata, metadata_hash, created_at)
+             VALUES ($1, $2, $3, $4) ON CONFLICT (metadata_hash) DO NOTHING",
+        )
+        .bind(&client.client_id)
+        .bind(&client.metadata)
+        .bind(&client.metadata_hash)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let id: String =
+            sqlx::query("SELECT client_id FROM oauth_clients WHERE metadata_hash = $1")
+                .bind(&client.metadata_hash)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get("client_id")?;
+        Ok(id)
+    }
+
+    /// A client's metadata (JSON).
+    pub async fn client(&self, client_id: &str) -> Result<Option<String>, StorageError> {
+        let row = sqlx::query("SELECT metadata FROM oauth_clients WHERE client_id = $1")
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("metadata")).transpose()?)
+    }
+
+    /// Stores an authorization request.
+    pub async fn create_grant(&self, grant: &Grant, now: i64) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO oauth_grants (grant_id, client_id, request, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&grant.grant_id)
+        .bind(&grant.client_id)
+        .bind(&grant.request)
+        .bind(now)
+        .bind(grant.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// An authorization request the user can still approve or deny.
+    pub async fn open_grant(
+        &self,
+        grant_id: &str,
+        now: i64,
+    ) -> Result<Option<Grant>, StorageError> {
+        let row = sqlx::query(
+            "SELECT grant_id, client_id, request, expires_at, signup FROM oauth_grants
+             WHERE grant_id = $1 AND expires_at > $2 AND user_id IS NULL AND denied_at IS NULL",
+        )
+        .bind(grant_id)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(grant_from).transpose()?)
+    }
+
+    /// Approves an open request for `user_id` with a code (its hash) valid until
+    /// `code_expires_at`. One conditional statement: of two approvals racing, one wins;
+    /// `false` for the other, or if the request expired or was answered.
+    pub async fn approve_grant(
+        &self,
+        grant_id: &str,
+        session: &BrowserSession,
+        code_hash: &str,
+        code_expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE oauth_grants SET user_id = $1, password_hash = $2, code_hash = $3, code_expires_at = $4
+             WHERE grant_id = $5 AND expires_at > $6 AND user_id IS NULL AND denied_at IS NULL",
+        )
+        .bind(&session.user_id)
+        .bind(&session.password_hash)
+        .bind(code_hash)
+        .bind(code_expires_at)
+        .bind(grant_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Puts a sign-up waiting for its addresses on an open request (replacing one there);
+    /// `false` if the request is not open.
+    pub async fn set_signup(
+        &self,
+        grant_id: &str,
+        signup: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE oauth_grants SET signup = $1
+             WHERE grant_id = $2 AND expires_at > $3 AND user_id IS NULL AND denied_at IS NULL",
+        )
+        .bind(signup)
+        .bind(grant_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Denies an open request; `false` if it was not open.
+    pub async fn deny_grant(&self, grant_id: &str, now: i64) -> Result<bool, StorageError> {
+        let _turn = self.write_turn().await;
+        let done = sqlx::query(
+            "UPDATE oauth_grants SET denied_at = $1
+             WHERE grant_id = $2 AND expires_at > $1 AND user_id IS NULL AND denied_at IS NULL",
+        )
+        .bind(now)
+        .bind(grant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Spends a code: one conditional statement, so of a thousand requests with one code,
+    /// one gets `Fresh`.
+    pub async fn exchange_code(&self, code_hash: &str, now: i64) -> Result<Exchange, StorageError> {
+        let approved = |row: &sqlx::any::AnyRow| -> Result<ApprovedGrant, sqlx::Error> {
+            Ok(ApprovedGrant {
+                grant: grant_from(row)?,
+                user_id: row.try_get("user_id")?,
+                password_hash: row.try_get("password_hash")?,
+            })
+        };
+        let _turn = self.write_turn().await;
+        let row = sqlx::query(
+            "UPDATE oauth_grants SET exchanged_at = $1
+             WHERE code_hash = $2 AND exchanged_at IS NULL AND code_expires_at > $1
+             RETURNING grant_id, client_id, request, expires_at, signup, user_id, password_hash",
+        )
+        .bind(now)
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(Exchange::Fresh(approved(&row)?));
+        }
+        let row = sqlx::query(
+            "SELECT grant_id, client_id, request, expires_at, signup, user_id, password_hash
+             FROM oauth_grants WHERE code_hash = $1 AND exchanged_at IS NOT NULL",
+        )
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(row) => Exchange::Reused(approved(&row)?),
+            None => Exchange::Unknown,
+        })
+    }
+
+    /// The approved grant a code (its hash) was issued for, whether or not it is spent or
+    /// expired, to check the exchange's parameters before spending it.
+    pub async fn find_code(&self, code_hash: &str) -> Result<Option<ApprovedGrant>, StorageError> {
+        let row = sqlx::query(
+            "SELECT grant_id, client_id, request, expires_at, signup, user_id, password_hash
+             FROM oauth_grants WHERE code_hash = $1",
+        )
+        .bind(code_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|row| -> Result<_, sqlx::Error> {
+                Ok(ApprovedGrant {
+                    grant: grant_from(&row)?,
+                    user_id: row.try_get("user_id")?,
+                    password_hash: row.try_get("password_hash")?,
+                })
+            })
+            .transpose()?)
+    }
+
+    /// Opens a browser session (the cookie's hash) until `expires_at`.
+    pub async fn create_browser_session(
+        &self,
+        session_hash: &str,
+        session: &BrowserSession,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO browser_sessions (session_hash, user_id, password_hash, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(session_hash)
+        .bind(&session.user_id)
+        .bind(&session.password_hash)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The browser session behind a cookie's hash: unexpired, of an active account whose
+    /// password is still the one it was opened with.
+    pub async fn browser_session(
+        &self,
+        session_hash: &str,
+        now: i64,
+    ) -> Result<Option<BrowserSession>, StorageError> {
+        let row = sqlx::query(
+            "SELECT b.user_id, b.password_hash FROM browser_sessions b
+             JOIN users u ON u.user_id = b.user_id
+             WHERE b.session_hash = $1 AND b.expires_at > $2
+             AND u.deactivated_at IS NULL AND u.password_hash = b.password_hash",
+        )
+        .bind(session_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok(BrowserSession {
+                    user_id: r.try_get("user_id")?,
+                    password_hash: r.try_get("password_hash")?,
+                })
+            })
+            .transpose()?)
+    }
+
+    /// Ends a browser session.
+    pub async fn end_browser_session(&self, session_hash: &str) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query("DELETE FROM browser_sessions WHERE session_hash = $1")
+            .bind(session_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The OAuth client a device's session was granted to (`None` for `/login` sessions or
+    /// no such device).
+    pub async fn device_client(
+        &self,
+        user_id: &str,
+        device_id: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let row = sqlx::query(
+            "SELECT oauth_client_id FROM devices WHERE user_id = $1 AND device_id = $2",
+        )
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| r.try_get("oauth_client_id"))
+            .transpose()?
+            .flatten())
+    }
+
+    /// Whose device a refresh token (its hash) is, spent or not.
+    pub async fn refresh_token_device(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<(String, String)>, StorageError> {
+        let row =
+            sqlx::query("SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1")
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok((r.try_get("user_id")?, r.try_get("device_id")?))
+            })
+            .transpose()?)
+    }
+}
