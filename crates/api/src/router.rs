@@ -26,7 +26,7 @@ pub fn route_table() -> Vec<(Method, String)> {
 /// sign-in pages.
 fn oauth_routes(routes: Routes) -> Routes {
     use crate::oauth::{
-        authorize, grant_page, metadata, paths, registration, revoke, sign_up, token,
+        authorize, device, grant_page, metadata, paths, registration, revoke, sign_up, token,
     };
     routes
         .add(
@@ -88,6 +88,16 @@ fn oauth_routes(routes: Routes) -> Routes {
             &format!("/{}/{{grant_id}}/verify", paths::GRANT),
             &[Method::POST],
             post(sign_up::verify_route),
+        )
+        .add(
+            &format!("/{}", paths::DEVICE),
+            &[Method::POST],
+            post(device::device_authorization_route),
+        )
+        .add(
+            &format!("/{}", paths::DEVICE_PAGE),
+            &[Method::GET, Method::POST],
+            get(device::device_page_route).post(device::device_code_route),
         )
 }
 

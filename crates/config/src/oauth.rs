@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OAuthConfig {
-    /// Offer the OAuth 2.0 API (discovery, client registration, the authorization code
-    /// and refresh grants, revocation, the sign-in pages) beside `/login` and `/register`.
+    /// Offer the OAuth 2.0 API (discovery, client registration, the authorization code,
+    /// device and refresh grants, revocation, the sign-in pages) beside `/login` and
+    /// `/register`.
     pub enabled: bool,
     /// How long an authorization code may wait to be exchanged.
     #[serde(with = "humantime_serde")]
@@ -21,6 +22,12 @@ pub struct OAuthConfig {
     /// How long a browser stays signed in to the sign-in and account pages.
     #[serde(with = "humantime_serde")]
     pub browser_session_lifetime: Duration,
+    /// How long a device authorization request's codes work (RFC 8628).
+    #[serde(with = "humantime_serde")]
+    pub device_code_lifetime: Duration,
+    /// How often a device may poll the token endpoint; sooner is `slow_down`.
+    #[serde(with = "humantime_serde")]
+    pub device_poll_interval: Duration,
 }
 
 impl Default for OAuthConfig {
@@ -30,6 +37,8 @@ impl Default for OAuthConfig {
             authorization_code_lifetime: Duration::from_secs(120),
             authorization_request_lifetime: Duration::from_secs(3600),
             browser_session_lifetime: Duration::from_secs(7 * 24 * 3600),
+            device_code_lifetime: Duration::from_secs(600),
+            device_poll_interval: Duration::from_secs(5),
         }
     }
 }

@@ -99,6 +99,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/page/oauth/verify.html"),
     ),
     (
+        "page/oauth/device.html",
+        include_str!("../templates/page/oauth/device.html"),
+    ),
+    (
+        "page/oauth/done.html",
+        include_str!("../templates/page/oauth/done.html"),
+    ),
+    (
         "page/oauth/error.html",
         include_str!("../templates/page/oauth/error.html"),
     ),
@@ -117,7 +125,9 @@ pub const MAILS: &[&str] = &[
 pub const PAGES: &[&str] = &["confirm", "success", "already_validated", "failure"];
 
 /// The OAuth 2.0 sign-in pages (`page/oauth/<name>.html`).
-pub const OAUTH_PAGES: &[&str] = &["sign_in", "sign_up", "verify", "consent", "error"];
+pub const OAUTH_PAGES: &[&str] = &[
+    "sign_in", "sign_up", "verify", "consent", "device", "done", "error",
+];
 
 /// A policy to accept on the sign-up page.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -187,6 +197,8 @@ pub struct OAuthPageContext {
     pub phone: String,
     /// Sign-up: the registration token typed.
     pub registration_token: String,
+    /// A device authorization request's user code, as shown (`BCDF-GHJK`).
+    pub user_code: String,
 }
 
 impl OAuthPageContext {
@@ -224,6 +236,7 @@ impl OAuthPageContext {
             email: "alice@example.org".into(),
             phone: "447400123456".into(),
             registration_token: "abc".into(),
+            user_code: "BCDF-GHJK".into(),
         }
     }
 }

@@ -11,7 +11,8 @@ CREATE TABLE oauth_clients (
 
 -- An authorization request while the user signs in (or signs up: `signup` holds the
 -- account waiting for its addresses to be verified) and consents; then its code (stored
--- hashed), who approved it and when it was exchanged.
+-- hashed), who approved it and when it was exchanged. A device authorization request
+-- (RFC 8628) has a device code (hashed) the client polls with and a user code instead.
 CREATE TABLE oauth_grants (
     grant_id TEXT PRIMARY KEY,
     client_id TEXT NOT NULL REFERENCES oauth_clients (client_id) ON DELETE CASCADE,
@@ -24,7 +25,10 @@ CREATE TABLE oauth_grants (
     code_expires_at BIGINT,
     exchanged_at BIGINT,
     denied_at BIGINT,
-    signup TEXT
+    signup TEXT,
+    device_code_hash TEXT UNIQUE,
+    user_code TEXT UNIQUE,
+    polled_at BIGINT
 );
 CREATE INDEX oauth_grants_expiry ON oauth_grants (expires_at);
 

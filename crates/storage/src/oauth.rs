@@ -30,6 +30,8 @@ pub struct Grant {
     pub expires_at: i64,
     /// An account waiting for its addresses to be verified (sign-up), as JSON.
     pub signup: Option<String>,
+    /// A device authorization request's user code (as stored: `BCDFGHJK`).
+    pub user_code: Option<String>,
 }
 
 /// A code exchanged (or not) at the token endpoint.
@@ -54,6 +56,25 @@ pub struct ApprovedGrant {
     pub password_hash: String,
 }
 
+/// What a device's poll found.
+#[derive(Debug, Clone)]
+pub enum DevicePoll {
+    /// Approved, and now spent: open the session.
+    Approved(ApprovedGrant),
+    /// The user has not answered yet.
+    Pending,
+    /// Polled sooner than the interval allows.
+    SlowDown,
+    /// The user declined.
+    Denied,
+    /// The request's time is over.
+    Expired,
+    /// Exchanged before.
+    Spent,
+    /// No such device code.
+    Unknown,
+}
+
 /// A signed-in browser.
 #[derive(Debug, Clone)]
 pub struct BrowserSession {
@@ -70,6 +91,7 @@ fn grant_from(row: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
         request: row.try_get("request")?,
         expires_at: row.try_get("expires_at")?,
         signup: row.try_get("signup")?,
+        user_code: row.try_get("user_code")?,
     })
 }
 
@@ -111,21 +133,115 @@ impl Db {
         Ok(row.map(|r| r.try_get("metadata")).transpose()?)
     }
 
-    /// Stores an authorization request.
-    pub async fn create_grant(&self, grant: &Grant, now: i64) -> Result<(), StorageError> {
+    /// Stores an authorization request; a device authorization request with the hash of
+    /// its device code (and its user code on `grant`).
+    pub async fn create_grant(
+        &self,
+        grant: &Grant,
+        device_code_hash: Option<&str>,
+        now: i64,
+    ) -> Result<(), StorageError> {
         let _turn = self.write_turn().await;
         sqlx::query(
-            "INSERT INTO oauth_grants (grant_id, client_id, request, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO oauth_grants (grant_id, client_id, request, created_at, expires_at, device_code_hash, user_code)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&grant.grant_id)
         .bind(&grant.client_id)
         .bind(&grant.request)
         .bind(now)
         .bind(grant.expires_at)
+        .bind(device_code_hash)
+        .bind(&grant.user_code)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The open device authorization request a user code names.
+    pub async fn grant_by_user_code(
+        &self,
+        user_code: &str,
+        now: i64,
+    ) -> Result<Option<Grant>, StorageError> {
+        let row = sqlx::query(
+            "SELECT grant_id, client_id, request, expires_at, signup, user_code FROM oauth_grants
+             WHERE user_code = $1 AND expires_at > $2 AND user_id IS NULL AND denied_at IS NULL",
+        )
+        .bind(user_code)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(grant_from).transpose()?)
+    }
+
+    /// A poll of the token endpoint by `client_id`'s device (RFC 8628 §3.4): the grant it
+    /// approved is spent by one conditional statement (of many polls at once, one gets it);
+    /// a poll within `interval_ms` of the last is told to slow down. Another client's
+    /// device code is unknown.
+    pub async fn poll_device(
+        &self,
+        device_code_hash: &str,
+        client_id: &str,
+        now: i64,
+        interval_ms: i64,
+    ) -> Result<DevicePoll, StorageError> {
+        let _turn = self.write_turn().await;
+        let won = sqlx::query(
+            "UPDATE oauth_grants SET exchanged_at = $1
+             WHERE device_code_hash = $2 AND client_id = $3
+             AND user_id IS NOT NULL AND exchanged_at IS NULL AND expires_at > $1
+             RETURNING grant_id, client_id, request, expires_at, signup, user_code, user_id, password_hash",
+        )
+        .bind(now)
+        .bind(device_code_hash)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = won {
+            return Ok(DevicePoll::Approved(ApprovedGrant {
+                grant: grant_from(&row)?,
+                user_id: row.try_get("user_id")?,
+                password_hash: row.try_get("password_hash")?,
+            }));
+        }
+        let row = sqlx::query(
+            "SELECT exchanged_at, denied_at, expires_at FROM oauth_grants
+             WHERE device_code_hash = $1 AND client_id = $2",
+        )
+        .bind(device_code_hash)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(DevicePoll::Unknown);
+        };
+        let exchanged: Option<i64> = row.try_get("exchanged_at")?;
+        let denied: Option<i64> = row.try_get("denied_at")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        if exchanged.is_some() {
+            return Ok(DevicePoll::Spent);
+        }
+        if denied.is_some() {
+            return Ok(DevicePoll::Denied);
+        }
+        if expires_at <= now {
+            return Ok(DevicePoll::Expired);
+        }
+        let polled = sqlx::query(
+            "UPDATE oauth_grants SET polled_at = $1
+             WHERE device_code_hash = $2 AND (polled_at IS NULL OR polled_at <= $3)",
+        )
+        .bind(now)
+        .bind(device_code_hash)
+        .bind(now - interval_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(if polled.rows_affected() == 1 {
+            DevicePoll::Pending
+        } else {
+            DevicePoll::SlowDown
+        })
     }
 
     /// An authorization request the user can still approve or deny.
@@ -135,7 +251,7 @@ impl Db {
         now: i64,
     ) -> Result<Option<Grant>, StorageError> {
         let row = sqlx::query(
-            "SELECT grant_id, client_id, request, expires_at, signup FROM oauth_grants
+            "SELECT grant_id, client_id, request, expires_at, signup, user_code FROM oauth_grants
              WHERE grant_id = $1 AND expires_at > $2 AND user_id IS NULL AND denied_at IS NULL",
         )
         .bind(grant_id)
@@ -146,13 +262,14 @@ impl Db {
     }
 
     /// Approves an open request for `user_id` with a code (its hash) valid until
-    /// `code_expires_at`. One conditional statement: of two approvals racing, one wins;
-    /// `false` for the other, or if the request expired or was answered.
+    /// `code_expires_at` (none for a device authorization request, whose device polls).
+    /// One conditional statement: of two approvals racing, one wins; `false` for the
+    /// other, or if the request expired or was answered.
     pub async fn approve_grant(
         &self,
         grant_id: &str,
         session: &BrowserSession,
-        code_hash: &str,
+        code_hash: Option<&str>,
         code_expires_at: i64,
         now: i64,
     ) -> Result<bool, StorageError> {
@@ -221,7 +338,7 @@ impl Db {
         let row = sqlx::query(
             "UPDATE oauth_grants SET exchanged_at = $1
              WHERE code_hash = $2 AND exchanged_at IS NULL AND code_expires_at > $1
-             RETURNING grant_id, client_id, request, expires_at, signup, user_id, password_hash",
+             RETURNING grant_id, client_id, request, expires_at, signup, user_code, user_id, password_hash",
         )
         .bind(now)
         .bind(code_hash)
@@ -231,7 +348,7 @@ impl Db {
             return Ok(Exchange::Fresh(approved(&row)?));
         }
         let row = sqlx::query(
-            "SELECT grant_id, client_id, request, expires_at, signup, user_id, password_hash
+            "SELECT grant_id, client_id, request, expires_at, signup, user_code, user_id, password_hash
              FROM oauth_grants WHERE code_hash = $1 AND exchanged_at IS NOT NULL",
         )
         .bind(code_hash)
@@ -247,7 +364,7 @@ impl Db {
     /// expired, to check the exchange's parameters before spending it.
     pub async fn find_code(&self, code_hash: &str) -> Result<Option<ApprovedGrant>, StorageError> {
         let row = sqlx::query(
-            "SELECT grant_id, client_id, request, expires_at, signup, user_id, password_hash
+            "SELECT grant_id, client_id, request, expires_at, signup, user_code, user_id, password_hash
              FROM oauth_grants WHERE code_hash = $1",
         )
         .bind(code_hash)

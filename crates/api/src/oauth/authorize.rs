@@ -114,8 +114,9 @@ pub async fn authorize_route(
             state.config.oauth.authorization_request_lifetime,
         )),
         signup: None,
+        user_code: None,
     };
-    if let Err(e) = state.db.create_grant(&grant, now).await {
+    if let Err(e) = state.db.create_grant(&grant, None, now).await {
         return ApiError::from(e).into_response();
     }
     let base = state.config.public_baseurl();

@@ -78,7 +78,16 @@ pub(super) fn base_context(
         csrf: csrf.into(),
         client_name: open.client.display_name(&languages),
         client_host: host(&open.client.client_uri),
-        redirect_host: host(&open.request.redirect_uri),
+        redirect_host: open
+            .request
+            .redirect()
+            .map_or_else(|| "your device".to_owned(), |r| host(&r.redirect_uri)),
+        user_code: open
+            .grant
+            .user_code
+            .as_deref()
+            .map(vouch_core::oauth::device::display_user_code)
+            .unwrap_or_default(),
         tos_uri: open.client.tos_uri.clone().unwrap_or_default(),
         policy_uri: open.client.policy_uri.clone().unwrap_or_default(),
         device_id: open.request.scope.device_id.clone(),
@@ -125,7 +134,10 @@ pub(super) fn consent_page(
     let mut ctx = base_context(state, open, "Allow access", csrf);
     ctx.action = format!("{base}{}/{}/consent", paths::GRANT, open.grant.grant_id);
     ctx.user_id = session.user_id.clone();
-    let target = browser::form_target(&open.request.redirect_uri);
+    let target = open
+        .request
+        .redirect()
+        .and_then(|r| browser::form_target(&r.redirect_uri));
     render(
         state,
         StatusCode::OK,
@@ -316,19 +328,26 @@ pub async fn consent_route(
             &cookies,
         );
     };
-    let request = &open.request;
+    let redirect = open.request.redirect();
     let mut params: Vec<(&str, &str)> = Vec::new();
     let now = state.now();
     let code;
     match form.decision.as_str() {
         "allow" => {
             code = new_token(state.secrets.as_ref(), "vac");
-            let expires = now.saturating_add(vouch_core::clock::duration_ms(
-                state.config.oauth.authorization_code_lifetime,
-            ));
+            // A device polls for its answer: no code, and the request's own expiry.
+            let (code_hash, expires) = match redirect {
+                Some(_) => (
+                    Some(token_hash(&code)),
+                    now.saturating_add(vouch_core::clock::duration_ms(
+                        state.config.oauth.authorization_code_lifetime,
+                    )),
+                ),
+                None => (None, open.grant.expires_at),
+            };
             match state
                 .db
-                .approve_grant(&grant_id, &session, &token_hash(&code), expires, now)
+                .approve_grant(&grant_id, &session, code_hash.as_deref(), expires, now)
                 .await
             {
                 Ok(true) => {}
@@ -353,10 +372,13 @@ pub async fn consent_route(
         }
         _ => return consent_page(&state, &open, &csrf, &session, &cookies),
     }
-    if let Some(s) = &request.state {
+    let Some(redirect) = redirect else {
+        return super::device::done_page(&state, &open, form.decision == "allow");
+    };
+    if let Some(s) = &redirect.state {
         params.push(("state", s));
     }
-    match redirect_with(&request.redirect_uri, request.response_mode, &params) {
+    match redirect_with(&redirect.redirect_uri, redirect.response_mode, &params) {
         Some(to) => Redirect::to(&to).into_response(),
         None => error_page(&state, StatusCode::BAD_REQUEST, GONE),
     }

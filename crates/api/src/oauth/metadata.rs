@@ -31,7 +31,12 @@ pub fn metadata(state: &AppState) -> Result<AuthorizationServerMetadata, ApiErro
         "revocation_endpoint": format!("{base}{}", paths::REVOKE),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "fragment"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            vouch_core::oauth::client::GRANT_DEVICE_CODE,
+        ],
+        "device_authorization_endpoint": format!("{base}{}", paths::DEVICE),
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": ["create"],
         "account_management_uri": format!("{base}{}", crate::homeserver::discovery::ACCOUNT_PATH),

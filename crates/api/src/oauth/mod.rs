@@ -6,6 +6,7 @@
 
 pub mod authorize;
 pub mod browser;
+pub mod device;
 pub mod error;
 pub mod grant_page;
 pub mod metadata;
@@ -26,4 +27,8 @@ pub mod paths {
     pub const REVOKE: &str = "oauth2/revoke";
     /// The sign-in and consent pages of one authorization request (`/{grant_id}`).
     pub const GRANT: &str = "_vouch/oauth/grant";
+    /// The device authorization endpoint (RFC 8628).
+    pub const DEVICE: &str = "oauth2/device";
+    /// Where the user types a device's user code (the `verification_uri`).
+    pub const DEVICE_PAGE: &str = "_vouch/oauth/device";
 }

@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use vouch_core::oauth::AuthorizationRequest;
-use vouch_core::oauth::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN};
+use vouch_core::oauth::client::{GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE, GRANT_REFRESH_TOKEN};
 use vouch_core::secrets::token_hash;
-use vouch_storage::Exchange;
+use vouch_storage::{DevicePoll, Exchange};
 
 use super::authorize::load_client;
 use super::error::{OAuthError, OAuthForm};
@@ -31,6 +31,7 @@ pub struct TokenForm {
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
     refresh_token: Option<String>,
+    device_code: Option<String>,
 }
 
 /// # `POST /oauth2/token`
@@ -52,8 +53,10 @@ pub async fn token_route(
         .await?
         .ok_or_else(OAuthError::invalid_client)?;
     let grant_type = form.grant_type.as_deref().unwrap_or_default();
-    if matches!(grant_type, GRANT_AUTHORIZATION_CODE | GRANT_REFRESH_TOKEN)
-        && !client.allows_grant(grant_type)
+    if matches!(
+        grant_type,
+        GRANT_AUTHORIZATION_CODE | GRANT_REFRESH_TOKEN | GRANT_DEVICE_CODE
+    ) && !client.allows_grant(grant_type)
     {
         return Err(OAuthError::new(
             "unauthorized_client",
@@ -66,15 +69,18 @@ pub async fn token_route(
             authorization_code(&state, client_id, display_name, &form, ip).await
         }
         GRANT_REFRESH_TOKEN => refresh(&state, client_id, &form).await,
+        GRANT_DEVICE_CODE => {
+            let display_name = client.display_name(&[]);
+            device_code(&state, client_id, display_name, &form, ip).await
+        }
         "" => Err(OAuthError::invalid_request("grant_type is required")),
         _ => Err(OAuthError::new(
             "unsupported_grant_type",
-            "grant_type must be authorization_code or refresh_token",
+            "grant_type must be authorization_code, refresh_token or urn:ietf:params:oauth:grant-type:device_code",
         )),
     }
 }
 
-/// The token answer.
 /// The token answer; `scope` is left out when it is the one granted before (RFC 6749
 /// §5.1).
 fn tokens(issued: &crate::accounts::IssuedTokens, scope: Option<&str>) -> Response {
@@ -110,38 +116,19 @@ async fn authorization_code(
         serde_json::from_str(&found.grant.request).map_err(|e| {
             OAuthError::from(ApiError::internal(format!("stored grant is damaged: {e}")))
         })?;
+    let Some(redirect) = request.redirect() else {
+        return Err(OAuthError::invalid_grant());
+    };
     // Checked before the code is spent: a stolen code without its verifier burns nothing.
     if found.grant.client_id != client_id
-        || form.redirect_uri.as_deref() != Some(request.redirect_uri.as_str())
-        || !request.code_challenge.verify(verifier)
+        || form.redirect_uri.as_deref() != Some(redirect.redirect_uri.as_str())
+        || !redirect.code_challenge.verify(verifier)
     {
         return Err(OAuthError::invalid_grant());
     }
     match state.db.exchange_code(&code_hash, state.now()).await? {
         Exchange::Fresh(approved) => {
-            let accounts = state.accounts();
-            let issued = accounts
-                .open_oauth_session(
-                    &approved.user_id,
-                    &approved.password_hash,
-                    client_id,
-                    &request.scope.device_id,
-                    Some(
-                        display_name
-                            .chars()
-                            .take(crate::accounts::MAX_DEVICE_DISPLAY_NAME)
-                            .collect(),
-                    ),
-                    Some(ip.to_string()),
-                )
-                .await?;
-            tracing::info!(
-                user_id = approved.user_id,
-                device_id = request.scope.device_id,
-                client_id,
-                "OAuth 2.0 session opened"
-            );
-            Ok(tokens(&issued, Some(&request.scope.requested)))
+            open_session(state, &approved, client_id, display_name, &request, ip).await
         }
         Exchange::Reused(approved) => {
             // The code was copied (or the client retried): what it bought ends.
@@ -203,4 +190,83 @@ async fn refresh(
         return Err(OAuthError::invalid_grant());
     }
     Ok(tokens(&issued, None))
+}
+
+/// Opens the session an approved grant buys, and answers its tokens.
+async fn open_session(
+    state: &AppState,
+    approved: &vouch_storage::ApprovedGrant,
+    client_id: &str,
+    display_name: String,
+    request: &AuthorizationRequest,
+    ip: std::net::IpAddr,
+) -> Result<Response, OAuthError> {
+    let issued = state
+        .accounts()
+        .open_oauth_session(
+            &approved.user_id,
+            &approved.password_hash,
+            client_id,
+            &request.scope.device_id,
+            Some(
+                display_name
+                    .chars()
+                    .take(crate::accounts::MAX_DEVICE_DISPLAY_NAME)
+                    .collect(),
+            ),
+            Some(ip.to_string()),
+        )
+        .await?;
+    tracing::info!(
+        user_id = approved.user_id,
+        device_id = request.scope.device_id,
+        client_id,
+        "OAuth 2.0 session opened"
+    );
+    Ok(tokens(&issued, Some(&request.scope.requested)))
+}
+
+/// RFC 8628 §3.4: a device polls with its device code until the user has answered.
+async fn device_code(
+    state: &AppState,
+    client_id: &str,
+    display_name: String,
+    form: &TokenForm,
+    ip: std::net::IpAddr,
+) -> Result<Response, OAuthError> {
+    let Some(device_code) = form.device_code.as_deref() else {
+        return Err(OAuthError::invalid_request("device_code is required"));
+    };
+    let interval = vouch_core::clock::duration_ms(state.config.oauth.device_poll_interval);
+    let poll = state
+        .db
+        .poll_device(&token_hash(device_code), client_id, state.now(), interval)
+        .await?;
+    let approved = match poll {
+        DevicePoll::Approved(approved) => approved,
+        DevicePoll::Pending => {
+            return Err(OAuthError::new(
+                "authorization_pending",
+                "The user has not answered yet",
+            ));
+        }
+        DevicePoll::SlowDown => {
+            return Err(OAuthError::new("slow_down", "Poll less often"));
+        }
+        DevicePoll::Denied => {
+            return Err(OAuthError::new("access_denied", "The user declined"));
+        }
+        DevicePoll::Expired => {
+            return Err(OAuthError::new(
+                "expired_token",
+                "The device code has expired",
+            ));
+        }
+        DevicePoll::Spent | DevicePoll::Unknown => return Err(OAuthError::invalid_grant()),
+    };
+    let request: AuthorizationRequest =
+        serde_json::from_str(&approved.grant.request).map_err(|e| {
+            OAuthError::from(ApiError::internal(format!("stored grant is damaged: {e}")))
+        })?;
+    open_session(state, &approved, client_id, display_name, &request, ip).await
 }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use super::client::{ClientMetadata, GRANT_AUTHORIZATION_CODE};
+use super::client::{ClientMetadata, GRANT_AUTHORIZATION_CODE, GRANT_DEVICE_CODE};
 use super::pkce::CodeChallenge;
 use super::scope::Scope;
 
@@ -67,22 +67,39 @@ pub enum Prompt {
 pub struct AuthorizationRequest {
     /// The client.
     pub client_id: String,
-    /// Where the answer goes (as sent: it was matched against the registered ones).
-    pub redirect_uri: String,
-    /// How it goes there.
-    pub response_mode: ResponseMode,
     /// What was asked for.
     pub scope: Scope,
-    /// Answered back as sent.
-    pub state: Option<String>,
-    /// PKCE.
-    pub code_challenge: CodeChallenge,
     /// What to show first.
     pub prompt: Prompt,
     /// The user expected, if the client said.
     pub login_hint: Option<String>,
     /// The page languages the client asked for.
     pub ui_locales: Vec<String>,
+    /// How the user's answer reaches the client.
+    pub answer: Answer,
+}
+
+/// How the user's answer reaches the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    /// The browser is sent to the client's redirect URI (the authorization code grant).
+    Redirect(Redirect),
+    /// The client polls the token endpoint (RFC 8628, the device authorization grant).
+    Device,
+}
+
+/// Where and how the authorization code grant answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redirect {
+    /// Where the answer goes (as sent: it was matched against the registered ones).
+    pub redirect_uri: String,
+    /// How it goes there.
+    pub response_mode: ResponseMode,
+    /// Answered back as sent.
+    pub state: Option<String>,
+    /// PKCE.
+    pub code_challenge: CodeChallenge,
 }
 
 /// Why an authorization request is refused.
@@ -198,15 +215,50 @@ impl AuthorizationRequest {
             .collect();
         Ok(Self {
             client_id,
-            redirect_uri,
-            response_mode: mode,
             scope,
-            state: raw.state,
-            code_challenge,
             prompt,
             login_hint: raw.login_hint,
             ui_locales,
+            answer: Answer::Redirect(Redirect {
+                redirect_uri,
+                response_mode: mode,
+                state: raw.state,
+                code_challenge,
+            }),
         })
+    }
+
+    /// Checks a device authorization request (RFC 8628 §3.1: `client_id` and `scope`) for
+    /// the registered `client`; the error is RFC 6749's `(error, description)`.
+    pub fn device(
+        client_id: &str,
+        scope: Option<&str>,
+        client: &ClientMetadata,
+    ) -> Result<Self, (&'static str, String)> {
+        if !client.allows_grant(GRANT_DEVICE_CODE) {
+            return Err((
+                "unauthorized_client",
+                "this client did not register the device_code grant".into(),
+            ));
+        }
+        let scope = Scope::parse(scope.unwrap_or_default())
+            .map_err(|e| ("invalid_scope", e.to_string()))?;
+        Ok(Self {
+            client_id: client_id.to_owned(),
+            scope,
+            prompt: Prompt::Default,
+            login_hint: None,
+            ui_locales: Vec::new(),
+            answer: Answer::Device,
+        })
+    }
+
+    /// The redirect answer, for the authorization code grant.
+    pub fn redirect(&self) -> Option<&Redirect> {
+        match &self.answer {
+            Answer::Redirect(r) => Some(r),
+            Answer::Device => None,
+        }
     }
 }
 
@@ -269,8 +321,15 @@ mod tests {
         r.prompt = Some("create".into());
         let a = AuthorizationRequest::parse(r, &client()).unwrap();
         assert_eq!(a.prompt, Prompt::Create);
-        assert_eq!(a.response_mode, ResponseMode::Query);
+        assert_eq!(a.redirect().unwrap().response_mode, ResponseMode::Query);
         assert_eq!(a.scope.device_id, "DEV1");
+        // The device grant needs the client to have registered it.
+        assert_eq!(
+            AuthorizationRequest::device("c1", Some("urn:matrix:client:device:D"), &client())
+                .unwrap_err()
+                .0,
+            "unauthorized_client"
+        );
     }
 
     #[test]

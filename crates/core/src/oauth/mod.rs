@@ -4,11 +4,13 @@
 
 pub mod authorize;
 pub mod client;
+pub mod device;
 pub mod pkce;
 pub mod scope;
 
 pub use authorize::{
-    AuthorizationRequest, AuthorizeError, Prompt, RawAuthorization, ResponseMode, redirect_with,
+    Answer, AuthorizationRequest, AuthorizeError, Prompt, RawAuthorization, Redirect, ResponseMode,
+    redirect_with,
 };
 pub use client::{ApplicationType, ClientError, ClientMetadata, ClientRequest};
 pub use pkce::CodeChallenge;

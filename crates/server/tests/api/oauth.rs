@@ -870,3 +870,205 @@ async fn a_user_signs_up_by_the_mail_link_alone(backend: Backend) {
         .await;
     assert_eq!(me.ok()["user_id"], "@fay:vouch.test");
 }
+
+on_both_databases!(the_device_grant_signs_in_an_app_without_a_browser,);
+
+async fn device_client(app: &TestApp) -> String {
+    let r = app
+        .post(
+            "/oauth2/registration",
+            json!({
+                "client_name": "Living-room TV",
+                "client_uri": "https://tv.example.org/",
+                "grant_types": ["urn:ietf:params:oauth:grant-type:device_code", "refresh_token"],
+                "token_endpoint_auth_method": "none",
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    s(&r.body, "client_id")
+}
+
+async fn start_device(app: &TestApp, client_id: &str, device: &str) -> Value {
+    let r = app
+        .send(app.http.post(format!("{}/oauth2/device", app.base)).form(&[
+            ("client_id", client_id),
+            (
+                "scope",
+                &format!("urn:matrix:client:api:* urn:matrix:client:device:{device}"),
+            ),
+        ]))
+        .await;
+    r.ok().clone()
+}
+
+async fn poll(app: &TestApp, client_id: &str, device_code: &str) -> crate::helpers::Reply {
+    app.send(app.http.post(format!("{}/oauth2/token", app.base)).form(&[
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("client_id", client_id),
+        ("device_code", device_code),
+    ]))
+    .await
+}
+
+/// The user opens the verification URI with the code in it, signs in and answers.
+async fn answer_device(app: &TestApp, started: &Value, user: &str, decision: &str) -> Page {
+    let mut browser = Browser::new(app);
+    let page = browser.get(&s(started, "verification_uri_complete")).await;
+    assert!(
+        page.html.contains(&s(started, "user_code")),
+        "{}",
+        page.html
+    );
+    let (action, csrf) = form(&page);
+    let code = s(started, "user_code").to_lowercase().replace('-', " ");
+    let found = browser
+        .post(&action, &[("csrf", &csrf), ("user_code", &code)])
+        .await;
+    let sign_in = browser.get(&location(&found)).await;
+    let (action, csrf) = form(&sign_in);
+    let consent = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", user),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    assert!(
+        consent.html.contains(&s(started, "user_code")),
+        "the consent page shows the code to compare: {}",
+        consent.html
+    );
+    let (action, csrf) = form(&consent);
+    browser
+        .post(&action, &[("csrf", &csrf), ("decision", decision)])
+        .await
+}
+
+async fn the_device_grant_signs_in_an_app_without_a_browser(backend: Backend) {
+    let app = oauth_app(backend).await;
+    app.register("hal", "correct horse battery").await;
+    let meta = app.get("/_matrix/client/v1/auth_metadata", None).await;
+    assert!(
+        meta.ok()["grant_types_supported"]
+            .to_string()
+            .contains("device_code")
+    );
+    let client_id = device_client(&app).await;
+    let started = start_device(&app, &client_id, "TVDEVICE01").await;
+    assert_eq!(started["interval"], 5);
+    assert!(s(&started, "verification_uri").ends_with("/_vouch/oauth/device"));
+    let device_code = s(&started, "device_code");
+    // Before the user answers: pending, and slow down when polled too often.
+    assert_eq!(
+        s(&poll(&app, &client_id, &device_code).await.body, "error"),
+        "authorization_pending"
+    );
+    assert_eq!(
+        s(&poll(&app, &client_id, &device_code).await.body, "error"),
+        "slow_down"
+    );
+    // A wrong code on the page is refused, and another client cannot poll this code.
+    let mut browser = Browser::new(&app);
+    let page = browser.get(&s(&started, "verification_uri")).await;
+    let (action, csrf) = form(&page);
+    let wrong = browser
+        .post(&action, &[("csrf", &csrf), ("user_code", "BBBB-BBBB")])
+        .await;
+    assert_eq!(wrong.status, 400);
+    let other = device_client_named(&app, "Other TV").await;
+    assert_eq!(
+        s(&poll(&app, &other, &device_code).await.body, "error"),
+        "invalid_grant"
+    );
+
+    let done = answer_device(&app, &started, "hal", "allow").await;
+    assert!(done.html.contains("Signed in"), "{}", done.html);
+    app.clock.advance(std::time::Duration::from_secs(6));
+    // Twenty polls at once after the answer: one session.
+    let fields = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("client_id", client_id.as_str()),
+        ("device_code", device_code.as_str()),
+    ];
+    let replies = release_together(
+        &app.base,
+        (0..20)
+            .map(|_| Held::post_form("/oauth2/token", &fields))
+            .collect(),
+    )
+    .await;
+    let won: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let access = s(&won[0].body, "access_token");
+    assert!(won[0].body["refresh_token"].is_string());
+    let me = app
+        .get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await;
+    assert_eq!(me.ok()["device_id"], "TVDEVICE01");
+    assert_eq!(
+        s(&poll(&app, &client_id, &device_code).await.body, "error"),
+        "invalid_grant"
+    );
+
+    // Declined, and expired.
+    let declined = start_device(&app, &client_id, "TVDEVICE02").await;
+    let done = answer_device(&app, &declined, "hal", "deny").await;
+    assert!(done.html.contains("Cancelled"), "{}", done.html);
+    assert_eq!(
+        s(
+            &poll(&app, &client_id, &s(&declined, "device_code"))
+                .await
+                .body,
+            "error"
+        ),
+        "access_denied"
+    );
+    let late = start_device(&app, &client_id, "TVDEVICE03").await;
+    app.clock.advance(std::time::Duration::from_secs(601));
+    assert_eq!(
+        s(
+            &poll(&app, &client_id, &s(&late, "device_code")).await.body,
+            "error"
+        ),
+        "expired_token"
+    );
+    let mut browser = Browser::new(&app);
+    let page = browser.get(&s(&late, "verification_uri_complete")).await;
+    let (action, csrf) = form(&page);
+    let gone = browser
+        .post(
+            &action,
+            &[("csrf", &csrf), ("user_code", &s(&late, "user_code"))],
+        )
+        .await;
+    assert_eq!(
+        gone.status, 400,
+        "an expired code is not found: {}",
+        gone.html
+    );
+}
+
+async fn device_client_named(app: &TestApp, name: &str) -> String {
+    let r = app
+        .post(
+            "/oauth2/registration",
+            json!({
+                "client_name": name,
+                "client_uri": "https://tv.example.org/",
+                "grant_types": ["urn:ietf:params:oauth:grant-type:device_code"],
+            }),
+            None,
+        )
+        .await;
+    s(&r.body, "client_id")
+}
