@@ -16,7 +16,7 @@ use crate::helpers::{Backend, spawn_with_mail};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
-struct Driver(Child);
+pub(crate) struct Driver(Child);
 
 impl Drop for Driver {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Driver {
     }
 }
 
-async fn browser() -> Option<(fantoccini::Client, Driver, tempfile::TempDir)> {
+pub(crate) async fn browser() -> Option<(fantoccini::Client, Driver, tempfile::TempDir)> {
     if !std::path::Path::new(CHROMEDRIVER).exists() {
         assert!(
             std::env::var("VOUCH_TEST_BROWSER").ok().as_deref() != Some("1"),
@@ -172,7 +172,7 @@ async fn confirm_link_in_headless_chromium() {
 
 /// A native app's loopback redirect: the first request that reaches it, as the app would
 /// read it (path and query).
-async fn loopback_app() -> (u16, tokio::sync::oneshot::Receiver<String>) {
+pub(crate) async fn loopback_app() -> (u16, tokio::sync::oneshot::Receiver<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -259,7 +259,7 @@ async fn screenshots(client: &fantoccini::Client, name: &str) {
 }
 
 /// Checks the page's accessibility and takes its screenshots.
-async fn look_at(client: &fantoccini::Client, name: &str) {
+pub(crate) async fn look_at(client: &fantoccini::Client, name: &str) {
     if let Some(found) = accessibility_violations(client).await {
         assert!(
             found.is_empty(),
@@ -269,7 +269,7 @@ async fn look_at(client: &fantoccini::Client, name: &str) {
     screenshots(client, name).await;
 }
 
-async fn fill(client: &fantoccini::Client, id: &str, text: &str) {
+pub(crate) async fn fill(client: &fantoccini::Client, id: &str, text: &str) {
     client
         .find(Locator::Id(id))
         .await
@@ -279,7 +279,7 @@ async fn fill(client: &fantoccini::Client, id: &str, text: &str) {
         .unwrap();
 }
 
-async fn press(client: &fantoccini::Client, css: &str) {
+pub(crate) async fn press(client: &fantoccini::Client, css: &str) {
     client
         .find(Locator::Css(css))
         .await

@@ -62,7 +62,7 @@ impl<'a> Browser<'a> {
             .join("; ")
     }
 
-    async fn get(&mut self, url: &str) -> Page {
+    pub(crate) async fn get(&mut self, url: &str) -> Page {
         let res = self
             .app
             .http
@@ -79,7 +79,7 @@ impl<'a> Browser<'a> {
         }
     }
 
-    async fn post(&mut self, url: &str, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&mut self, url: &str, fields: &[(&str, &str)]) -> Page {
         let res = self
             .app
             .http
@@ -99,7 +99,7 @@ impl<'a> Browser<'a> {
 }
 
 /// A form's action and hidden CSRF field in a page.
-fn form(page: &Page) -> (String, String) {
+pub(crate) fn form(page: &Page) -> (String, String) {
     let attr = |name: &str| {
         page.html
             .split(&format!("{name}=\""))
@@ -119,7 +119,7 @@ fn form(page: &Page) -> (String, String) {
     (attr("action"), csrf)
 }
 
-fn location(page: &Page) -> String {
+pub(crate) fn location(page: &Page) -> String {
     page.headers
         .get("location")
         .unwrap_or_else(|| panic!("a redirect, got {} {}", page.status, page.html))
@@ -686,7 +686,7 @@ async fn sign_up_form<'a>(app: &'a TestApp, client_id: &str, device: &str) -> (B
 }
 
 /// The code a sign-up mail carries.
-fn mail_code(text: &str) -> String {
+pub(crate) fn mail_code(text: &str) -> String {
     text.split("sign-up page: ")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())

@@ -1317,3 +1317,242 @@ async fn an_oauth_session_chats_on_synapse() {
     }
     assert!(gone, "the revoked session's device is deleted at Synapse");
 }
+
+/// A matrix-rust-sdk client as Element X builds one: refresh tokens handled, few retries.
+async fn sdk_client(base: &str) -> matrix_sdk::Client {
+    matrix_sdk::Client::builder()
+        .homeserver_url(base)
+        .handle_refresh_tokens()
+        .request_config(
+            matrix_sdk::config::RequestConfig::new()
+                .retry_limit(2)
+                .timeout(Duration::from_secs(30)),
+        )
+        .build()
+        .await
+        .expect("the SDK's client builds")
+}
+
+/// The client metadata Element X registers (a native app with a loopback redirect).
+fn sdk_registration() -> matrix_sdk::authentication::oauth::ClientRegistrationData {
+    use matrix_sdk::authentication::oauth::registration::{
+        ApplicationType, ClientMetadata, Localized, OAuthGrantType,
+    };
+    let metadata = ClientMetadata {
+        client_name: Some(Localized::new("Element X (rust-sdk test)".to_owned(), [])),
+        ..ClientMetadata::new(
+            ApplicationType::Native,
+            vec![OAuthGrantType::AuthorizationCode {
+                redirect_uris: vec![url::Url::parse("http://127.0.0.1/callback").unwrap()],
+            }],
+            Localized::new(url::Url::parse("https://element.example.org/").unwrap(), []),
+        )
+    };
+    matrix_sdk::ruma::serde::Raw::new(&metadata).unwrap().into()
+}
+
+/// The SDK's authorization URL for `device`, with `prompt` (none: sign in).
+async fn sdk_authorization_url(
+    client: &matrix_sdk::Client,
+    port: u16,
+    device: &str,
+    create: bool,
+) -> url::Url {
+    use matrix_sdk::ruma::api::client::discovery::get_authorization_server_metadata::v1::Prompt;
+    let redirect = url::Url::parse(&format!("http://127.0.0.1:{port}/callback")).unwrap();
+    let mut builder = client.oauth().login(
+        redirect,
+        Some(matrix_sdk::ruma::OwnedDeviceId::from(device)),
+        Some(sdk_registration()),
+        None,
+    );
+    if create {
+        builder = builder.prompt(vec![Prompt::Create]);
+    }
+    builder
+        .build()
+        .await
+        .expect("the SDK discovers, registers and builds the URL")
+        .url
+}
+
+/// Element X's own path, in front of a real Synapse: matrix-rust-sdk's OAuth 2.0 client
+/// discovers Vouch, registers, and opens the authorization URL with `prompt=create`;
+/// headless Chromium signs up with the mail's code, consents and lands on the app's
+/// loopback redirect; the SDK finishes the login, syncs on Synapse, refreshes its token,
+/// syncs again and is revoked. A second user signs up the same way with an SMS
+/// code, and the first signs in again without `prompt`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_rust_sdk_signs_up_through_oauth_and_syncs_on_synapse() {
+    use matrix_sdk::config::SyncSettings;
+    use matrix_sdk::utils::UrlOrQuery;
+    let Some((chrome, _driver, _profile)) = crate::browser::browser().await else {
+        return;
+    };
+    let Some((app, _synapse, sink, twilio)) = vouch_and_synapse_with(|c| {
+        c.oauth.enabled = true;
+        c.registration.require_3pid = vec!["email".into(), "msisdn".into()];
+    })
+    .await
+    else {
+        return;
+    };
+    let finish = |port: u16, target: &str| {
+        UrlOrQuery::from(url::Url::parse(&format!("http://127.0.0.1:{port}{target}")).unwrap())
+    };
+
+    // Sign up in the browser, by email.
+    let sdk = sdk_client(&app.base).await;
+    let (port, landed) = crate::browser::loopback_app().await;
+    let url = sdk_authorization_url(&sdk, port, "RUSTSDKDEV", true).await;
+    chrome.goto(url.as_str()).await.unwrap();
+    chrome
+        .wait()
+        .for_element(fantoccini::Locator::Id("username"))
+        .await
+        .unwrap();
+    crate::browser::fill(&chrome, "username", "ivy").await;
+    crate::browser::fill(&chrome, "password", "correct horse battery").await;
+    crate::browser::fill(&chrome, "email", "ivy@example.org").await;
+    crate::browser::press(&chrome, "button[type=submit]").await;
+    chrome
+        .wait()
+        .for_element(fantoccini::Locator::Id("email_code"))
+        .await
+        .unwrap();
+    let code = crate::oauth::mail_code(&sink.wait_for(1).await[0].text());
+    crate::browser::fill(&chrome, "email_code", &code).await;
+    crate::browser::press(&chrome, "button[type=submit]").await;
+    chrome
+        .wait()
+        .for_element(fantoccini::Locator::Css("button[value=allow]"))
+        .await
+        .unwrap();
+    crate::browser::press(&chrome, "button[value=allow]").await;
+    let target = tokio::time::timeout(Duration::from_secs(10), landed)
+        .await
+        .expect("the browser reaches the app")
+        .unwrap();
+    sdk.oauth()
+        .finish_login(finish(port, &target))
+        .await
+        .expect("the SDK finishes the login");
+    assert_eq!(sdk.user_id().unwrap().as_str(), "@ivy:vouch.test");
+    assert_eq!(sdk.device_id().unwrap().as_str(), "RUSTSDKDEV");
+    sdk.sync_once(SyncSettings::default())
+        .await
+        .expect("the SDK syncs on Synapse through Vouch");
+    let before = sdk.session_tokens().unwrap().access_token;
+    sdk.oauth()
+        .refresh_access_token()
+        .await
+        .expect("the SDK refreshes its token");
+    let after = sdk.session_tokens().unwrap().access_token;
+    assert_ne!(before, after);
+    sdk.sync_once(SyncSettings::default())
+        .await
+        .expect("the refreshed token syncs");
+    // The SDK's logout is a revocation of its access token; its revocation client refuses
+    // an http:// endpoint (`InsecureUrl`) where its other calls accept one, so the request
+    // it would send is sent here.
+    let client_id = sdk.oauth().client_id().unwrap().as_str().to_owned();
+    let revoked = app
+        .send(app.http.post(format!("{}/oauth2/revoke", app.base)).form(&[
+            ("token", after.as_str()),
+            ("token_type_hint", "access_token"),
+            ("client_id", client_id.as_str()),
+        ]))
+        .await;
+    assert_eq!(revoked.status, 200);
+    // Synapse forgets the device (its own two-minute cache of introspection answers may
+    // still hold the token itself, as after /logout; docs/SYNAPSE.md).
+    let (other, _) = app.login_ok("ivy", "correct horse battery").await;
+    eventually("the revoked SDK device is gone at Synapse", async || {
+        let list = app.get("/_matrix/client/v3/devices", Some(&other)).await;
+        !list.ok()["devices"].to_string().contains("RUSTSDKDEV")
+    })
+    .await;
+    chrome.close().await.unwrap();
+
+    // Sign up by SMS (the pages driven over HTTP this time).
+    let sdk = sdk_client(&app.base).await;
+    let url = sdk_authorization_url(&sdk, 40001, "RUSTSDKSMS", true).await;
+    let mut browser = crate::oauth::Browser::new(&app);
+    let start = browser.get(url.as_str()).await;
+    let page = browser.get(&crate::oauth::location(&start)).await;
+    let (action, csrf) = crate::oauth::form(&page);
+    let verify = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "jay"),
+                ("password", "correct horse battery"),
+                ("phone", "+44 7400 123457"),
+            ],
+        )
+        .await;
+    let sms = eventually_sms(&twilio).await;
+    let (action, csrf) = crate::oauth::form(&verify);
+    let consent = browser
+        .post(&action, &[("csrf", &csrf), ("phone_code", &sms)])
+        .await;
+    let (action, csrf) = crate::oauth::form(&consent);
+    let back = browser
+        .post(&action, &[("csrf", &csrf), ("decision", "allow")])
+        .await;
+    let to = url::Url::parse(&crate::oauth::location(&back)).unwrap();
+    sdk.oauth()
+        .finish_login(UrlOrQuery::from(to))
+        .await
+        .unwrap();
+    assert_eq!(sdk.user_id().unwrap().as_str(), "@jay:vouch.test");
+    sdk.sync_once(SyncSettings::default()).await.unwrap();
+
+    // Ivy signs in again, without prompt.
+    let sdk = sdk_client(&app.base).await;
+    let url = sdk_authorization_url(&sdk, 40002, "RUSTSDKAGN", false).await;
+    let mut browser = crate::oauth::Browser::new(&app);
+    let start = browser.get(url.as_str()).await;
+    let page = browser.get(&crate::oauth::location(&start)).await;
+    let (action, csrf) = crate::oauth::form(&page);
+    let consent = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "ivy"),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    let (action, csrf) = crate::oauth::form(&consent);
+    let back = browser
+        .post(&action, &[("csrf", &csrf), ("decision", "allow")])
+        .await;
+    let to = url::Url::parse(&crate::oauth::location(&back)).unwrap();
+    sdk.oauth()
+        .finish_login(UrlOrQuery::from(to))
+        .await
+        .unwrap();
+    assert_eq!(sdk.device_id().unwrap().as_str(), "RUSTSDKAGN");
+    sdk.sync_once(SyncSettings::default()).await.unwrap();
+}
+
+/// The code of the latest SMS the fake gateway received.
+async fn eventually_sms(twilio: &wiremock::MockServer) -> String {
+    for _ in 0..100 {
+        let got = twilio.received_requests().await.unwrap_or_default();
+        if let Some(last) = got.last() {
+            let body: std::collections::HashMap<String, String> =
+                url::form_urlencoded::parse(&last.body)
+                    .into_owned()
+                    .collect();
+            if let Some(text) = body.get("Body") {
+                return crate::sms::code_in(text);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no SMS reached the gateway");
+}
