@@ -88,11 +88,12 @@ async fn resolve(parts: &Parts, state: &AppState) -> Result<Option<AuthedUser>, 
     if info.expires_at.is_some_and(|t| t <= state.now()) {
         return Err(ApiError::unknown_token(true));
     }
+    let is_admin = info.admin();
     Ok(Some(AuthedUser {
         user_id: info.user_id,
         device_id: info.device_id,
         is_guest: info.is_guest,
-        is_admin: info.is_admin,
+        is_admin,
     }))
 }
 

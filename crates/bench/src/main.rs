@@ -63,7 +63,7 @@ struct Args {
     /// Scenarios to run (comma-separated); default: all.
     #[arg(
         long,
-        default_value = "bare,versions,login,register,request_token,email_registration"
+        default_value = "bare,versions,login,register,request_token,email_registration,oauth_refresh,oauth_page"
     )]
     scenarios: String,
 }
@@ -379,6 +379,206 @@ async fn call(
     Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
 }
 
+/// Refresh tokens of OAuth 2.0 sessions (with their client), for `oauth_refresh`.
+static OAUTH_REFRESH: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+/// An open authorization request's sign-in page, for `oauth_page`.
+static OAUTH_PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Posts a form (with a cookie header, if given); the status, the `Set-Cookie` and
+/// `Location` values, and the body.
+async fn form_raw(
+    http: &HttpClient,
+    url: &str,
+    fields: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> anyhow::Result<(u16, Vec<String>, Option<String>, Bytes)> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut req = Request::builder()
+        .method("POST")
+        .uri(url)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let res = http
+        .request(req.body(Full::new(Bytes::from(body)))?)
+        .await?;
+    let status = res.status().as_u16();
+    let cookies = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_owned)
+        .collect();
+    let location = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = res.into_body().collect().await?.to_bytes();
+    Ok((status, cookies, location, body))
+}
+
+/// Posts a form and reads a JSON answer.
+async fn form_json(
+    http: &HttpClient,
+    url: &str,
+    fields: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> anyhow::Result<(u16, Value)> {
+    let (status, _, _, body) = form_raw(http, url, fields, cookie).await?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+/// GETs `url` with a cookie; the status, `Set-Cookie` values, `Location` and body.
+async fn get_raw(
+    http: &HttpClient,
+    url: &str,
+    cookie: &str,
+) -> anyhow::Result<(u16, Vec<String>, Option<String>, String)> {
+    let req = Request::builder()
+        .method("GET")
+        .uri(url)
+        .header("cookie", cookie)
+        .body(Full::new(Bytes::new()))?;
+    let res = http.request(req).await?;
+    let status = res.status().as_u16();
+    let cookies = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .map(str::to_owned)
+        .collect();
+    let location = res
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = String::from_utf8_lossy(&res.into_body().collect().await?.to_bytes()).into_owned();
+    Ok((status, cookies, location, body))
+}
+
+/// The value of attribute `name` after `after` in a page.
+fn attr(html: &str, after: &str, name: &str) -> Option<String> {
+    let at = html.find(after)?;
+    let rest = &html[at..];
+    let start = rest.find(&format!("{name}=\""))? + name.len() + 2;
+    let end = rest[start..].find('"')?;
+    Some(
+        rest[start..start + end]
+            .replace("&#x2f;", "/")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Opens `sessions` OAuth 2.0 sessions for the bench user the way an app does (one sign-in
+/// in the browser, then one consent per session), and one open request for the page figure.
+async fn oauth_setup(http: &HttpClient, base: &str, sessions: usize) -> anyhow::Result<()> {
+    let (status, client) = call(
+        http,
+        "POST",
+        &format!("{base}/oauth2/registration"),
+        Some(&json!({
+            "client_name": "bench",
+            "client_uri": "https://bench.example/",
+            "redirect_uris": ["http://127.0.0.1/cb"],
+            "application_type": "native",
+            "grant_types": ["authorization_code", "refresh_token"],
+        })),
+    )
+    .await?;
+    anyhow::ensure!(status == 201, "client registration: {client}");
+    let client_id = client["client_id"].as_str().unwrap_or_default().to_owned();
+    let (verifier, challenge) = (
+        "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+        "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+    );
+    let mut jar: Vec<String> = Vec::new();
+    for i in 0..=sessions {
+        let q = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &client_id)
+            .append_pair("redirect_uri", "http://127.0.0.1:9/cb")
+            .append_pair(
+                "scope",
+                &format!("urn:matrix:client:api:* urn:matrix:client:device:BENCH{i}"),
+            )
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256")
+            .finish();
+        let (_, _, page, _) = get_raw(http, &format!("{base}/oauth2/authorize?{q}"), "").await?;
+        let page = page.context("the authorization endpoint redirects to its page")?;
+        if i == sessions {
+            // Left open: its sign-in page is what `oauth_page` renders.
+            let _ = OAUTH_PAGE.set(page);
+            break;
+        }
+        let (_, cookies, _, mut html) = get_raw(http, &page, &jar.join("; ")).await?;
+        jar.extend(cookies);
+        if html.contains("name=\"password\"") {
+            let action = attr(&html, "<form", "action").context("sign-in form")?;
+            let csrf = attr(&html, "name=\"csrf\"", "value").context("csrf")?;
+            let (status, cookies, _, body) = form_raw(
+                http,
+                &action,
+                &[
+                    ("csrf", &csrf),
+                    ("username", "bench"),
+                    ("password", "bench battery staple"),
+                ],
+                Some(&jar.join("; ")),
+            )
+            .await?;
+            anyhow::ensure!(status == 200, "sign-in: {status}");
+            jar.extend(cookies);
+            html = String::from_utf8_lossy(&body).into_owned();
+        }
+        let action = attr(&html, "<form", "action").context("consent form")?;
+        let csrf = attr(&html, "name=\"csrf\"", "value").context("csrf")?;
+        let (_, _, to, _) = form_raw(
+            http,
+            &action,
+            &[("csrf", &csrf), ("decision", "allow")],
+            Some(&jar.join("; ")),
+        )
+        .await?;
+        let to = url::Url::parse(&to.context("consent redirects")?)?;
+        let code = to
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .map(|(_, v)| v.into_owned())
+            .context("a code")?;
+        let (status, tokens) = form_json(
+            http,
+            &format!("{base}/oauth2/token"),
+            &[
+                ("grant_type", "authorization_code"),
+                ("client_id", &client_id),
+                ("code", &code),
+                ("redirect_uri", "http://127.0.0.1:9/cb"),
+                ("code_verifier", verifier),
+            ],
+            None,
+        )
+        .await?;
+        anyhow::ensure!(status == 200, "token exchange: {tokens}");
+        OAUTH_REFRESH.lock().expect("pool").push((
+            client_id.clone(),
+            tokens["refresh_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 async fn form(http: &HttpClient, url: &str, fields: &[(&str, &str)]) -> anyhow::Result<u16> {
     let body = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
@@ -517,8 +717,56 @@ async fn run_once(
             b["auth"] = json!({ "type": "m.login.email.identity", "session": first["session"], "threepid_creds": { "sid": token["sid"], "client_secret": secret } });
             Ok(call(http, "POST", &reg, Some(&b)).await?.0 == 200)
         }
+        "oauth_refresh" => {
+            // Each session's chain of refresh tokens is one worker's at a time.
+            let Some((client_id, token)) = OAUTH_REFRESH.lock().expect("pool").pop() else {
+                return Ok(false);
+            };
+            let (status, answer) = form_json(
+                http,
+                &format!("{base}/oauth2/token"),
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client_id),
+                    ("refresh_token", &token),
+                ],
+                None,
+            )
+            .await?;
+            let next = answer["refresh_token"].as_str().map(str::to_owned);
+            OAUTH_REFRESH
+                .lock()
+                .expect("pool")
+                .push((client_id, next.clone().unwrap_or(token)));
+            Ok(status == 200 && next.is_some())
+        }
+        "oauth_page" => {
+            let page = OAUTH_PAGE.get().map_or("", String::as_str);
+            let req = Request::builder()
+                .method("GET")
+                .uri(page)
+                .body(Full::new(Bytes::new()))?;
+            let res = http.request(req).await?;
+            let ok = res.status() == 200;
+            let body = res.into_body().collect().await?.to_bytes();
+            Ok(ok && body.windows(8).any(|w| w == b"password"))
+        }
         other => anyhow::bail!("unknown scenario {other}"),
     }
+}
+
+/// Whether any OAuth 2.0 scenario is asked for.
+fn scenarios_arg_has_oauth(scenarios: &str) -> bool {
+    scenarios.split(',').any(|s| s.trim().starts_with("oauth_"))
+}
+
+/// The largest concurrency of the sweep (0: none).
+fn sweep_max(sweep: &str) -> usize {
+    sweep
+        .split(',')
+        .filter_map(|c| c.trim().parse::<usize>().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 /// Drives `scenario` with `concurrency` workers for `duration`.
@@ -671,6 +919,8 @@ from = "Bench <noreply@bench.example>"
 host = "127.0.0.1"
 port = {smtp_port}
 tls = "none"
+[oauth]
+enabled = true
 [logging]
 level = "warn"
 "#
@@ -744,6 +994,11 @@ level = "warn"
                 .unwrap_or_default()
                 .to_owned(),
         );
+    }
+
+    if scenarios_arg_has_oauth(&args.scenarios) {
+        let sessions = args.concurrency.max(sweep_max(&args.sweep));
+        oauth_setup(&http, &vouch.base, sessions).await?;
     }
 
     // One bcrypt hash at cost 12, timed on this machine: the ceiling for /login.

@@ -199,6 +199,10 @@ pub struct OAuthPageContext {
     pub registration_token: String,
     /// A device authorization request's user code, as shown (`BCDF-GHJK`).
     pub user_code: String,
+    /// Consent: the client asked for the admin API, and the user is an admin.
+    pub admin: bool,
+    /// Consent: the name of the user's session that the new one replaces (same device ID).
+    pub replaces: String,
 }
 
 impl OAuthPageContext {
@@ -237,6 +241,8 @@ impl OAuthPageContext {
             phone: "447400123456".into(),
             registration_token: "abc".into(),
             user_code: "BCDF-GHJK".into(),
+            admin: true,
+            replaces: "Alice's phone".into(),
         }
     }
 }

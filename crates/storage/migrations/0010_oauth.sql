@@ -43,8 +43,10 @@ CREATE TABLE browser_sessions (
 );
 CREATE INDEX browser_sessions_user ON browser_sessions (user_id);
 
--- The OAuth client a device's session was granted to (NULL: /login or /register).
+-- The OAuth client a device's session was granted to, and the scope granted (NULL: /login
+-- or /register, whose sessions get the whole API, and the admin API for admins).
 ALTER TABLE devices ADD COLUMN oauth_client_id TEXT;
+ALTER TABLE devices ADD COLUMN oauth_scope TEXT;
 
 -- A refresh token's successor: presented again before the successor was used, the old one
 -- may replace it (an answer lost on the way); after, it was copied.

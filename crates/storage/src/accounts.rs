@@ -63,8 +63,11 @@ pub struct NewLogin {
     /// The client's address.
     pub ip: Option<String>,
     /// The OAuth client the session is granted to (`None`: `/login` or `/register`). An
-    /// OAuth session owns its device: tokens the device had before are revoked.
+    /// OAuth session owns its device: tokens the device had before are revoked, and the
+    /// device takes the client's name.
     pub oauth_client_id: Option<String>,
+    /// The scope granted to the OAuth session.
+    pub oauth_scope: Option<String>,
 }
 
 /// Everything a registration writes; it is written whole or not at all.
@@ -262,11 +265,13 @@ impl Db {
         now: i64,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_at, oauth_client_id)
-             VALUES ($1, $2, $3, $4, $5, $5, $6)
+            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_at, oauth_client_id, oauth_scope)
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
              ON CONFLICT (user_id, device_id)
              DO UPDATE SET last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts,
-                 oauth_client_id = COALESCE(excluded.oauth_client_id, devices.oauth_client_id)",
+                 oauth_client_id = COALESCE(excluded.oauth_client_id, devices.oauth_client_id),
+                 oauth_scope = CASE WHEN excluded.oauth_client_id IS NULL THEN devices.oauth_scope ELSE excluded.oauth_scope END,
+                 display_name = CASE WHEN excluded.oauth_client_id IS NULL THEN devices.display_name ELSE excluded.display_name END",
         )
         .bind(user_id)
         .bind(&login.device_id)
@@ -274,6 +279,7 @@ impl Db {
         .bind(&login.ip)
         .bind(now)
         .bind(&login.oauth_client_id)
+        .bind(&login.oauth_scope)
         .execute(&mut *tx)
         .await?;
         if login.oauth_client_id.is_some() {

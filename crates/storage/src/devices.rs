@@ -43,6 +43,23 @@ pub struct AccessTokenInfo {
     pub is_guest: bool,
     /// The user is a server admin.
     pub is_admin: bool,
+    /// The scope granted, for an OAuth 2.0 session (`None`: `/login` or `/register`).
+    pub oauth_scope: Option<String>,
+}
+
+/// Synapse's admin API scope.
+const ADMIN_SCOPE: &str = "urn:synapse:admin:*";
+
+impl AccessTokenInfo {
+    /// Whether the token may act as a server admin: the user is one, and an OAuth 2.0
+    /// session was granted the admin scope (a `/login` session of an admin always may).
+    pub fn admin(&self) -> bool {
+        self.is_admin
+            && self
+                .oauth_scope
+                .as_deref()
+                .is_none_or(|s| s.split(' ').any(|t| t == ADMIN_SCOPE))
+    }
 }
 
 /// What else happens, in the same transaction, to each device that is deleted: it is
@@ -132,6 +149,10 @@ pub enum HomeserverClaim {
     UnderWay,
 }
 
+/// How long after a refresh token was spent it may be presented again for a pair whose
+/// answer was lost (with `retry`, the OAuth 2.0 grant).
+pub const REFRESH_RETRY_MS: i64 = 60_000;
+
 /// What presenting a refresh token did.
 #[derive(Debug, Clone)]
 pub enum Refreshed {
@@ -160,8 +181,9 @@ impl Db {
         token_hash: &str,
     ) -> Result<Option<AccessTokenInfo>, StorageError> {
         let row = sqlx::query(
-            "SELECT t.user_id, t.device_id, t.expires_at, u.is_guest, u.is_admin
+            "SELECT t.user_id, t.device_id, t.expires_at, u.is_guest, u.is_admin, d.oauth_scope
              FROM access_tokens t JOIN users u ON u.user_id = t.user_id
+             JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
              WHERE t.token_hash = $1 AND u.deactivated_at IS NULL",
         )
         .bind(token_hash)
@@ -174,16 +196,19 @@ impl Db {
             expires_at: row.try_get("expires_at")?,
             is_guest: flag(&row, "is_guest")?,
             is_admin: flag(&row, "is_admin")?,
+            oauth_scope: row.try_get("oauth_scope")?,
         }))
     }
 
     /// Spends a refresh token and issues the next pair on the same device. The old refresh
     /// token and the access tokens issued with it stop working. A spent token presented
     /// again was copied, so the device's session ends (its device and every token go), for
-    /// the thief and the owner alike; with `retry`, unless the pair it was spent for has
-    /// not been refreshed itself yet: then the answer was lost on its way, and that pair is
-    /// replaced by `next` (the OAuth 2.0 rule: "the client is able to retry the refresh
-    /// request in the case that the response to the request is lost").
+    /// the thief and the owner alike; with `retry`, unless it was spent less than
+    /// [`REFRESH_RETRY_MS`] ago and the pair it bought has not been refreshed itself: then
+    /// the answer was lost on its way, and that pair is replaced by `next` (the OAuth 2.0
+    /// rule: "the client is able to retry the refresh request in the case that the response
+    /// to the request is lost"). The replaced pair's refresh token counts as spent, so if
+    /// the retry was a thief's, the owner's next refresh ends the session.
     pub async fn refresh(
         &self,
         old_refresh_hash: &str,
@@ -193,6 +218,13 @@ impl Db {
         retry: bool,
     ) -> Result<Refreshed, StorageError> {
         let mut tx = self.begin_write().await?;
+        if self.backend == crate::Backend::Postgres {
+            // Requests presenting one token queue here, not in a lock cycle further on.
+            sqlx::query("SELECT 1 FROM refresh_tokens WHERE token_hash = $1 FOR UPDATE")
+                .bind(old_refresh_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         let next_hash = next.refresh_token_hash.as_deref();
         let row = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1, successor_hash = $3
@@ -208,7 +240,7 @@ impl Db {
             Some(row) => row,
             None => {
                 let spent = sqlx::query(
-                    "SELECT user_id, device_id, successor_hash FROM refresh_tokens WHERE token_hash = $1",
+                    "SELECT user_id, device_id, successor_hash, used_at FROM refresh_tokens WHERE token_hash = $1",
                 )
                 .bind(old_refresh_hash)
                 .fetch_optional(&mut *tx)
@@ -219,24 +251,36 @@ impl Db {
                 let user_id: String = r.try_get("user_id")?;
                 let device_id: String = r.try_get("device_id")?;
                 let successor: Option<String> = r.try_get("successor_hash")?;
-                if let (true, Some(successor)) = (retry, successor) {
-                    // The successor goes only if it is unspent and still this token's.
-                    let replaced = sqlx::query(
-                        "UPDATE refresh_tokens SET successor_hash = $1
-                         WHERE token_hash = $2 AND successor_hash = $3
-                         AND EXISTS (SELECT 1 FROM refresh_tokens s WHERE s.token_hash = $3 AND s.used_at IS NULL)",
+                let spent_at: Option<i64> = r.try_get("used_at")?;
+                let recent = spent_at.is_some_and(|at| at > now - REFRESH_RETRY_MS);
+                if let (true, true, Some(successor)) = (retry, recent, successor) {
+                    // The successor is spent here (a row lock: a request refreshing with it
+                    // at the same moment waits, then finds it spent), then replaced, only
+                    // if it was still unspent and still this token's.
+                    let taken = sqlx::query(
+                        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
                     )
-                    .bind(next_hash)
-                    .bind(old_refresh_hash)
+                    .bind(now)
                     .bind(&successor)
                     .execute(&mut *tx)
                     .await?;
-                    if replaced.rows_affected() == 1 {
+                    let replaced = if taken.rows_affected() == 1 {
+                        sqlx::query(
+                            "UPDATE refresh_tokens SET successor_hash = $1
+                             WHERE token_hash = $2 AND successor_hash = $3",
+                        )
+                        .bind(next_hash)
+                        .bind(old_refresh_hash)
+                        .bind(&successor)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                            == 1
+                    } else {
+                        false
+                    };
+                    if replaced {
                         sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
-                            .bind(&successor)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query("DELETE FROM refresh_tokens WHERE token_hash = $1")
                             .bind(&successor)
                             .execute(&mut *tx)
                             .await?;
@@ -286,6 +330,7 @@ impl Db {
         let next = NewLogin {
             device_id: session.device_id.clone(),
             oauth_client_id: None,
+            oauth_scope: None,
             ..next.clone()
         };
         Self::insert_login(tx, &session.user_id, &next, now).await

@@ -18,7 +18,7 @@ const ENDED_DEVICE_GRACE_MS: i64 = 3_600_000;
 /// presented again within that time still ends the session it bought.
 const GRANT_GRACE_MS: i64 = 24 * 3_600_000;
 /// How long a registered OAuth 2.0 client without a session or a request is kept.
-const IDLE_CLIENT_GRACE_MS: i64 = 7 * 24 * 3_600_000;
+const IDLE_CLIENT_GRACE_MS: i64 = 24 * 3_600_000;
 /// Batches per kind per run, so one run is bounded too.
 const MAX_BATCHES: u32 = 50;
 
@@ -75,7 +75,8 @@ impl Db {
     /// whose token expired and that were not touched for a day, expired UIA sessions and
     /// their stages, access tokens expired for a week, refresh tokens spent a day ago, and
     /// outbox rows delivered or given up more than `keep_sent_ms` ago, OAuth 2.0 requests a
-    /// day past their expiry, expired browser sessions, and clients idle for a week.
+    /// day past their expiry (unapproved ones at expiry), expired browser sessions, and
+    /// clients without a session or request for a day.
     pub async fn housekeeping(
         &self,
         now: i64,
@@ -143,10 +144,12 @@ impl Db {
             batch,
         )
         .await?;
+        // Requests nobody approved go when they expire; approved ones a day later, so a
+        // code replayed meanwhile still ends its session.
         self.purge(
             "oauth_grants",
             "grant_id",
-            "expires_at <= $1",
+            "expires_at <= $1 OR (expires_at <= $3 AND user_id IS NULL)",
             now - GRANT_GRACE_MS,
             now,
             batch,

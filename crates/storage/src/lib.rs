@@ -81,10 +81,12 @@ impl StorageError {
                 | sqlx::Error::Io(_)
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::WorkerCrashed => true,
-                // PostgreSQL: connection exceptions (08…), shutting down (57P0…).
-                sqlx::Error::Database(db) => db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+                // PostgreSQL: connection exceptions (08…), shutting down (57P0…), and
+                // transactions that lost a deadlock or a serialisation conflict (40P01,
+                // 40001): nothing was written, and the same request may succeed again.
+                sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("57P0") || c == "40P01" || c == "40001"
+                }),
                 _ => false,
             },
             _ => false,

@@ -26,6 +26,8 @@ pub struct Grant {
     pub client_id: String,
     /// The request, as JSON.
     pub request: String,
+    /// When the request was made (ms).
+    pub created_at: i64,
     /// Until when the user may finish (ms).
     pub expires_at: i64,
     /// An account waiting for its addresses to be verified (sign-up), as JSON.
@@ -82,6 +84,8 @@ pub struct BrowserSession {
     pub user_id: String,
     /// The password hash it was opened with (still the account's).
     pub password_hash: String,
+    /// When the user signed in (ms).
+    pub created_at: i64,
 }
 
 fn grant_from(row: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
@@ -89,6 +93,7 @@ fn grant_from(row: &sqlx::any::AnyRow) -> Result<Grant, sqlx::Error> {
         grant_id: row.try_get("grant_id")?,
         client_id: row.try_get("client_id")?,
         request: row.try_get("request")?,
+        created_at: row.try_get("created_at")?,
         expires_at: row.try_get("expires_at")?,
         signup: row.try_get("signup")?,
         user_code: row.try_get("user_code")?,
@@ -165,7 +170,7 @@ impl Db {
         now: i64,
     ) -> Result<Option<Grant>, StorageError> {
         let row = sqlx::query(
-            "SELECT grant_id, client_id, request, expires_at, signup, user_code FROM oauth_grants
+            "SELECT grant_id, client_id, request, created_at, expires_at, signup, user_code FROM oauth_grants
              WHERE user_code = $1 AND expires_at > $2 AND user_id IS NULL AND denied_at IS NULL",
         )
         .bind(user_code)
@@ -191,7 +196,7 @@ impl Db {
             "UPDATE oauth_grants SET exchanged_at = $1
              WHERE device_code_hash = $2 AND client_id = $3
              AND user_id IS NOT NULL AND exchanged_at IS NULL AND expires_at > $1
-             RETURNING grant_id, client_id, request, expires_at, signup, user_code, user_id, password_hash",
+             RETURNING grant_id, client_id, request, created_at, expires_at, signup, user_code, user_id, password_hash",
         )
         .bind(now)
         .bind(device_code_hash)
@@ -251,7 +256,7 @@ impl Db {
         now: i64,
     ) -> Result<Option<Grant>, StorageError> {
         let row = sqlx::query(
-            "SELECT grant_id, client_id, request, expires_at, signup, user_code FROM oauth_grants
+            "SELECT grant_id, client_id, request, created_at, expires_at, signup, user_code FROM oauth_grants
              WHERE grant_id = $1 AND expires_at > $2 AND user_id IS NULL AND denied_at IS NULL",
         )
         .bind(grant_id)
@@ -338,7 +343,7 @@ impl Db {
         let row = sqlx::query(
             "UPDATE oauth_grants SET exchanged_at = $1
              WHERE code_hash = $2 AND exchanged_at IS NULL AND code_expires_at > $1
-             RETURNING grant_id, client_id, request, expires_at, signup, user_code, user_id, password_hash",
+             RETURNING grant_id, client_id, request, created_at, expires_at, signup, user_code, user_id, password_hash",
         )
         .bind(now)
         .bind(code_hash)
@@ -348,7 +353,7 @@ impl Db {
             return Ok(Exchange::Fresh(approved(&row)?));
         }
         let row = sqlx::query(
-            "SELECT grant_id, client_id, request, expires_at, signup, user_code, user_id, password_hash
+            "SELECT grant_id, client_id, request, created_at, expires_at, signup, user_code, user_id, password_hash
              FROM oauth_grants WHERE code_hash = $1 AND exchanged_at IS NOT NULL",
         )
         .bind(code_hash)
@@ -364,7 +369,7 @@ impl Db {
     /// expired, to check the exchange's parameters before spending it.
     pub async fn find_code(&self, code_hash: &str) -> Result<Option<ApprovedGrant>, StorageError> {
         let row = sqlx::query(
-            "SELECT grant_id, client_id, request, expires_at, signup, user_code, user_id, password_hash
+            "SELECT grant_id, client_id, request, created_at, expires_at, signup, user_code, user_id, password_hash
              FROM oauth_grants WHERE code_hash = $1",
         )
         .bind(code_hash)
@@ -412,7 +417,7 @@ impl Db {
         now: i64,
     ) -> Result<Option<BrowserSession>, StorageError> {
         let row = sqlx::query(
-            "SELECT b.user_id, b.password_hash FROM browser_sessions b
+            "SELECT b.user_id, b.password_hash, b.created_at FROM browser_sessions b
              JOIN users u ON u.user_id = b.user_id
              WHERE b.session_hash = $1 AND b.expires_at > $2
              AND u.deactivated_at IS NULL AND u.password_hash = b.password_hash",
@@ -426,9 +431,20 @@ impl Db {
                 Ok(BrowserSession {
                     user_id: r.try_get("user_id")?,
                     password_hash: r.try_get("password_hash")?,
+                    created_at: r.try_get("created_at")?,
                 })
             })
             .transpose()?)
+    }
+
+    /// Ends every browser session of `user_id` (logged out everywhere).
+    pub async fn end_browser_sessions_of(&self, user_id: &str) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query("DELETE FROM browser_sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Ends a browser session.

@@ -74,6 +74,7 @@ fn login(device: &str, token: &str, refresh: Option<&str>) -> NewLogin {
         refresh_token_hash: refresh.map(token_hash),
         ip: None,
         oauth_client_id: None,
+        oauth_scope: None,
     }
 }
 
@@ -195,19 +196,22 @@ async fn a_refresh_token_works_once_and_its_reuse_ends_the_device() {
     .await;
 }
 
-/// With `retry` (the OAuth 2.0 grant), a spent refresh token may be presented again while
-/// the pair it bought is unused (the answer was lost), and then never again.
+/// With `retry` (the OAuth 2.0 grant), a spent refresh token may be presented again, within
+/// a minute, while the pair it bought is unused (the answer was lost); the pair it replaces
+/// counts as spent, so whichever side presents it next ends the session.
 #[tokio::test]
 async fn refresh_with_retry_replaces_an_unused_successor_once() {
     on_both(|db| async move {
-        db.create_account(&account("rty", Vec::new()), 1)
-            .await
-            .unwrap();
-        let r = |old: &'static str, tok: &'static str, next: &'static str, at: i64| {
+        for name in ["rty", "rtz", "rtw"] {
+            db.create_account(&account(name, Vec::new()), 1)
+                .await
+                .unwrap();
+        }
+        let r = |old: String, tok: &'static str, next: &'static str, at: i64| {
             let db = db.clone();
             async move {
                 db.refresh(
-                    &token_hash(old),
+                    &token_hash(&old),
                     &login("x", tok, Some(next)),
                     at,
                     None,
@@ -217,27 +221,62 @@ async fn refresh_with_retry_replaces_an_unused_successor_once() {
                 .unwrap()
             }
         };
+        let first = |name: &str| format!("ref-{name}");
         assert!(matches!(
-            r("ref-rty", "t2", "r2", 2).await,
+            r(first("rty"), "t2", "r2", 2).await,
             Refreshed::Done(_)
         ));
-        // The answer with r2 was lost: the first token again gets a fresh pair, and r2 and
-        // its access token are gone.
+        // The answer with r2 was lost: the first token again gets a fresh pair, and r2's
+        // access token is gone.
         assert!(matches!(
-            r("ref-rty", "t3", "r3", 3).await,
+            r(first("rty"), "t3", "r3", 3).await,
             Refreshed::Done(_)
         ));
         assert!(db.access_token(&token_hash("t2")).await.unwrap().is_none());
-        assert!(matches!(r("r2", "t9", "r9", 4).await, Refreshed::Unknown));
         assert!(db.access_token(&token_hash("t3")).await.unwrap().is_some());
         // r3 is used; the first token once more was copied: the device ends.
-        assert!(matches!(r("r3", "t4", "r4", 5).await, Refreshed::Done(_)));
         assert!(matches!(
-            r("ref-rty", "t5", "r5", 6).await,
+            r("r3".into(), "t4", "r4", 5).await,
+            Refreshed::Done(_)
+        ));
+        assert!(matches!(
+            r(first("rty"), "t5", "r5", 6).await,
             Refreshed::Reused(_)
         ));
         assert!(db.devices("@rty:t.test").await.unwrap().is_empty());
         assert!(db.access_token(&token_hash("t4")).await.unwrap().is_none());
+
+        // A thief retried with the first token: the owner's pair it replaced, presented
+        // next, ends the session.
+        assert!(matches!(
+            r(first("rtz"), "z2", "zr2", 2).await,
+            Refreshed::Done(_)
+        ));
+        assert!(matches!(
+            r(first("rtz"), "z3", "zr3", 3).await,
+            Refreshed::Done(_)
+        ));
+        assert!(matches!(
+            r("zr2".into(), "z4", "zr4", 4).await,
+            Refreshed::Reused(_)
+        ));
+        assert!(db.access_token(&token_hash("z3")).await.unwrap().is_none());
+
+        // After a minute, a spent token is never a retry.
+        assert!(matches!(
+            r(first("rtw"), "w2", "wr2", 2).await,
+            Refreshed::Done(_)
+        ));
+        assert!(matches!(
+            r(
+                first("rtw"),
+                "w3",
+                "wr3",
+                2 + crate::devices::REFRESH_RETRY_MS
+            )
+            .await,
+            Refreshed::Reused(_)
+        ));
     })
     .await;
 }

@@ -85,6 +85,7 @@ impl Accounts<'_> {
                 refresh_token_hash: refresh_token.as_deref().map(token_hash),
                 ip,
                 oauth_client_id: None,
+                oauth_scope: None,
             },
             access_token,
             refresh_token,
@@ -136,19 +137,23 @@ impl Accounts<'_> {
 
     /// Opens an OAuth 2.0 session for `user_id` (who approved it with the password hash
     /// `checked_hash`): the device the scope names, owned by `client_id` (tokens it had
-    /// before are revoked), with a refresh token. The login's rules apply (device limit,
-    /// the account still active with that password, the homeserver told first).
+    /// before are revoked), granted `scope`, with a refresh token. The login's rules apply
+    /// (device limit, the account still active with that password, the homeserver told
+    /// first).
+    #[expect(clippy::too_many_arguments, reason = "one session's parts")]
     pub async fn open_oauth_session(
         &self,
         user_id: &str,
         checked_hash: &str,
         client_id: &str,
         device_id: &str,
+        scope: &str,
         display_name: Option<String>,
         ip: Option<String>,
     ) -> Result<IssuedTokens, AccountError> {
         let mut issued = self.issue_tokens(Some(device_id.to_owned()), display_name, true, ip);
         issued.login.oauth_client_id = Some(client_id.to_owned());
+        issued.login.oauth_scope = Some(scope.to_owned());
         self.log_in(user_id, checked_hash, &issued.login).await?;
         Ok(issued)
     }
@@ -209,8 +214,10 @@ impl Accounts<'_> {
         Ok(())
     }
 
-    /// Logs every device of `user_id` out.
+    /// Logs every device of `user_id` out, and every browser signed in to the account
+    /// pages (which could otherwise open new sessions).
     pub async fn log_out_all(&self, user_id: &str) -> Result<(), AccountError> {
+        self.s.db.end_browser_sessions_of(user_id).await?;
         let notice = self.device_notice(user_id);
         let ended = self
             .s

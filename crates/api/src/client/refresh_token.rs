@@ -17,6 +17,18 @@ pub async fn refresh_token_route(
     body: Ruma<refresh_token::v3::Request>,
 ) -> ApiResult<RumaResponse<refresh_token::v3::Response>> {
     state.limits.refresh_per_ip.check_ip(ip)?;
+    // An OAuth 2.0 session refreshes at the token endpoint, under its client and rotation
+    // rules (the spec: clients use the API their token came from).
+    let hash = vouch_core::secrets::token_hash(&body.refresh_token);
+    if let Some((user_id, device_id)) = state.db.refresh_token_device(&hash).await?
+        && state
+            .db
+            .device_client(&user_id, &device_id)
+            .await?
+            .is_some()
+    {
+        return Err(ApiError::unknown_token(false));
+    }
     let accounts = state.accounts();
     let issued = accounts.issue_tokens(None, None, true, None);
     let refreshed = accounts

@@ -84,7 +84,7 @@ pub async fn introspect_route(
         return inactive();
     }
     let mut scope = format!("{CLIENT_API_SCOPE} {DEVICE_SCOPE}{}", info.device_id);
-    if info.is_admin {
+    if info.admin() {
         scope.push(' ');
         scope.push_str(ADMIN_SCOPE);
     }

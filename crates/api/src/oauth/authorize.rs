@@ -110,6 +110,7 @@ pub async fn authorize_route(
             Ok(json) => json,
             Err(e) => return ApiError::internal(e.to_string()).into_response(),
         },
+        created_at: now,
         expires_at: now.saturating_add(vouch_core::clock::duration_ms(
             state.config.oauth.authorization_request_lifetime,
         )),

@@ -60,6 +60,7 @@ pub async fn device_authorization_route(
         client_id: client_id.to_owned(),
         request: serde_json::to_string(&request)
             .map_err(|e| OAuthError::from(ApiError::internal(e.to_string())))?,
+        created_at: now,
         expires_at: now.saturating_add(vouch_core::clock::duration_ms(lifetime)),
         signup: None,
         user_code: Some(user_code.clone()),

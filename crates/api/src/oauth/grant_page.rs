@@ -123,7 +123,7 @@ pub(super) fn sign_in_page(
     render(state, status, "sign_in", &ctx, None, cookies)
 }
 
-pub(super) fn consent_page(
+pub(super) async fn consent_page(
     state: &AppState,
     open: &Open,
     csrf: &str,
@@ -134,6 +134,24 @@ pub(super) fn consent_page(
     let mut ctx = base_context(state, open, "Allow access", csrf);
     ctx.action = format!("{base}{}/{}/consent", paths::GRANT, open.grant.grant_id);
     ctx.user_id = session.user_id.clone();
+    // What the user must know before allowing: the admin API, and a session of theirs that
+    // the new one replaces.
+    let user = match state.db.user(&session.user_id).await {
+        Ok(user) => user,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    ctx.admin = open.request.scope.admin && user.is_some_and(|u| u.is_admin);
+    match state
+        .db
+        .device(&session.user_id, &open.request.scope.device_id)
+        .await
+    {
+        Ok(Some(d)) => {
+            ctx.replaces = d.display_name.unwrap_or_else(|| d.device_id.clone());
+        }
+        Ok(None) => {}
+        Err(e) => return ApiError::from(e).into_response(),
+    }
     let target = open
         .request
         .redirect()
@@ -185,7 +203,9 @@ pub async fn grant_page_route(
     }
     let wants_sign_in = view == Some("sign_in") || open.request.prompt == Prompt::Login;
     match session {
-        Some(session) if !wants_sign_in => consent_page(&state, &open, &csrf, &session, &cookies),
+        Some(session) if !wants_sign_in => {
+            consent_page(&state, &open, &csrf, &session, &cookies).await
+        }
         _ => sign_in_page(&state, &open, &csrf, StatusCode::OK, "", "", &cookies),
     }
 }
@@ -274,6 +294,7 @@ pub async fn sign_in_route(
     let session = BrowserSession {
         user_id: checked.user_id,
         password_hash: checked.hash,
+        created_at: state.now(),
     };
     let cookie = match browser::open_session(&state, &session).await {
         Ok(cookie) => cookie,
@@ -284,7 +305,7 @@ pub async fn sign_in_route(
         client_id = open.grant.client_id,
         "signed in to an authorization request"
     );
-    consent_page(&state, &open, &csrf, &session, &[cookie])
+    consent_page(&state, &open, &csrf, &session, &[cookie]).await
 }
 
 /// The consent form.
@@ -317,7 +338,12 @@ pub async fn consent_route(
         Ok(session) => session,
         Err(e) => return e.into_response(),
     };
-    let Some(session) = session.filter(|_| browser::csrf_ok(&headers, &form.csrf)) else {
+    // `prompt=login`: only a sign-in made for this request counts.
+    let fresh = |s: &BrowserSession| {
+        open.request.prompt != Prompt::Login || s.created_at >= open.grant.created_at
+    };
+    let Some(session) = session.filter(|s| browser::csrf_ok(&headers, &form.csrf) && fresh(s))
+    else {
         return sign_in_page(
             &state,
             &open,
@@ -370,7 +396,7 @@ pub async fn consent_route(
             params.push(("error", "access_denied"));
             params.push(("error_description", "The user declined"));
         }
-        _ => return consent_page(&state, &open, &csrf, &session, &cookies),
+        _ => return consent_page(&state, &open, &csrf, &session, &cookies).await,
     }
     let Some(redirect) = redirect else {
         return super::device::done_page(&state, &open, form.decision == "allow");

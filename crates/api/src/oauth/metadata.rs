@@ -38,10 +38,27 @@ pub fn metadata(state: &AppState) -> Result<AuthorizationServerMetadata, ApiErro
         ],
         "device_authorization_endpoint": format!("{base}{}", paths::DEVICE),
         "code_challenge_methods_supported": ["S256"],
-        "prompt_values_supported": ["create"],
-        "account_management_uri": format!("{base}{}", crate::homeserver::discovery::ACCOUNT_PATH),
-        "account_management_actions_supported": actions,
     });
+    let mut doc = doc;
+    if let Some(map) = doc.as_object_mut() {
+        if state.config.registration.enabled {
+            map.insert("prompt_values_supported".into(), json!(["create"]));
+        }
+        // The account page exists in front of a homeserver (cross-signing reset) only.
+        if state.homeserver.is_some() {
+            map.insert(
+                "account_management_uri".into(),
+                json!(format!(
+                    "{base}{}",
+                    crate::homeserver::discovery::ACCOUNT_PATH
+                )),
+            );
+            map.insert(
+                "account_management_actions_supported".into(),
+                json!(actions),
+            );
+        }
+    }
     serde_json::from_value(doc)
         .map_err(|e| ApiError::internal(format!("the OAuth 2.0 metadata is not valid: {e}")))
 }

@@ -17,6 +17,9 @@ use super::error::OAuthError;
 use crate::client_ip::ClientIp;
 use crate::state::AppState;
 
+/// The largest registration accepted, in bytes: metadata is kept as long as the client.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+
 /// # `POST /oauth2/registration`
 pub async fn register_client_route(
     State(state): State<AppState>,
@@ -28,6 +31,12 @@ pub async fn register_client_route(
         .client_registration_per_ip
         .check_ip(ip)
         .map_err(OAuthError::from)?;
+    if body.len() > MAX_METADATA_BYTES {
+        return Err(OAuthError::new(
+            "invalid_client_metadata",
+            format!("Client metadata is at most {MAX_METADATA_BYTES} bytes"),
+        ));
+    }
     let request: ClientRequest = serde_json::from_slice(&body).map_err(|e| {
         OAuthError::new(
             "invalid_client_metadata",

@@ -26,6 +26,7 @@ use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::threepid::{Raw, Submitted, TokenRequest, own_session, request_token, submit_secret};
+use vouch_core::uia::{self, Flow, Operation};
 
 /// The sign-up form.
 #[derive(Debug, Default, Deserialize)]
@@ -85,23 +86,29 @@ pub(super) fn sign_up_page(
     ctx.registration_token = form.registration_token.clone();
     ctx.email_enabled = state.config.email.enabled;
     ctx.phone_enabled = state.config.sms.enabled;
-    let requires = |m: &str| r.require_3pid.iter().any(|x| x == m);
-    // One of the listed media must be verified: a field is required only when it is the
-    // only one that can satisfy the rule.
-    let usable: Vec<&str> = r
-        .require_3pid
-        .iter()
-        .map(String::as_str)
-        .filter(|m| (*m == "email" && ctx.email_enabled) || (*m == "msisdn" && ctx.phone_enabled))
-        .collect();
-    ctx.email_required = requires("email") && usable == ["email"];
-    ctx.phone_required = requires("msisdn") && usable == ["msisdn"];
-    if usable.len() > 1 {
+    // The page asks for what the registration flows ask for (`[uia.flows] register`, or
+    // the flows `[registration]` makes), so no door is easier than `/register`.
+    let flows = register_flows(state);
+    let anywhere = |stage: &str| flows.iter().any(|f| f.iter().any(|s| s == stage));
+    let everywhere = |stage: &str| flows.iter().all(|f| f.iter().any(|s| s == stage));
+    ctx.email_enabled = ctx.email_enabled && anywhere(uia::EMAIL_IDENTITY);
+    ctx.phone_enabled = ctx.phone_enabled && anywhere(uia::MSISDN);
+    ctx.email_required = everywhere(uia::EMAIL_IDENTITY);
+    ctx.phone_required = everywhere(uia::MSISDN);
+    let one_of = |stage: &str| {
+        !everywhere(stage)
+            && flows.iter().all(|f| {
+                f.iter()
+                    .any(|s| s == uia::EMAIL_IDENTITY || s == uia::MSISDN)
+            })
+            && anywhere(stage)
+    };
+    if one_of(uia::EMAIL_IDENTITY) && one_of(uia::MSISDN) {
         ctx.required_3pid = "Give an email address or a phone number (or both).".into();
     }
-    ctx.token_required = r.registration_token_required;
-    ctx.terms = r
-        .terms
+    ctx.token_required = anywhere(uia::REGISTRATION_TOKEN);
+    let terms: &[vouch_config::TermsPolicy] = if anywhere(uia::TERMS) { &r.terms } else { &[] };
+    ctx.terms = terms
         .iter()
         .map(|t| TermsLink {
             name: t.name.clone(),
@@ -191,8 +198,7 @@ pub async fn sign_up_route(
     if !browser::csrf_ok(&headers, &form.csrf) {
         return again(StatusCode::FORBIDDEN, "The form expired; please try again.");
     }
-    let r = &state.config.registration;
-    if !r.enabled {
+    if !state.config.registration.enabled {
         return error_page(
             &state,
             StatusCode::FORBIDDEN,
@@ -221,10 +227,15 @@ pub async fn sign_up_route(
             return again(status, &why);
         }
     };
+    // Which registration flow the form completes: each stage it can stand for is checked
+    // here as UIA would check it.
     let token = form.registration_token.trim();
-    if r.registration_token_required {
+    let email = form.email.trim();
+    let phone = form.phone.trim();
+    let mut done: Vec<String> = vec![uia::DUMMY.to_owned()];
+    if !token.is_empty() {
         match token_ok(&state, token).await {
-            Ok(true) => {}
+            Ok(true) => done.push(uia::REGISTRATION_TOKEN.to_owned()),
             Ok(false) => {
                 return again(
                     StatusCode::FORBIDDEN,
@@ -234,22 +245,20 @@ pub async fn sign_up_route(
             Err(e) => return e.into_response(),
         }
     }
-    if !r.terms.is_empty() && form.accept_terms != "yes" {
-        return again(
-            StatusCode::BAD_REQUEST,
-            "Please accept the terms to create an account.",
-        );
+    if form.accept_terms == "yes" {
+        done.push(uia::TERMS.to_owned());
     }
-    let email = form.email.trim();
-    let phone = form.phone.trim();
-    let given =
-        |m: &str| (m == "email" && !email.is_empty()) || (m == "msisdn" && !phone.is_empty());
-    if !r.require_3pid.is_empty() && !r.require_3pid.iter().any(|m| given(m)) {
-        return again(
-            StatusCode::BAD_REQUEST,
-            "This server needs an address to verify: fill in the field above.",
-        );
+    if !email.is_empty() {
+        done.push(uia::EMAIL_IDENTITY.to_owned());
     }
+    if !phone.is_empty() {
+        done.push(uia::MSISDN.to_owned());
+    }
+    let flows = register_flows(&state);
+    let Some(flow) = vouch_core::uia::completed_flow(&flows, &done) else {
+        return again(StatusCode::BAD_REQUEST, &missing(&flows, &done));
+    };
+    let uses_token = flow.iter().any(|s| s == uia::REGISTRATION_TOKEN);
     let password_hash = match state.hash_password(form.password.clone()).await {
         Ok(hash) => hash,
         Err(e) => {
@@ -268,7 +277,7 @@ pub async fn sign_up_route(
         client_secret,
         email: None,
         phone: None,
-        registration_token: r.registration_token_required.then(|| token.to_owned()),
+        registration_token: uses_token.then(|| token.to_owned()),
     };
     for (raw, is_email) in [(email, true), (phone, false)] {
         if raw.is_empty() {
@@ -487,6 +496,7 @@ async fn create(
     let session = BrowserSession {
         user_id,
         password_hash: pending.password_hash,
+        created_at: state.now(),
     };
     let cookie = match browser::open_session(state, &session).await {
         Ok(cookie) => cookie,
@@ -501,5 +511,45 @@ async fn create(
     }
     let mut all: Vec<HeaderValue> = cookies.to_vec();
     all.push(cookie);
-    consent_page(state, open, csrf, &session, &all)
+    consent_page(state, open, csrf, &session, &all).await
+}
+
+/// The registration flows (`[uia.flows] register`, or those `[registration]` makes).
+fn register_flows(state: &AppState) -> Vec<Flow> {
+    crate::uia::flows_for(state, Operation::Register)
+}
+
+/// What the form still lacks, in words, for the flow nearest to completion.
+fn missing(flows: &[Flow], done: &[String]) -> String {
+    let nearest = flows
+        .iter()
+        .min_by_key(|f| f.iter().filter(|s| !done.contains(s)).count());
+    let lacking: Vec<&str> = nearest
+        .map(|f| {
+            f.iter()
+                .filter(|s| !done.contains(s))
+                .map(|s| match s.as_str() {
+                    uia::REGISTRATION_TOKEN => "a registration token",
+                    uia::TERMS => "accepting the terms",
+                    uia::EMAIL_IDENTITY => "an email address",
+                    uia::MSISDN => "a phone number",
+                    _ => "a step this page cannot take",
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if lacking.is_empty() {
+        return "This server does not take new accounts here.".into();
+    }
+    let one_of_addresses = flows.len() > 1
+        && lacking
+            .iter()
+            .all(|l| *l == "an email address" || *l == "a phone number");
+    if one_of_addresses {
+        return "This server needs an address to verify: fill in one of the fields above.".into();
+    }
+    format!(
+        "This server needs {} to create an account.",
+        lacking.join(" and ")
+    )
 }

@@ -201,6 +201,13 @@ async fn open_session(
     request: &AuthorizationRequest,
     ip: std::net::IpAddr,
 ) -> Result<Response, OAuthError> {
+    // The admin API only if asked for and the user is an admin now.
+    let is_admin = state
+        .db
+        .user(&approved.user_id)
+        .await?
+        .is_some_and(|u| u.is_admin);
+    let scope = request.scope.granted(is_admin);
     let issued = state
         .accounts()
         .open_oauth_session(
@@ -208,6 +215,7 @@ async fn open_session(
             &approved.password_hash,
             client_id,
             &request.scope.device_id,
+            &scope,
             Some(
                 display_name
                     .chars()
@@ -223,7 +231,7 @@ async fn open_session(
         client_id,
         "OAuth 2.0 session opened"
     );
-    Ok(tokens(&issued, Some(&request.scope.requested)))
+    Ok(tokens(&issued, Some(&scope)))
 }
 
 /// RFC 8628 §3.4: a device polls with its device code until the user has answered.

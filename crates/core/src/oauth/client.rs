@@ -398,12 +398,17 @@ fn check_redirect_uri(uri: &str, kind: ApplicationType, base: &str) -> Result<()
     }
 }
 
-/// A client name: 1 to 256 characters, no control characters.
+/// A client name: 1 to 256 characters, no control characters and none of the invisible
+/// or direction-changing ones (a right-to-left override makes one name look like another).
 fn check_name(name: &str) -> Result<String, ClientError> {
     let n = name.chars().count();
-    if n == 0 || n > 256 || name.chars().any(char::is_control) {
+    let sly = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
+    };
+    if n == 0 || n > 256 || name.chars().any(sly) {
         return Err(meta(
-            "client_name must be 1 to 256 characters without control characters",
+            "client_name must be 1 to 256 characters without control, invisible or direction characters",
         ));
     }
     Ok(name.to_owned())
@@ -517,6 +522,12 @@ mod tests {
         r.other
             .insert("tos_uri#fr".into(), "https://example.com/fr/tos".into());
         r.other.insert("unrelated#x".into(), 5.into());
+        let mut sly = r.clone();
+        sly.client_name = Some("Elem\u{202E}tnem".into());
+        assert!(
+            ClientMetadata::register(sly).is_err(),
+            "a right-to-left override is refused"
+        );
         let m = ClientMetadata::register(r.clone()).unwrap();
         assert_eq!(m.display_name(&["de", "fr"]), "Boîte aux lettres");
         assert_eq!(m.display_name(&["de"]), "Digital mailbox");

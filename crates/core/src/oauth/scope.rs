@@ -7,6 +7,9 @@ const STABLE: &str = "urn:matrix:client:";
 /// The unstable (MSC2967) prefix.
 const UNSTABLE: &str = "urn:matrix:org.matrix.msc2967.client:";
 
+/// The longest scope accepted, in bytes.
+pub const MAX_SCOPE: usize = 1024;
+
 /// Synapse's admin API scope.
 pub const ADMIN: &str = "urn:synapse:admin:*";
 
@@ -31,6 +34,13 @@ pub struct Scope {
 /// Why a scope is refused (OAuth's `invalid_scope`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
+    /// No `urn:matrix:client:api:*`: a session without the client-server API is of no
+    /// use, and none other is offered.
+    #[error("the scope must include urn:matrix:client:api:*")]
+    NoApi,
+    /// The scope is longer than [`MAX_SCOPE`].
+    #[error("the scope is longer than {MAX_SCOPE} bytes")]
+    TooLong,
     /// No device scope: a Matrix session needs one device.
     #[error("the scope must name exactly one device (urn:matrix:client:device:<device ID>)")]
     NoDevice,
@@ -50,6 +60,9 @@ pub enum ScopeError {
 impl Scope {
     /// Parses a space-separated scope.
     pub fn parse(scope: &str) -> Result<Self, ScopeError> {
+        if scope.len() > MAX_SCOPE {
+            return Err(ScopeError::TooLong);
+        }
         let mut api = false;
         let mut openid = false;
         let mut admin = false;
@@ -75,6 +88,9 @@ impl Scope {
                 _ => return Err(ScopeError::Unknown(token.chars().take(100).collect())),
             }
         }
+        if !api {
+            return Err(ScopeError::NoApi);
+        }
         let device_id = device.ok_or(ScopeError::NoDevice)?.to_owned();
         Ok(Self {
             api,
@@ -87,6 +103,20 @@ impl Scope {
                 .collect::<Vec<_>>()
                 .join(" "),
         })
+    }
+}
+
+impl Scope {
+    /// The scope granted to a user (`is_admin`): what was asked for, without the admin API
+    /// unless the user is an admin; each token once.
+    pub fn granted(&self, is_admin: bool) -> String {
+        let mut out: Vec<&str> = Vec::new();
+        for token in self.requested.split(' ') {
+            if (token != ADMIN || is_admin) && !out.contains(&token) {
+                out.push(token);
+            }
+        }
+        out.join(" ")
     }
 }
 
@@ -121,7 +151,7 @@ mod tests {
         assert!(!u.requested.contains("  "), "{}", u.requested);
         // Both forms of one device are one device.
         let both = Scope::parse(
-            "urn:matrix:client:device:X1 urn:matrix:org.matrix.msc2967.client:device:X1",
+            "urn:matrix:client:api:* urn:matrix:client:device:X1 urn:matrix:org.matrix.msc2967.client:device:X1",
         )
         .unwrap();
         assert_eq!(both.device_id, "X1");
@@ -129,29 +159,43 @@ mod tests {
 
     #[test]
     fn what_cannot_be_granted_is_refused() {
+        let api = |rest: &str| format!("urn:matrix:client:api:* {rest}");
         assert_eq!(
             Scope::parse("urn:matrix:client:api:*"),
             Err(ScopeError::NoDevice)
         );
         assert_eq!(
-            Scope::parse("urn:matrix:client:device:A urn:matrix:client:device:B"),
+            Scope::parse("urn:matrix:client:device:A"),
+            Err(ScopeError::NoApi)
+        );
+        assert_eq!(
+            Scope::parse(&api(&"openid ".repeat(200))),
+            Err(ScopeError::TooLong)
+        );
+        assert_eq!(
+            Scope::parse(&api(
+                "urn:matrix:client:device:A urn:matrix:client:device:B"
+            )),
             Err(ScopeError::TwoDevices)
         );
         assert_eq!(
-            Scope::parse("urn:matrix:client:device:a\"b"),
+            Scope::parse(&api("urn:matrix:client:device:a\"b")),
             Err(ScopeError::BadDevice)
         );
         assert_eq!(
-            Scope::parse("urn:matrix:client:device:"),
+            Scope::parse(&api("urn:matrix:client:device:")),
             Err(ScopeError::BadDevice)
         );
-        assert!(
-            Scope::parse("urn:matrix:client:device:A urn:synapse:admin:*")
-                .unwrap()
-                .admin
+        let admin = Scope::parse(&api("urn:matrix:client:device:A urn:synapse:admin:*")).unwrap();
+        assert!(admin.admin);
+        assert_eq!(
+            admin.granted(false),
+            "urn:matrix:client:api:* urn:matrix:client:device:A",
+            "the admin scope goes to admins only"
         );
+        assert!(admin.granted(true).ends_with("urn:synapse:admin:*"));
         assert!(matches!(
-            Scope::parse("urn:matrix:client:device:A urn:synapse:admin:x"),
+            Scope::parse(&api("urn:matrix:client:device:A urn:synapse:admin:x")),
             Err(ScopeError::Unknown(_))
         ));
     }

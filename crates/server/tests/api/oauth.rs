@@ -183,10 +183,35 @@ pub(crate) async fn code_for(
     user: &str,
     password: &str,
 ) -> String {
+    code_with(app, client_id, device, "", user, password)
+        .await
+        .0
+}
+
+/// Signs `user` in for a request whose scope adds `more_scope` and approves; returns the
+/// code and the consent page.
+async fn code_with(
+    app: &TestApp,
+    client_id: &str,
+    device: &str,
+    more_scope: &str,
+    user: &str,
+    password: &str,
+) -> (String, Page) {
     let mut browser = Browser::new(app);
-    let start = browser
-        .get(&authorize_url(app, client_id, device, ""))
-        .await;
+    let url = authorize_url(app, client_id, device, "");
+    let url = if more_scope.is_empty() {
+        url
+    } else {
+        let added = url::form_urlencoded::byte_serialize(format!(" {more_scope}").as_bytes())
+            .collect::<String>();
+        url.replacen(
+            &format!("device%3A{device}"),
+            &format!("device%3A{device}{added}"),
+            1,
+        )
+    };
+    let start = browser.get(&url).await;
     assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.html);
     let page = browser.get(&location(&start)).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.html);
@@ -212,7 +237,7 @@ pub(crate) async fn code_for(
     assert!(to.starts_with(REDIRECT_USED), "{to}");
     let p = params(&to);
     assert_eq!(p["state"], "st4te");
-    p["code"].clone()
+    (p["code"].clone(), consent)
 }
 
 pub(crate) async fn exchange(app: &TestApp, client_id: &str, code: &str) -> crate::helpers::Reply {
@@ -715,7 +740,7 @@ async fn a_user_signs_up_with_email_and_phone_codes(backend: Backend) {
     let (app, twilio) = crate::sms::with_twilio(backend, |c| {
         crate::helpers::mail_to(c, &sink);
         c.oauth.enabled = true;
-        c.registration.require_3pid = vec!["email".into()];
+        c.registration.require_3pid = vec!["email".into(), "msisdn".into()];
         c.registration.reserved_localparts = vec!["taken".into()];
     })
     .await;
@@ -1071,4 +1096,298 @@ async fn device_client_named(app: &TestApp, name: &str) -> String {
         )
         .await;
     s(&r.body, "client_id")
+}
+
+on_both_databases!(refresh_races_never_fork_a_session,);
+
+/// A spent refresh token and its successor presented at the same moment, many times over
+/// (the second review forked sessions so on PostgreSQL): at most one chain lives on, and
+/// nothing answers 500.
+async fn refresh_races_never_fork_a_session(backend: Backend) {
+    let app = oauth_app(backend).await;
+    app.register("kim", "correct horse battery").await;
+    let client_id = register_client(&app).await;
+    for round in 0..3 {
+        let device = format!("FORKDEV{round}");
+        let code = code_for(&app, &client_id, &device, "kim", "correct horse battery").await;
+        let t = exchange(&app, &client_id, &code).await.ok().clone();
+        let r0 = s(&t, "refresh_token");
+        let r1 = s(refresh(&app, &client_id, &r0).await.ok(), "refresh_token");
+        let mut held = Vec::new();
+        for i in 0..20 {
+            let token = if i % 2 == 0 { &r0 } else { &r1 };
+            held.push(Held::post_form(
+                "/oauth2/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", client_id.as_str()),
+                    ("refresh_token", token.as_str()),
+                ],
+            ));
+        }
+        let replies = release_together(&app.base, held).await;
+        assert!(
+            replies
+                .iter()
+                .all(|r| r.status.as_u16() < 500 || r.status == 503),
+            "{:?}",
+            replies
+                .iter()
+                .map(|r| (r.status, &r.body))
+                .collect::<Vec<_>>()
+        );
+        let mut live = 0;
+        for r in replies.iter().filter(|r| r.status == 200) {
+            let access = s(&r.body, "access_token");
+            if app
+                .get("/_matrix/client/v3/account/whoami", Some(&access))
+                .await
+                .status
+                == 200
+            {
+                live += 1;
+            }
+        }
+        assert!(live <= 1, "round {round}: {live} chains live on one device");
+    }
+}
+
+#[tokio::test]
+async fn scopes_are_what_was_granted_and_takeovers_are_told() {
+    let app = oauth_app(Backend::Sqlite).await;
+    let (admin_id, _, _) = app.register("root", "correct horse battery").await;
+    app.register("lee", "correct horse battery").await;
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    store.set_admin(&admin_id, true).await.unwrap();
+    let client_id = register_client(&app).await;
+    let users = "/_synapse/admin/v2/users";
+    // An admin's session that did not ask for the admin API has none.
+    let code = code_for(
+        &app,
+        &client_id,
+        "ADMINLESS",
+        "root",
+        "correct horse battery",
+    )
+    .await;
+    let plain = exchange(&app, &client_id, &code).await.ok().clone();
+    assert!(!s(&plain, "scope").contains("admin"));
+    app.get(users, Some(&s(&plain, "access_token")))
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    // Asked for, it is said on the consent page and granted.
+    let (code, consent) = code_with(
+        &app,
+        &client_id,
+        "ADMINFUL",
+        "urn:synapse:admin:*",
+        "root",
+        "correct horse battery",
+    )
+    .await;
+    assert!(
+        consent.html.contains("administer this server"),
+        "{}",
+        consent.html
+    );
+    let full = exchange(&app, &client_id, &code).await.ok().clone();
+    assert!(s(&full, "scope").contains("urn:synapse:admin:*"));
+    app.get(users, Some(&s(&full, "access_token"))).await.ok();
+    // A user who is no admin asking for it gets a session without it.
+    let (code, consent) = code_with(
+        &app,
+        &client_id,
+        "LEEDEVICE",
+        "urn:synapse:admin:*",
+        "lee",
+        "correct horse battery",
+    )
+    .await;
+    assert!(!consent.html.contains("administer"));
+    let lee = exchange(&app, &client_id, &code).await.ok().clone();
+    assert!(!s(&lee, "scope").contains("admin"), "{lee}");
+
+    // Naming a device the user is signed in with replaces it, and the consent page says so.
+    let phone = app
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "lee" }, "password": "correct horse battery", "device_id": "LEEPHONE", "initial_device_display_name": "Lee's phone" }),
+            None,
+        )
+        .await
+        .ok()
+        .clone();
+    let (code, consent) = code_with(
+        &app,
+        &client_id,
+        "LEEPHONE",
+        "",
+        "lee",
+        "correct horse battery",
+    )
+    .await;
+    assert!(
+        consent.html.contains("replace your signed-in session"),
+        "{}",
+        consent.html
+    );
+    assert!(
+        consent.html.contains("Lee&#x27;s phone") || consent.html.contains("Lee's phone"),
+        "{}",
+        consent.html
+    );
+    let taken = exchange(&app, &client_id, &code).await.ok().clone();
+    app.get(
+        "/_matrix/client/v3/account/whoami",
+        Some(&s(&phone, "access_token")),
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+    let device = app
+        .get(
+            "/_matrix/client/v3/devices/LEEPHONE",
+            Some(&s(&taken, "access_token")),
+        )
+        .await;
+    assert_eq!(
+        device.ok()["display_name"],
+        "Test Client",
+        "the device takes the app's name"
+    );
+}
+
+#[tokio::test]
+async fn the_sign_up_page_asks_what_registration_asks() {
+    let (app, sink) = crate::helpers::spawn_with_mail(Backend::Sqlite, |c| {
+        c.oauth.enabled = true;
+        c.uia.flows.insert(
+            "register".into(),
+            vec![vec![
+                "m.login.registration_token".into(),
+                "m.login.email.identity".into(),
+            ]],
+        );
+    })
+    .await;
+    let client_id = register_client(&app).await;
+    let (mut browser, page) = sign_up_form(&app, &client_id, "FLOWDEV").await;
+    assert!(
+        page.html.contains("id=\"registration_token\""),
+        "{}",
+        page.html
+    );
+    assert!(
+        !page.html.contains("id=\"phone\""),
+        "no flow takes a phone number"
+    );
+    let (action, csrf) = form(&page);
+    let refused = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "mo"),
+                ("password", "correct horse battery"),
+                ("email", "mo@example.org"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 400);
+    assert!(
+        refused.html.contains("registration token"),
+        "{}",
+        refused.html
+    );
+    let wrong = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "mo"),
+                ("password", "correct horse battery"),
+                ("email", "mo@example.org"),
+                ("registration_token", "nope"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 403);
+    assert_eq!(sink.received().len(), 0);
+}
+
+#[tokio::test]
+async fn sessions_prompts_and_sizes_hold() {
+    let app = oauth_app(Backend::Sqlite).await;
+    let (_, legacy, _) = app.register("nia", "correct horse battery").await;
+    let client_id = register_client(&app).await;
+    // A legacy /refresh does not take an OAuth session's refresh token.
+    let code = code_for(&app, &client_id, "NIADEV", "nia", "correct horse battery").await;
+    let t = exchange(&app, &client_id, &code).await.ok().clone();
+    app.post(
+        "/_matrix/client/v3/refresh",
+        json!({ "refresh_token": s(&t, "refresh_token") }),
+        None,
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+    refresh(&app, &client_id, &s(&t, "refresh_token"))
+        .await
+        .ok();
+
+    // prompt=login: a browser signed in before the request must sign in again, even when
+    // it posts the consent form straight away.
+    let mut browser = Browser::new(&app);
+    let start = browser
+        .get(&authorize_url(&app, &client_id, "NIA2", ""))
+        .await;
+    let page = browser.get(&location(&start)).await;
+    let (action, csrf) = form(&page);
+    browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "nia"),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    app.clock.advance(std::time::Duration::from_secs(1));
+    let start = browser
+        .get(&authorize_url(&app, &client_id, "NIA3", "&prompt=login"))
+        .await;
+    let consent_url = format!("{}/consent", location(&start));
+    let skipped = browser
+        .post(&consent_url, &[("csrf", &csrf), ("decision", "allow")])
+        .await;
+    assert_eq!(skipped.status, 403, "{}", skipped.html);
+    assert!(skipped.html.contains("id=\"password\""));
+
+    // Logging out everywhere ends the browser's session too.
+    app.post("/_matrix/client/v3/logout/all", json!({}), Some(&legacy))
+        .await
+        .ok();
+    let start = browser
+        .get(&authorize_url(&app, &client_id, "NIA4", ""))
+        .await;
+    let page = browser.get(&location(&start)).await;
+    assert!(
+        page.html.contains("id=\"password\""),
+        "signed out: {}",
+        page.html
+    );
+
+    // Oversized metadata is refused.
+    let big = app
+        .post(
+            "/oauth2/registration",
+            json!({ "client_uri": "https://a.example/", "redirect_uris": ["https://a.example/cb"], "client_name": "x".repeat(200), "padding": "y".repeat(20_000) }),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (big.status.as_u16(), s(&big.body, "error")),
+        (400, "invalid_client_metadata".into())
+    );
 }
