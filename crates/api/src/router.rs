@@ -26,7 +26,8 @@ pub fn route_table() -> Vec<(Method, String)> {
 /// sign-in pages.
 fn oauth_routes(routes: Routes) -> Routes {
     use crate::oauth::{
-        authorize, device, grant_page, metadata, paths, registration, revoke, sign_up, token,
+        account, authorize, device, grant_page, metadata, paths, registration, revoke, sign_up,
+        token,
     };
     routes
         .add(
@@ -90,6 +91,31 @@ fn oauth_routes(routes: Routes) -> Routes {
             post(sign_up::verify_route),
         )
         .add(
+            &format!("/{}", account::PATH),
+            &[Method::GET],
+            get(account::account_route),
+        )
+        .add(
+            &format!("/{}/sign_in", account::PATH),
+            &[Method::POST],
+            post(account::sign_in_route),
+        )
+        .add(
+            &format!("/{}/sign_out", account::PATH),
+            &[Method::POST],
+            post(account::sign_out_route),
+        )
+        .add(
+            &format!("/{}/deactivate", account::PATH),
+            &[Method::POST],
+            post(account::deactivate_route),
+        )
+        .add(
+            &format!("/{}/sign_out_browser", account::PATH),
+            &[Method::POST],
+            post(account::sign_out_browser_route),
+        )
+        .add(
             &format!("/{}", paths::DEVICE),
             &[Method::POST],
             post(device::device_authorization_route),
@@ -135,7 +161,8 @@ fn routes(homeserver: bool, oauth: bool) -> Routes {
                 &[Method::POST],
                 post(crate::homeserver::introspect::introspect_route),
             )
-            .add(
+            .add_if(
+                !oauth,
                 &format!("/{}", crate::homeserver::discovery::ACCOUNT_PATH),
                 &[Method::GET],
                 get(crate::homeserver::account_page::account_page_route),

@@ -335,6 +335,21 @@ impl Routes {
         self
     }
 
+    /// [`Routes::add`] when `when` holds.
+    pub fn add_if(
+        self,
+        when: bool,
+        path: &str,
+        methods: &[Method],
+        route: axum::routing::MethodRouter<AppState>,
+    ) -> Self {
+        if when {
+            self.add(path, methods, route)
+        } else {
+            self
+        }
+    }
+
     /// Mounts a route that has no ruma type, recording `methods`.
     pub fn add(
         mut self,

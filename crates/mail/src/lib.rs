@@ -11,6 +11,6 @@ pub mod transport;
 
 pub use compose::{ComposeError, Composed, Composer};
 pub use templates::{
-    MailContext, OAuthPageContext, PageContext, TemplateError, Templates, TermsLink,
+    DeviceLine, MailContext, OAuthPageContext, PageContext, TemplateError, Templates, TermsLink,
 };
 pub use transport::{SendError, Transport};

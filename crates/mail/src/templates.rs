@@ -107,6 +107,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/page/oauth/done.html"),
     ),
     (
+        "page/oauth/account.html",
+        include_str!("../templates/page/oauth/account.html"),
+    ),
+    (
         "page/oauth/error.html",
         include_str!("../templates/page/oauth/error.html"),
     ),
@@ -126,7 +130,7 @@ pub const PAGES: &[&str] = &["confirm", "success", "already_validated", "failure
 
 /// The OAuth 2.0 sign-in pages (`page/oauth/<name>.html`).
 pub const OAUTH_PAGES: &[&str] = &[
-    "sign_in", "sign_up", "verify", "consent", "device", "done", "error",
+    "sign_in", "sign_up", "verify", "consent", "device", "done", "account", "error",
 ];
 
 /// A policy to accept on the sign-up page.
@@ -203,6 +207,25 @@ pub struct OAuthPageContext {
     pub admin: bool,
     /// Consent: the name of the user's session that the new one replaces (same device ID).
     pub replaces: String,
+    /// Account page: what was just done.
+    pub notice: String,
+    /// Account page: the user's addresses and numbers, as shown.
+    pub threepids: Vec<String>,
+    /// Account page: the signed-in sessions.
+    pub devices: Vec<DeviceLine>,
+    /// Account page: the session an app asked to sign out (`org.matrix.device_delete`).
+    pub confirm_device: String,
+}
+
+/// A signed-in session on the account page.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct DeviceLine {
+    /// Its device ID.
+    pub device_id: String,
+    /// Its name (the device ID when it has none).
+    pub name: String,
+    /// Where it was last seen from.
+    pub last_seen: String,
 }
 
 impl OAuthPageContext {
@@ -243,6 +266,14 @@ impl OAuthPageContext {
             user_code: "BCDF-GHJK".into(),
             admin: true,
             replaces: "Alice's phone".into(),
+            notice: "Signed out ABCDEFGHIJ.".into(),
+            threepids: vec!["alice@example.org".into(), "+447400123456".into()],
+            devices: vec![DeviceLine {
+                device_id: "ABCDEFGHIJ".into(),
+                name: "Alice's phone".into(),
+                last_seen: "192.0.2.1".into(),
+            }],
+            confirm_device: "ABCDEFGHIJ".into(),
         }
     }
 }

@@ -28,6 +28,25 @@ impl Accounts<'_> {
         Ok(())
     }
 
+    /// Unbinds the user's addresses from the identity servers they were bound at (`only`:
+    /// at that one alone), then deactivates: the account page and `/account/deactivate`
+    /// alike. Whether every unbind went through.
+    pub async fn deactivate_and_unbind(
+        &self,
+        user_id: &str,
+        erase: bool,
+        only: Option<&str>,
+    ) -> Result<bool, AccountError> {
+        // Unbind first, while the bindings are known.
+        let mut bindings = self.s.db.bindings(user_id, None).await?;
+        if let Some(server) = only {
+            bindings.retain(|b| b.id_server == server);
+        }
+        let unbound = crate::identity::unbind_all(self.s, &bindings).await?;
+        self.deactivate(user_id, erase).await?;
+        Ok(unbound)
+    }
+
     /// Lets a deactivated account be used again (admin only; it comes back without a
     /// password, devices or addresses until an admin gives it some).
     pub async fn reactivate(&self, user_id: &str) -> Result<(), AccountError> {

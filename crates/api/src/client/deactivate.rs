@@ -42,15 +42,15 @@ pub async fn deactivate_route(
             ));
         }
     };
-    // Unbind first, while the bindings are known; the spec wants `success` when there was
-    // nothing to unbind.
-    let mut bindings = state.db.bindings(&user_id, None).await?;
-    if let Some(named) = body.id_server.as_deref() {
-        let server = crate::identity::require_trusted(&state, named)?;
-        bindings.retain(|b| b.id_server == server.name);
-    }
-    let unbound = crate::identity::unbind_all(&state, &bindings).await?;
-    state.accounts().deactivate(&user_id, body.erase).await?;
+    // The spec wants `success` when there was nothing to unbind.
+    let only = match body.id_server.as_deref() {
+        Some(named) => Some(crate::identity::require_trusted(&state, named)?.name),
+        None => None,
+    };
+    let unbound = state
+        .accounts()
+        .deactivate_and_unbind(&user_id, body.erase, only.as_deref())
+        .await?;
     let result = if unbound {
         ThirdPartyIdRemovalStatus::Success
     } else {

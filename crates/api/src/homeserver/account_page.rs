@@ -29,7 +29,20 @@ pub struct AccountQuery {
 /// # `GET /_vouch/account`
 pub async fn account_page_route(Query(query): Query<AccountQuery>) -> Response {
     if query.action.as_deref() == Some(CROSS_SIGNING_RESET) {
-        return page(
+        return cross_signing_page();
+    }
+    page(
+        StatusCode::OK,
+        "Your account",
+        "<p>Manage your addresses, phone numbers, password and devices from your Matrix app.</p>",
+        None,
+    )
+}
+
+/// The confirmation form of a cross-signing reset.
+pub fn cross_signing_page() -> Response {
+    {
+        page(
             StatusCode::OK,
             "Reset your encryption identity",
             &format!(
@@ -42,14 +55,8 @@ pub async fn account_page_route(Query(query): Query<AccountQuery>) -> Response {
                  <button type=\"submit\">Allow the reset</button></form>"
             ),
             None,
-        );
+        )
     }
-    page(
-        StatusCode::OK,
-        "Your account",
-        "<p>Manage your addresses, phone numbers, password and devices from your Matrix app.</p>",
-        None,
-    )
 }
 
 /// The confirmation form.

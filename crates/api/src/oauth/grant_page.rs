@@ -223,7 +223,7 @@ pub struct SignInForm {
 
 /// What the sign-in form's user name field names: an email address, a phone number in
 /// international form, or a user name or ID.
-fn login_id(username: &str) -> LoginId {
+pub(super) fn login_id(username: &str) -> LoginId {
     let name = username.trim();
     if name.contains('@') && !name.starts_with('@') {
         LoginId::Threepid("email", name.to_owned())

@@ -18,11 +18,10 @@ use crate::state::AppState;
 /// fields and values).
 pub fn metadata(state: &AppState) -> Result<AuthorizationServerMetadata, ApiError> {
     let base = state.config.public_baseurl();
-    let actions: Vec<&str> = if state.homeserver.is_some() {
-        vec![crate::homeserver::account_page::CROSS_SIGNING_RESET]
-    } else {
-        Vec::new()
-    };
+    let mut actions: Vec<&str> = super::account::ACTIONS.to_vec();
+    if state.homeserver.is_some() {
+        actions.push(crate::homeserver::account_page::CROSS_SIGNING_RESET);
+    }
     let doc = json!({
         "issuer": base,
         "authorization_endpoint": format!("{base}{}", paths::AUTHORIZE),
@@ -44,20 +43,14 @@ pub fn metadata(state: &AppState) -> Result<AuthorizationServerMetadata, ApiErro
         if state.config.registration.enabled {
             map.insert("prompt_values_supported".into(), json!(["create"]));
         }
-        // The account page exists in front of a homeserver (cross-signing reset) only.
-        if state.homeserver.is_some() {
-            map.insert(
-                "account_management_uri".into(),
-                json!(format!(
-                    "{base}{}",
-                    crate::homeserver::discovery::ACCOUNT_PATH
-                )),
-            );
-            map.insert(
-                "account_management_actions_supported".into(),
-                json!(actions),
-            );
-        }
+        map.insert(
+            "account_management_uri".into(),
+            json!(format!("{base}{}", super::account::PATH)),
+        );
+        map.insert(
+            "account_management_actions_supported".into(),
+            json!(actions),
+        );
     }
     serde_json::from_value(doc)
         .map_err(|e| ApiError::internal(format!("the OAuth 2.0 metadata is not valid: {e}")))

@@ -4,6 +4,7 @@
 //! written by the accounts service, so introspection, `/devices`, the admin API and the
 //! homeserver see both alike. The rules themselves are `vouch_core::oauth`'s.
 
+pub mod account;
 pub mod authorize;
 pub mod browser;
 pub mod device;

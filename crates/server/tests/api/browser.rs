@@ -419,6 +419,21 @@ async fn oauth_sign_up_and_sign_in_in_headless_chromium() {
     assert_eq!(me.ok()["user_id"], "@gwen:vouch.test");
     assert_eq!(me.body["device_id"], "BROWSERDEV");
 
+    // The account page the app deep-links to, with the browser still signed in.
+    client
+        .goto(&format!(
+            "{}/_vouch/account?action=org.matrix.devices_list",
+            app.base
+        ))
+        .await
+        .unwrap();
+    client
+        .wait()
+        .for_element(Locator::Id("sessions"))
+        .await
+        .unwrap();
+    look_at(&client, "account").await;
+
     // Sign in again, from a browser that forgot the session.
     client.delete_all_cookies().await.unwrap();
     let (port, landed) = loopback_app().await;

@@ -1391,3 +1391,114 @@ async fn sessions_prompts_and_sizes_hold() {
         (400, "invalid_client_metadata".into())
     );
 }
+
+on_both_databases!(the_account_page_lists_signs_out_and_deactivates,);
+
+/// The page behind `account_management_uri`, deep-linked as an app does: sign in, the
+/// session to sign out shown first, signed out (here for good), deactivation after the
+/// password again.
+async fn the_account_page_lists_signs_out_and_deactivates(backend: Backend) {
+    let app = oauth_app(backend).await;
+    app.register("pat", "correct horse battery").await;
+    let phone = app
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "pat" }, "password": "correct horse battery", "device_id": "PATPHONE", "initial_device_display_name": "Pat's phone" }),
+            None,
+        )
+        .await
+        .ok()
+        .clone();
+    let meta = app.get("/_matrix/client/v1/auth_metadata", None).await;
+    let page_url = s(meta.ok(), "account_management_uri");
+    assert!(
+        meta.body["account_management_actions_supported"]
+            .to_string()
+            .contains("org.matrix.device_delete")
+    );
+    let mut browser = Browser::new(&app);
+    let deep = format!("{page_url}?action=org.matrix.device_delete&device_id=PATPHONE");
+    let sign_in = browser.get(&deep).await;
+    assert!(
+        sign_in.html.contains("Sign in to manage your account"),
+        "{}",
+        sign_in.html
+    );
+    let (action, csrf) = form(&sign_in);
+    let back = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "pat"),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        location(&back),
+        deep,
+        "back to the deep link after signing in"
+    );
+    let page = browser.get(&deep).await;
+    assert!(
+        page.html.contains("To sign out the session PATPHONE"),
+        "{}",
+        page.html
+    );
+    let first = page
+        .html
+        .find("id=\"device-")
+        .map(|at| &page.html[at..at + 20])
+        .unwrap_or("");
+    assert!(
+        first.contains("PATPHONE"),
+        "the deep-linked session comes first: {first}"
+    );
+    let csrf = page
+        .html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let sign_out = format!("{page_url}/sign_out");
+    // Without the CSRF field, nothing happens.
+    let forged = browser.post(&sign_out, &[("device_id", "PATPHONE")]).await;
+    assert_eq!(forged.status, 403);
+    app.get(
+        "/_matrix/client/v3/account/whoami",
+        Some(&s(&phone, "access_token")),
+    )
+    .await
+    .ok();
+    let done = browser
+        .post(&sign_out, &[("csrf", &csrf), ("device_id", "PATPHONE")])
+        .await;
+    assert!(done.html.contains("Signed out PATPHONE"), "{}", done.html);
+    app.get(
+        "/_matrix/client/v3/account/whoami",
+        Some(&s(&phone, "access_token")),
+    )
+    .await
+    .assert_error(401, "M_UNKNOWN_TOKEN");
+    // Deactivation asks for the password again.
+    let deactivate = format!("{page_url}/deactivate");
+    let wrong = browser
+        .post(
+            &deactivate,
+            &[("csrf", &csrf), ("password", "nope nope nope")],
+        )
+        .await;
+    assert!(wrong.html.contains("Not deactivated"), "{}", wrong.html);
+    let gone = browser
+        .post(
+            &deactivate,
+            &[("csrf", &csrf), ("password", "correct horse battery")],
+        )
+        .await;
+    assert!(gone.html.contains("Account deactivated"), "{}", gone.html);
+    app.login("pat", "correct horse battery")
+        .await
+        .assert_error(403, "M_USER_DEACTIVATED");
+}
