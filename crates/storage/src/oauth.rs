@@ -195,7 +195,7 @@ impl Db {
         let won = sqlx::query(
             "UPDATE oauth_grants SET exchanged_at = $1
              WHERE device_code_hash = $2 AND client_id = $3
-             AND user_id IS NOT NULL AND exchanged_at IS NULL AND expires_at > $1
+             AND user_id IS NOT NULL AND exchanged_at IS NULL AND denied_at IS NULL AND expires_at > $1
              RETURNING grant_id, client_id, request, created_at, expires_at, signup, user_code, user_id, password_hash",
         )
         .bind(now)
@@ -294,24 +294,44 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Puts a sign-up waiting for its addresses on an open request (replacing one there);
-    /// `false` if the request is not open.
+    /// Puts a sign-up waiting for its addresses on an open request, or clears it, if the
+    /// request holds `expected` (none, or the sign-up being replaced): one conditional
+    /// statement, so of two browsers racing, one's sign-up is there. `false` otherwise.
     pub async fn set_signup(
         &self,
         grant_id: &str,
         signup: Option<&str>,
+        expected: Option<&str>,
         now: i64,
     ) -> Result<bool, StorageError> {
         let _turn = self.write_turn().await;
-        let done = sqlx::query(
-            "UPDATE oauth_grants SET signup = $1
-             WHERE grant_id = $2 AND expires_at > $3 AND user_id IS NULL AND denied_at IS NULL",
-        )
-        .bind(signup)
-        .bind(grant_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
+        let done = match expected {
+            None => {
+                sqlx::query(
+                    "UPDATE oauth_grants SET signup = $1
+                     WHERE grant_id = $2 AND expires_at > $3 AND user_id IS NULL AND denied_at IS NULL
+                     AND signup IS NULL",
+                )
+                .bind(signup)
+                .bind(grant_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+            }
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE oauth_grants SET signup = $1
+                     WHERE grant_id = $2 AND expires_at > $3 AND user_id IS NULL AND denied_at IS NULL
+                     AND signup = $4",
+                )
+                .bind(signup)
+                .bind(grant_id)
+                .bind(now)
+                .bind(old)
+                .execute(&self.pool)
+                .await?
+            }
+        };
         Ok(done.rows_affected() == 1)
     }
 
@@ -342,7 +362,7 @@ impl Db {
         let _turn = self.write_turn().await;
         let row = sqlx::query(
             "UPDATE oauth_grants SET exchanged_at = $1
-             WHERE code_hash = $2 AND exchanged_at IS NULL AND code_expires_at > $1
+             WHERE code_hash = $2 AND exchanged_at IS NULL AND denied_at IS NULL AND code_expires_at > $1
              RETURNING grant_id, client_id, request, created_at, expires_at, signup, user_code, user_id, password_hash",
         )
         .bind(now)
@@ -435,6 +455,21 @@ impl Db {
                 })
             })
             .transpose()?)
+    }
+
+    /// Withdraws every approval of `user_id` not yet exchanged for tokens (logged out
+    /// everywhere: a code or a device still waiting must not open a session after it).
+    pub async fn withdraw_approvals_of(&self, user_id: &str, now: i64) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "UPDATE oauth_grants SET denied_at = $1
+             WHERE user_id = $2 AND exchanged_at IS NULL AND denied_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Ends every browser session of `user_id` (logged out everywhere).

@@ -218,6 +218,10 @@ impl Accounts<'_> {
     /// pages (which could otherwise open new sessions).
     pub async fn log_out_all(&self, user_id: &str) -> Result<(), AccountError> {
         self.s.db.end_browser_sessions_of(user_id).await?;
+        self.s
+            .db
+            .withdraw_approvals_of(user_id, self.s.now())
+            .await?;
         let notice = self.device_notice(user_id);
         let ended = self
             .s

@@ -16,6 +16,21 @@ use crate::state::AppState;
 pub const SESSION_COOKIE: &str = "vouch_session";
 /// The CSRF cookie's name.
 pub const CSRF_COOKIE: &str = "vouch_csrf";
+/// The cookie that ties a sign-up waiting for its codes to the browser that began it.
+pub const SIGNUP_COOKIE: &str = "vouch_signup";
+/// The cookie that ties a device authorization request's pages to the browser that typed
+/// its user code.
+pub const DEVICE_COOKIE: &str = "vouch_device";
+
+/// A cookie of the pages (HTTP only, `SameSite=Lax`, `Secure` on https) for `max_age`.
+pub fn page_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age: std::time::Duration,
+) -> HeaderValue {
+    set_cookie(state, name, value, "Lax", Some(max_age.as_secs()))
+}
 
 /// A cookie's value from the request's `Cookie` headers.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

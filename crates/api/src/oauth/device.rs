@@ -179,13 +179,30 @@ pub async fn device_code_route(
         None => None,
     };
     match grant {
-        Some(grant) => Redirect::to(&format!(
-            "{}{}/{}",
-            state.config.public_baseurl(),
-            paths::GRANT,
-            grant.grant_id
-        ))
-        .into_response(),
+        Some(grant) => {
+            // The request's pages open only in the browser that typed its code: a link to
+            // them sent by someone else leads back here.
+            let mut res = Redirect::to(&format!(
+                "{}{}/{}",
+                state.config.public_baseurl(),
+                paths::GRANT,
+                grant.grant_id
+            ))
+            .into_response();
+            res.headers_mut().append(
+                http::header::SET_COOKIE,
+                browser::page_cookie(
+                    &state,
+                    browser::DEVICE_COOKIE,
+                    &grant.grant_id,
+                    state.config.oauth.device_code_lifetime,
+                ),
+            );
+            for c in cookies {
+                res.headers_mut().append(http::header::SET_COOKIE, c);
+            }
+            res
+        }
         None => code_page(
             &state,
             StatusCode::BAD_REQUEST,
@@ -211,4 +228,23 @@ pub(super) fn done_page(state: &AppState, open: &Open, allowed: bool) -> Respons
         ctx.message = "Nothing was signed in. You can close this page.".into();
     }
     render(state, StatusCode::OK, "done", &ctx, None, &[])
+}
+
+/// For a device authorization request whose pages this browser did not reach by typing
+/// the user code, the way to the code page (a phisher's link to the request's consent page
+/// skips nothing); `None` otherwise.
+pub(super) fn unbound(state: &AppState, open: &Open, headers: &HeaderMap) -> Option<Response> {
+    if !matches!(open.request.answer, vouch_core::oauth::Answer::Device) {
+        return None;
+    }
+    let typed = browser::cookie(headers, browser::DEVICE_COOKIE)
+        .is_some_and(|c| vouch_core::secrets::constant_time_eq(c, &open.grant.grant_id));
+    (!typed).then(|| {
+        Redirect::to(&format!(
+            "{}{}",
+            state.config.public_baseurl(),
+            paths::DEVICE_PAGE
+        ))
+        .into_response()
+    })
 }

@@ -77,7 +77,13 @@ pub(super) fn base_context(
         title: title.into(),
         csrf: csrf.into(),
         client_name: open.client.display_name(&languages),
-        client_host: host(&open.client.client_uri),
+        // A device's app has no redirect URI to prove its host by: the page says so.
+        client_host: match open.request.answer {
+            vouch_core::oauth::Answer::Redirect(_) => host(&open.client.client_uri),
+            vouch_core::oauth::Answer::Device => {
+                format!("says it is {}, not verified", host(&open.client.client_uri))
+            }
+        },
         redirect_host: open
             .request
             .redirect()
@@ -178,6 +184,9 @@ pub async fn grant_page_route(
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
     };
+    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
+        return elsewhere;
+    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
     let session = match browser::session(&state, &headers).await {
@@ -186,7 +195,7 @@ pub async fn grant_page_route(
     };
     let view = query.view.as_deref();
     if open.grant.signup.is_some() && view != Some("sign_in") && view != Some("sign_up") {
-        return super::sign_up::verify_page(&state, &open, &csrf, StatusCode::OK, "", &cookies);
+        return super::sign_up::continue_page(&state, &open, &headers, &csrf, &cookies);
     }
     let wants_sign_up =
         view == Some("sign_up") || (view.is_none() && open.request.prompt == Prompt::Create);
@@ -258,6 +267,9 @@ pub async fn sign_in_route(
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
     };
+    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
+        return elsewhere;
+    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     if !browser::csrf_ok(&headers, &form.csrf) {
         let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
@@ -332,6 +344,9 @@ pub async fn consent_route(
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
     };
+    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
+        return elsewhere;
+    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
     let session = match browser::session(&state, &headers).await {

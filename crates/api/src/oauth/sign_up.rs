@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
-use vouch_core::secrets::random_string;
+use vouch_core::secrets::{constant_time_eq, new_token, random_string, token_hash};
 use vouch_core::validation::Purpose;
 use vouch_mail::TermsLink;
 use vouch_storage::BrowserSession;
@@ -63,6 +63,9 @@ struct PendingSignUp {
     email: Option<Pending>,
     phone: Option<Pending>,
     registration_token: Option<String>,
+    /// The hash of the `vouch_signup` cookie of the browser that began it: only that browser
+    /// sees or finishes it.
+    browser: String,
 }
 
 /// The sign-up page.
@@ -124,23 +127,29 @@ pub(super) fn sign_up_page(
 }
 
 /// The page that asks for the codes.
-pub(super) fn verify_page(
+fn verify_page(
     state: &AppState,
     open: &Open,
+    pending: &PendingSignUp,
     csrf: &str,
     status: StatusCode,
     error: &str,
     cookies: &[HeaderValue],
 ) -> Response {
-    let Some(pending) = pending(open) else {
-        return error_page(state, StatusCode::NOT_FOUND, GONE);
-    };
     let base = state.config.public_baseurl();
     let mut ctx = base_context(state, open, "Confirm your addresses", csrf);
     ctx.action = format!("{base}{}/{}/verify", paths::GRANT, open.grant.grant_id);
     ctx.error = error.into();
-    ctx.email = pending.email.map(|p| p.address).unwrap_or_default();
-    ctx.phone = pending.phone.map(|p| p.address).unwrap_or_default();
+    ctx.email = pending
+        .email
+        .as_ref()
+        .map(|p| p.address.clone())
+        .unwrap_or_default();
+    ctx.phone = pending
+        .phone
+        .as_ref()
+        .map(|p| p.address.clone())
+        .unwrap_or_default();
     ctx.switch_url = format!(
         "{base}{}/{}?view=sign_up",
         paths::GRANT,
@@ -149,11 +158,34 @@ pub(super) fn verify_page(
     render(state, status, "verify", &ctx, None, cookies)
 }
 
-fn pending(open: &Open) -> Option<PendingSignUp> {
-    open.grant
+/// What a browser that did not begin a waiting sign-up is told (nothing of it).
+const ELSEWHERE: &str =
+    "This sign-up continues in the browser where it was started. Start again from your app.";
+
+/// The sign-up waiting on this request, if this browser began it.
+fn pending_for(open: &Open, headers: &HeaderMap) -> Option<PendingSignUp> {
+    let pending: PendingSignUp = open
+        .grant
         .signup
         .as_deref()
-        .and_then(|json| serde_json::from_str(json).ok())
+        .and_then(|json| serde_json::from_str(json).ok())?;
+    let cookie = browser::cookie(headers, browser::SIGNUP_COOKIE)?;
+    constant_time_eq(&token_hash(cookie), &pending.browser).then_some(pending)
+}
+
+/// The request's page while a sign-up waits for its codes: the codes form for the browser
+/// that began it, a page that says nothing of it for any other.
+pub(super) fn continue_page(
+    state: &AppState,
+    open: &Open,
+    headers: &HeaderMap,
+    csrf: &str,
+    cookies: &[HeaderValue],
+) -> Response {
+    match pending_for(open, headers) {
+        Some(pending) => verify_page(state, open, &pending, csrf, StatusCode::OK, "", cookies),
+        None => error_page(state, StatusCode::FORBIDDEN, ELSEWHERE),
+    }
 }
 
 /// A registration token as the form sends it, if it can be spent now.
@@ -190,6 +222,9 @@ pub async fn sign_up_route(
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
     };
+    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
+        return elsewhere;
+    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
     let again = |status: StatusCode, error: &str| {
@@ -197,6 +232,10 @@ pub async fn sign_up_route(
     };
     if !browser::csrf_ok(&headers, &form.csrf) {
         return again(StatusCode::FORBIDDEN, "The form expired; please try again.");
+    }
+    // A sign-up another browser began on this request is not this one's to replace.
+    if open.grant.signup.is_some() && pending_for(&open, &headers).is_none() {
+        return error_page(&state, StatusCode::FORBIDDEN, ELSEWHERE);
     }
     if !state.config.registration.enabled {
         return error_page(
@@ -271,6 +310,7 @@ pub async fn sign_up_route(
         b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
         32,
     );
+    let browser_token = new_token(state.secrets.as_ref(), "vsu");
     let mut pending = PendingSignUp {
         localpart: localpart.as_str().to_owned(),
         password_hash,
@@ -278,6 +318,7 @@ pub async fn sign_up_route(
         email: None,
         phone: None,
         registration_token: uses_token.then(|| token.to_owned()),
+        browser: token_hash(&browser_token),
     };
     for (raw, is_email) in [(email, true), (phone, false)] {
         if raw.is_empty() {
@@ -336,11 +377,16 @@ pub async fn sign_up_route(
     };
     match state
         .db
-        .set_signup(&grant_id, Some(&json), state.now())
+        .set_signup(
+            &grant_id,
+            Some(&json),
+            open.grant.signup.as_deref(),
+            state.now(),
+        )
         .await
     {
         Ok(true) => {}
-        Ok(false) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
+        Ok(false) => return error_page(&state, StatusCode::FORBIDDEN, ELSEWHERE),
         Err(e) => return ApiError::from(e).into_response(),
     }
     let open = Open {
@@ -351,7 +397,14 @@ pub async fn sign_up_route(
         request: open.request.clone(),
         client: open.client.clone(),
     };
-    verify_page(&state, &open, &csrf, StatusCode::OK, "", &cookies)
+    let mut cookies = cookies.clone();
+    cookies.push(browser::page_cookie(
+        &state,
+        browser::SIGNUP_COOKIE,
+        &browser_token,
+        state.config.oauth.authorization_request_lifetime,
+    ));
+    verify_page(&state, &open, &pending, &csrf, StatusCode::OK, "", &cookies)
 }
 
 /// The codes form.
@@ -381,17 +434,20 @@ pub async fn verify_route(
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
     };
+    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
+        return elsewhere;
+    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+    let Some(pending) = pending_for(&open, &headers) else {
+        return error_page(&state, StatusCode::FORBIDDEN, ELSEWHERE);
+    };
     let again = |status: StatusCode, error: &str| {
-        verify_page(&state, &open, &csrf, status, error, &cookies)
+        verify_page(&state, &open, &pending, &csrf, status, error, &cookies)
     };
     if !browser::csrf_ok(&headers, &form.csrf) {
         return again(StatusCode::FORBIDDEN, "The form expired; please try again.");
     }
-    let Some(pending) = pending(&open) else {
-        return error_page(&state, StatusCode::NOT_FOUND, GONE);
-    };
     for (p, code, what) in [
         (&pending.email, form.email_code.trim(), "email"),
         (&pending.phone, form.phone_code.trim(), "phone"),
@@ -502,9 +558,16 @@ async fn create(
         Ok(cookie) => cookie,
         Err(e) => return e.into_response(),
     };
+    // Done with: the request no longer holds it (a browser racing this one finds the
+    // account made and its own attempt refused).
     if let Err(e) = state
         .db
-        .set_signup(&open.grant.grant_id, None, state.now())
+        .set_signup(
+            &open.grant.grant_id,
+            None,
+            open.grant.signup.as_deref(),
+            state.now(),
+        )
         .await
     {
         return ApiError::from(e).into_response();

@@ -243,6 +243,14 @@ impl AuthorizationRequest {
         }
         let scope = Scope::parse(scope.unwrap_or_default())
             .map_err(|e| ("invalid_scope", e.to_string()))?;
+        // A device's app proves nothing of where it comes from (no redirect URI): it is
+        // never given the admin API.
+        if scope.admin {
+            return Err((
+                "invalid_scope",
+                "the admin API is not granted through the device grant".into(),
+            ));
+        }
         Ok(Self {
             client_id: client_id.to_owned(),
             scope,

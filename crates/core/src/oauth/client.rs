@@ -402,11 +402,32 @@ fn check_redirect_uri(uri: &str, kind: ApplicationType, base: &str) -> Result<()
 /// or direction-changing ones (a right-to-left override makes one name look like another).
 fn check_name(name: &str) -> Result<String, ClientError> {
     let n = name.chars().count();
+    // Controls, Unicode's default-ignorable code points, line and paragraph separators, and
+    // the blanks that pass for letters (Hangul fillers, the braille blank).
     let sly = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}')
+            || matches!(
+                c,
+                '\u{00AD}'
+                    | '\u{034F}'
+                    | '\u{061C}'
+                    | '\u{115F}'..='\u{1160}'
+                    | '\u{17B4}'..='\u{17B5}'
+                    | '\u{180B}'..='\u{180F}'
+                    | '\u{200B}'..='\u{200F}'
+                    | '\u{2028}'..='\u{202E}'
+                    | '\u{2060}'..='\u{206F}'
+                    | '\u{2800}'
+                    | '\u{3164}'
+                    | '\u{FE00}'..='\u{FE0F}'
+                    | '\u{FEFF}'
+                    | '\u{FFA0}'
+                    | '\u{1D173}'..='\u{1D17A}'
+                    | '\u{E0000}'..='\u{E0FFF}'
+            )
     };
-    if n == 0 || n > 256 || name.chars().any(sly) {
+    let visible = name.chars().any(|c| !c.is_whitespace());
+    if n == 0 || n > 256 || !visible || name.chars().any(sly) {
         return Err(meta(
             "client_name must be 1 to 256 characters without control, invisible or direction characters",
         ));
@@ -522,12 +543,21 @@ mod tests {
         r.other
             .insert("tos_uri#fr".into(), "https://example.com/fr/tos".into());
         r.other.insert("unrelated#x".into(), 5.into());
-        let mut sly = r.clone();
-        sly.client_name = Some("Elem\u{202E}tnem".into());
-        assert!(
-            ClientMetadata::register(sly).is_err(),
-            "a right-to-left override is refused"
-        );
+        for name in [
+            "Elem\u{202E}tnem",
+            "A\u{3164}B",
+            "\u{E0041}x",
+            "   ",
+            "a\u{00AD}b",
+            "x\u{2028}y",
+        ] {
+            let mut sly = r.clone();
+            sly.client_name = Some(name.into());
+            assert!(
+                ClientMetadata::register(sly).is_err(),
+                "{name:?} is refused"
+            );
+        }
         let m = ClientMetadata::register(r.clone()).unwrap();
         assert_eq!(m.display_name(&["de", "fr"]), "Boîte aux lettres");
         assert_eq!(m.display_name(&["de"]), "Digital mailbox");

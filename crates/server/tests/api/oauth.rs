@@ -1502,3 +1502,131 @@ async fn the_account_page_lists_signs_out_and_deactivates(backend: Backend) {
         .await
         .assert_error(403, "M_USER_DEACTIVATED");
 }
+
+/// The second review: a sign-up waiting for its codes belongs to the browser that began
+/// it; a device request's pages open only after its code was typed; approvals not yet
+/// exchanged end with `/logout/all`.
+#[tokio::test]
+async fn pending_sign_ups_and_device_pages_stay_with_their_browser() {
+    let (app, sink) = crate::helpers::spawn_with_mail(Backend::Sqlite, |c| {
+        c.oauth.enabled = true;
+        c.registration.require_3pid = vec!["email".into()];
+    })
+    .await;
+    let client_id = register_client(&app).await;
+    // The attacker starts the request and sends the victim its page.
+    let mut attacker = Browser::new(&app);
+    let start = attacker
+        .get(&authorize_url(&app, &client_id, "HIJACK", "&prompt=create"))
+        .await;
+    let page_url = location(&start);
+    let bait = attacker.get(&page_url).await;
+    let (_, attacker_csrf) = form(&bait);
+    let mut victim = Browser::new(&app);
+    let page = victim.get(&page_url).await;
+    let (action, csrf) = form(&page);
+    let verify = victim
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "quinn"),
+                ("password", "correct horse battery"),
+                ("email", "quinn@example.org"),
+            ],
+        )
+        .await;
+    assert!(verify.html.contains("quinn@example.org"));
+    let link = sink.wait_for(1).await[0].link();
+    app.confirm(&link).await;
+    // The attacker can neither see, finish nor replace it.
+    let seen = attacker.get(&page_url).await;
+    assert_eq!(seen.status, 403);
+    assert!(!seen.html.contains("quinn"), "{}", seen.html);
+    let stolen = attacker
+        .post(&format!("{page_url}/verify"), &[("csrf", &attacker_csrf)])
+        .await;
+    assert_eq!(stolen.status, 403, "{}", stolen.html);
+    assert!(!attacker.cookies.iter().any(|(n, _)| n == "vouch_session"));
+    let replaced = attacker
+        .post(
+            &format!("{page_url}/sign_up"),
+            &[
+                ("csrf", &attacker_csrf),
+                ("username", "mallory"),
+                ("password", "correct horse battery"),
+                ("email", "m@example.org"),
+            ],
+        )
+        .await;
+    assert_eq!(replaced.status, 403);
+    // The victim finishes.
+    let (action, csrf) = form(&verify);
+    let consent = victim.post(&action, &[("csrf", &csrf)]).await;
+    assert!(
+        consent.html.contains("@quinn:vouch.test"),
+        "{}",
+        consent.html
+    );
+
+    // A device request's page, sent as a link, leads to the code page.
+    let tv = device_client(&app).await;
+    let started = start_device(&app, &tv, "PHISHTV").await;
+    let mut someone = Browser::new(&app);
+    let typed = someone.get(&s(&started, "verification_uri_complete")).await;
+    let (action, csrf) = form(&typed);
+    let found = someone
+        .post(
+            &action,
+            &[("csrf", &csrf), ("user_code", &s(&started, "user_code"))],
+        )
+        .await;
+    let grant_page = location(&found);
+    let phished = victim.get(&grant_page).await;
+    assert!(
+        location(&phished).ends_with("/_vouch/oauth/device"),
+        "back to the code page"
+    );
+    // The device's app is not taken at its word, and gets no admin API.
+    let sign_in = someone.get(&grant_page).await;
+    let (action, csrf) = form(&sign_in);
+    let consent = someone
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "quinn"),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    assert!(consent.html.contains("not verified"), "{}", consent.html);
+    let admin = app
+        .send(app.http.post(format!("{}/oauth2/device", app.base)).form(&[
+            ("client_id", tv.as_str()),
+            (
+                "scope",
+                "urn:matrix:client:api:* urn:matrix:client:device:X urn:synapse:admin:*",
+            ),
+        ]))
+        .await;
+    assert_eq!(s(&admin.body, "error"), "invalid_scope");
+
+    // Approved and waiting, then the user logs out everywhere: nothing opens after.
+    let (action, csrf) = form(&consent);
+    someone
+        .post(&action, &[("csrf", &csrf), ("decision", "allow")])
+        .await;
+    let (token, _) = app.login_ok("quinn", "correct horse battery").await;
+    app.post("/_matrix/client/v3/logout/all", json!({}), Some(&token))
+        .await
+        .ok();
+    app.clock.advance(std::time::Duration::from_secs(6));
+    assert_eq!(
+        s(
+            &poll(&app, &tv, &s(&started, "device_code")).await.body,
+            "error"
+        ),
+        "access_denied"
+    );
+}
