@@ -6,6 +6,7 @@
 //! transaction as the state it belongs to, and the outbox worker (`vouch-outbox`) delivers it.
 
 pub mod compose;
+pub mod locales;
 pub mod templates;
 pub mod transport;
 

@@ -15,6 +15,15 @@ pub struct TemplateError {
     source: minijinja::Error,
 }
 
+impl TemplateError {
+    pub(crate) fn new(name: &str, source: minijinja::Error) -> Self {
+        Self {
+            name: name.to_owned(),
+            source,
+        }
+    }
+}
+
 /// The embedded templates, by name.
 const EMBEDDED: &[(&str, &str)] = &[
     (
@@ -333,6 +342,7 @@ pub struct PageContext {
 /// The loaded templates.
 pub struct Templates {
     env: Environment<'static>,
+    catalogues: std::sync::Arc<crate::locales::Catalogues>,
 }
 
 impl Templates {
@@ -341,6 +351,33 @@ impl Templates {
     /// fails at start-up rather than in a user's password reset.
     pub fn new(override_dir: Option<&Path>) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
+        let catalogues = std::sync::Arc::new(crate::locales::Catalogues::load(override_dir)?);
+        let words = catalogues.clone();
+        // `t("section.key", name=value)`: the words in the page's `lang`, values escaped; a
+        // text that is no key (a message made elsewhere) is shown as it is, escaped.
+        env.add_function(
+            "t",
+            move |state: &minijinja::State, key: &str, kwargs: minijinja::value::Kwargs| {
+                let lang = state
+                    .lookup("lang")
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "en".into());
+                let Some(text) = words.text(&lang, key) else {
+                    return Ok(minijinja::Value::from_safe_string(crate::locales::escape(
+                        key,
+                    )));
+                };
+                let mut out = text.to_owned();
+                for name in kwargs.args() {
+                    let value: minijinja::Value = kwargs.get(name)?;
+                    let shown = value
+                        .as_str()
+                        .map_or_else(|| value.to_string(), str::to_owned);
+                    out = out.replace(&format!("{{{name}}}"), &crate::locales::escape(&shown));
+                }
+                Ok::<_, minijinja::Error>(minijinja::Value::from_safe_string(out))
+            },
+        );
         let overrides = override_dir.map(minijinja::path_loader);
         env.set_loader(move |name| {
             let overridden = match &overrides {
@@ -355,7 +392,7 @@ impl Templates {
                 .find(|(n, _)| *n == name)
                 .map(|(_, src)| minijinja::TemplateSource::from(*src)))
         });
-        let templates = Self { env };
+        let templates = Self { env, catalogues };
         templates.check()?;
         Ok(templates)
     }
@@ -377,13 +414,21 @@ impl Templates {
             };
             self.render(&format!("page/{page}.html"), &ctx)?;
         }
-        for page in OAUTH_PAGES {
-            self.render(
-                &format!("page/oauth/{page}.html"),
-                &OAuthPageContext::sample(),
-            )?;
+        for lang in self.catalogues.languages() {
+            for page in OAUTH_PAGES {
+                let ctx = OAuthPageContext {
+                    lang: lang.clone(),
+                    ..OAuthPageContext::sample()
+                };
+                self.render(&format!("page/oauth/{page}.html"), &ctx)?;
+            }
         }
         Ok(())
+    }
+
+    /// The language of `tag` the pages have words for (`fr-CA` → `fr`), if any.
+    pub fn language(&self, tag: &str) -> Option<String> {
+        self.catalogues.supported(tag)
     }
 
     /// Renders template `name`.

@@ -62,7 +62,7 @@ fn sign_in(
     query: &ActionQuery,
     cookies: &[HeaderValue],
 ) -> Response {
-    let mut ctx = context(state, "Sign in", csrf);
+    let mut ctx = context(state, "title.sign_in", csrf);
     let back = serde_urlencoded_query(query);
     ctx.action = format!("{}{PATH}/sign_in{back}", state.config.public_baseurl());
     ctx.error = error.into();
@@ -103,7 +103,7 @@ async fn overview(
         (Ok(d), Ok(t)) => (d, t),
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
     };
-    let mut ctx = context(state, "Your account", csrf);
+    let mut ctx = context(state, "title.account", csrf);
     ctx.user_id = session.user_id.clone();
     ctx.message = user.displayname.clone().unwrap_or_default();
     ctx.notice = notice.into();
@@ -186,7 +186,7 @@ pub async fn sign_in_route(
         return sign_in(
             &state,
             StatusCode::FORBIDDEN,
-            "The form expired; please try again.",
+            "msg.form_expired",
             &csrf,
             &query,
             &cookies,
@@ -196,7 +196,7 @@ pub async fn sign_in_route(
         return sign_in(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts; wait a minute and try again.",
+            "msg.too_many",
             &csrf,
             &query,
             &cookies,
@@ -259,7 +259,7 @@ async fn acting(
         _ => Err(sign_in(
             state,
             StatusCode::FORBIDDEN,
-            "Please sign in again.",
+            "msg.sign_in_again",
             &csrf,
             &ActionQuery::default(),
             &cookies,
@@ -334,12 +334,12 @@ pub async fn deactivate_route(
         .await
     {
         let (status, why) = said(e.into());
-        let mut ctx = context(&state, "Not deactivated", &csrf);
+        let mut ctx = context(&state, "title.not_deactivated", &csrf);
         ctx.message = why;
         return render(&state, status, "done", &ctx, None, &cookies);
     }
-    let mut ctx = context(&state, "Account deactivated", &csrf);
-    ctx.message = "Your account has been deactivated and every session signed out.".into();
+    let mut ctx = context(&state, "title.deactivated", &csrf);
+    ctx.message = "msg.deactivated".into();
     render(&state, StatusCode::OK, "done", &ctx, None, &cookies)
 }
 

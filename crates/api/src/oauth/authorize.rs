@@ -39,7 +39,7 @@ pub fn error_page(state: &AppState, status: StatusCode, message: &str) -> Respon
     let ctx = vouch_mail::OAuthPageContext {
         app_name: state.config.email.app_name.clone(),
         server_name: state.config.server_name.clone(),
-        title: "Cannot continue".into(),
+        title: "title.error".into(),
         message: message.to_owned(),
         ..Default::default()
     };
@@ -53,11 +53,7 @@ pub async fn authorize_route(
     query: Result<Query<RawAuthorization>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(raw)) = query else {
-        return error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "The app sent a malformed request.",
-        );
+        return error_page(&state, StatusCode::BAD_REQUEST, "msg.malformed");
     };
     if let Err(e) = state.limits.uia_sessions_per_ip.check_ip(ip) {
         return error_page(&state, StatusCode::TOO_MANY_REQUESTS, &e.to_string());
@@ -70,11 +66,7 @@ pub async fn authorize_route(
         None => None,
     };
     let Some(client) = client else {
-        return error_page(
-            &state,
-            StatusCode::BAD_REQUEST,
-            "The app that sent you here is not registered with this server.",
-        );
+        return error_page(&state, StatusCode::BAD_REQUEST, "msg.not_registered");
     };
     let redirect_uri = raw.redirect_uri.clone().unwrap_or_default();
     let state_param = raw.state.clone();

@@ -90,6 +90,7 @@ pub struct CodeQuery {
 
 fn code_page(
     state: &AppState,
+    lang: String,
     status: StatusCode,
     error: &str,
     typed: &str,
@@ -99,8 +100,8 @@ fn code_page(
     let ctx = OAuthPageContext {
         app_name: state.config.email.app_name.clone(),
         server_name: state.config.server_name.clone(),
-        lang: "en".into(),
-        title: "Sign in on another device".into(),
+        lang,
+        title: "title.device".into(),
         error: error.into(),
         action: format!("{}{}", state.config.public_baseurl(), paths::DEVICE_PAGE),
         csrf: csrf.into(),
@@ -120,6 +121,7 @@ pub async fn device_page_route(
     let typed: String = query.user_code.chars().take(20).collect();
     code_page(
         &state,
+        browser::language(&state, &[], &headers),
         StatusCode::OK,
         "",
         &typed,
@@ -154,8 +156,9 @@ pub async fn device_code_route(
     if !browser::csrf_ok(&headers, &form.csrf) {
         return code_page(
             &state,
+            browser::language(&state, &[], &headers),
             StatusCode::FORBIDDEN,
-            "The form expired; please try again.",
+            "msg.form_expired",
             &typed,
             &csrf,
             &cookies,
@@ -164,8 +167,9 @@ pub async fn device_code_route(
     if state.limits.login_per_ip.check_ip(ip).is_err() {
         return code_page(
             &state,
+            browser::language(&state, &[], &headers),
             StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts; wait a minute and try again.",
+            "msg.too_many",
             &typed,
             &csrf,
             &cookies,
@@ -205,8 +209,9 @@ pub async fn device_code_route(
         }
         None => code_page(
             &state,
+            browser::language(&state, &[], &headers),
             StatusCode::BAD_REQUEST,
-            "That code is not valid: it may have expired. Check the code your device shows.",
+            "msg.code_invalid",
             &typed,
             &csrf,
             &cookies,
@@ -218,14 +223,11 @@ pub async fn device_code_route(
 pub(super) fn done_page(state: &AppState, open: &Open, allowed: bool) -> Response {
     let mut ctx = super::grant_page::base_context(state, open, "", "");
     if allowed {
-        ctx.title = "Signed in".into();
-        ctx.message = format!(
-            "{} is signing in now. You can close this page.",
-            ctx.client_name
-        );
+        ctx.title = "title.signed_in".into();
+        ctx.message = "msg.device_signed_in".into();
     } else {
-        ctx.title = "Cancelled".into();
-        ctx.message = "Nothing was signed in. You can close this page.".into();
+        ctx.title = "title.cancelled".into();
+        ctx.message = "msg.cancelled".into();
     }
     render(state, StatusCode::OK, "done", &ctx, None, &[])
 }

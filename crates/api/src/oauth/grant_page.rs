@@ -22,16 +22,22 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// What the page says when a request cannot go on.
-pub(super) const GONE: &str = "This sign-in request has expired or was already answered.";
+pub(super) const GONE: &str = "msg.gone";
 
 /// An open request with its client.
 pub(super) struct Open {
     pub(super) grant: Grant,
     pub(super) request: AuthorizationRequest,
     pub(super) client: ClientMetadata,
+    /// The language of the pages (the app's `ui_locales`, else the browser's).
+    pub(super) lang: String,
 }
 
-pub(super) async fn open(state: &AppState, grant_id: &str) -> Result<Option<Open>, ApiError> {
+pub(super) async fn open(
+    state: &AppState,
+    grant_id: &str,
+    headers: &HeaderMap,
+) -> Result<Option<Open>, ApiError> {
     let Some(grant) = state.db.open_grant(grant_id, state.now()).await? else {
         return Ok(None);
     };
@@ -40,10 +46,12 @@ pub(super) async fn open(state: &AppState, grant_id: &str) -> Result<Option<Open
     let Some(client) = load_client(state, &grant.client_id).await? else {
         return Ok(None);
     };
+    let lang = browser::language(state, &request.ui_locales, headers);
     Ok(Some(Open {
         grant,
         request,
         client,
+        lang,
     }))
 }
 
@@ -73,7 +81,7 @@ pub(super) fn base_context(
     OAuthPageContext {
         app_name: state.config.email.app_name.clone(),
         server_name: state.config.server_name.clone(),
-        lang: "en".into(),
+        lang: open.lang.clone(),
         title: title.into(),
         csrf: csrf.into(),
         client_name: open.client.display_name(&languages),
@@ -112,7 +120,7 @@ pub(super) fn sign_in_page(
     cookies: &[HeaderValue],
 ) -> Response {
     let base = state.config.public_baseurl();
-    let mut ctx = base_context(state, open, "Sign in", csrf);
+    let mut ctx = base_context(state, open, "title.sign_in", csrf);
     ctx.action = format!("{base}{}/{}/sign_in", paths::GRANT, open.grant.grant_id);
     ctx.error = error.into();
     if state.config.registration.enabled {
@@ -137,7 +145,7 @@ pub(super) async fn consent_page(
     cookies: &[HeaderValue],
 ) -> Response {
     let base = state.config.public_baseurl();
-    let mut ctx = base_context(state, open, "Allow access", csrf);
+    let mut ctx = base_context(state, open, "title.consent", csrf);
     ctx.action = format!("{base}{}/{}/consent", paths::GRANT, open.grant.grant_id);
     ctx.user_id = session.user_id.clone();
     // What the user must know before allowing: the admin API, and a session of theirs that
@@ -179,7 +187,7 @@ pub async fn grant_page_route(
     Query(query): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let open = match open(&state, &grant_id).await {
+    let open = match open(&state, &grant_id, &headers).await {
         Ok(Some(open)) => open,
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
@@ -262,7 +270,7 @@ pub async fn sign_in_route(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    let open = match open(&state, &grant_id).await {
+    let open = match open(&state, &grant_id, &headers).await {
         Ok(Some(open)) => open,
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
@@ -278,7 +286,7 @@ pub async fn sign_in_route(
             &open,
             &csrf,
             StatusCode::FORBIDDEN,
-            "The form expired; please try again.",
+            "msg.form_expired",
             "",
             &cookies,
         );
@@ -287,10 +295,7 @@ pub async fn sign_in_route(
         sign_in_page(&state, &open, &csrf, status, why, &form.username, &[])
     };
     if state.limits.login_per_ip.check_ip(ip).is_err() {
-        return refused(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts; wait a minute and try again.",
-        );
+        return refused(StatusCode::TOO_MANY_REQUESTS, "msg.too_many");
     }
     let checked = match state
         .accounts()
@@ -339,7 +344,7 @@ pub async fn consent_route(
     headers: HeaderMap,
     Form(form): Form<ConsentForm>,
 ) -> Response {
-    let open = match open(&state, &grant_id).await {
+    let open = match open(&state, &grant_id, &headers).await {
         Ok(Some(open)) => open,
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
@@ -364,7 +369,7 @@ pub async fn consent_route(
             &open,
             &csrf,
             StatusCode::FORBIDDEN,
-            "Please sign in again.",
+            "msg.sign_in_again",
             "",
             &cookies,
         );

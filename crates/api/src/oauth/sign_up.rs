@@ -80,7 +80,7 @@ pub(super) fn sign_up_page(
 ) -> Response {
     let base = state.config.public_baseurl();
     let r = &state.config.registration;
-    let mut ctx = base_context(state, open, "Create an account", csrf);
+    let mut ctx = base_context(state, open, "title.sign_up", csrf);
     ctx.action = format!("{base}{}/{}/sign_up", paths::GRANT, open.grant.grant_id);
     ctx.error = error.into();
     ctx.username = form.username.clone();
@@ -107,7 +107,7 @@ pub(super) fn sign_up_page(
             && anywhere(stage)
     };
     if one_of(uia::EMAIL_IDENTITY) && one_of(uia::MSISDN) {
-        ctx.required_3pid = "Give an email address or a phone number (or both).".into();
+        ctx.required_3pid = "sign_up.one_of".into();
     }
     ctx.token_required = anywhere(uia::REGISTRATION_TOKEN);
     let terms: &[vouch_config::TermsPolicy] = if anywhere(uia::TERMS) { &r.terms } else { &[] };
@@ -137,7 +137,7 @@ fn verify_page(
     cookies: &[HeaderValue],
 ) -> Response {
     let base = state.config.public_baseurl();
-    let mut ctx = base_context(state, open, "Confirm your addresses", csrf);
+    let mut ctx = base_context(state, open, "title.verify", csrf);
     ctx.action = format!("{base}{}/{}/verify", paths::GRANT, open.grant.grant_id);
     ctx.error = error.into();
     ctx.email = pending
@@ -159,8 +159,7 @@ fn verify_page(
 }
 
 /// What a browser that did not begin a waiting sign-up is told (nothing of it).
-const ELSEWHERE: &str =
-    "This sign-up continues in the browser where it was started. Start again from your app.";
+const ELSEWHERE: &str = "msg.elsewhere";
 
 /// The sign-up waiting on this request, if this browser began it.
 fn pending_for(open: &Open, headers: &HeaderMap) -> Option<PendingSignUp> {
@@ -217,7 +216,7 @@ pub async fn sign_up_route(
     headers: HeaderMap,
     Form(form): Form<SignUpForm>,
 ) -> Response {
-    let open = match open(&state, &grant_id).await {
+    let open = match open(&state, &grant_id, &headers).await {
         Ok(Some(open)) => open,
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
@@ -231,7 +230,7 @@ pub async fn sign_up_route(
         sign_up_page(&state, &open, &csrf, status, error, &form, &cookies)
     };
     if !browser::csrf_ok(&headers, &form.csrf) {
-        return again(StatusCode::FORBIDDEN, "The form expired; please try again.");
+        return again(StatusCode::FORBIDDEN, "msg.form_expired");
     }
     // A sign-up another browser began on this request is not this one's to replace.
     if open.grant.signup.is_some() && pending_for(&open, &headers).is_none() {
@@ -245,10 +244,7 @@ pub async fn sign_up_route(
         );
     }
     if state.limits.registration_per_ip.check_ip(ip).is_err() {
-        return again(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many attempts; wait a minute and try again.",
-        );
+        return again(StatusCode::TOO_MANY_REQUESTS, "msg.too_many");
     }
     let checked = async {
         let localpart = parse_localpart(&state, form.username.trim())?;
@@ -396,6 +392,7 @@ pub async fn sign_up_route(
         },
         request: open.request.clone(),
         client: open.client.clone(),
+        lang: open.lang.clone(),
     };
     let mut cookies = cookies.clone();
     cookies.push(browser::page_cookie(
@@ -429,7 +426,7 @@ pub async fn verify_route(
     headers: HeaderMap,
     Form(form): Form<VerifyForm>,
 ) -> Response {
-    let open = match open(&state, &grant_id).await {
+    let open = match open(&state, &grant_id, &headers).await {
         Ok(Some(open)) => open,
         Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
         Err(e) => return e.into_response(),
@@ -446,7 +443,7 @@ pub async fn verify_route(
         verify_page(&state, &open, &pending, &csrf, status, error, &cookies)
     };
     if !browser::csrf_ok(&headers, &form.csrf) {
-        return again(StatusCode::FORBIDDEN, "The form expired; please try again.");
+        return again(StatusCode::FORBIDDEN, "msg.form_expired");
     }
     for (p, code, what) in [
         (&pending.email, form.email_code.trim(), "email"),

@@ -1630,3 +1630,65 @@ async fn pending_sign_ups_and_device_pages_stay_with_their_browser() {
         "access_denied"
     );
 }
+
+#[tokio::test]
+async fn pages_speak_the_users_language() {
+    let app = oauth_app(Backend::Sqlite).await;
+    let r = app
+        .post(
+            "/oauth2/registration",
+            json!({
+                "client_name": "<b>Evil</b> & Co",
+                "client_name#fr": "Appli <i>française</i>",
+                "client_uri": "https://client.example.org/",
+                "redirect_uris": [REDIRECT],
+                "application_type": "native",
+            }),
+            None,
+        )
+        .await;
+    let client_id = s(&r.body, "client_id");
+    let page_of = |extra: &'static str, accept: Option<&'static str>| {
+        let app = &app;
+        let client_id = client_id.clone();
+        async move {
+            let mut req = app
+                .http
+                .get(authorize_url(app, &client_id, "LANGDEV", extra));
+            if let Some(a) = accept {
+                req = req.header("accept-language", a);
+            }
+            let start = req.send().await.unwrap();
+            let to = start.headers()["location"].to_str().unwrap().to_owned();
+            let mut req = app.http.get(to);
+            if let Some(a) = accept {
+                req = req.header("accept-language", a);
+            }
+            req.send().await.unwrap().text().await.unwrap()
+        }
+    };
+    // The app's ui_locales first, then the browser's languages by weight, else English.
+    let fr = page_of("&ui_locales=fr", None).await;
+    assert!(
+        fr.contains("<html lang=\"fr\">")
+            && fr.contains("Connexion")
+            && fr.contains("Mot de passe"),
+        "{fr}"
+    );
+    assert!(
+        fr.contains("Appli &lt;i&gt;française&lt;/i&gt;"),
+        "the localised name, escaped: {fr}"
+    );
+    let browser_fr = page_of("", Some("de-DE, fr-CA;q=0.8, en;q=0.5")).await;
+    assert!(browser_fr.contains("Connexion"), "{browser_fr}");
+    let english = page_of("", Some("de, ja;q=0.9")).await;
+    assert!(
+        english.contains("<html lang=\"en\">") && english.contains("Sign in"),
+        "{english}"
+    );
+    assert!(
+        english.contains("&lt;b&gt;Evil&lt;/b&gt; &amp; Co"),
+        "values are escaped: {english}"
+    );
+    assert!(!english.contains("<b>Evil"));
+}
