@@ -20,9 +20,25 @@ pub struct AuthedUser {
     pub is_guest: bool,
     /// A server admin.
     pub is_admin: bool,
+    /// The token came from the OAuth 2.0 API.
+    pub oauth: bool,
 }
 
 impl AuthedUser {
+    /// Refuses an OAuth 2.0 session an endpoint that needs User-Interactive Authentication
+    /// (the spec: those "can't be used when an access token is obtained with" the OAuth
+    /// 2.0 API), pointing at the account page where the same is done.
+    pub fn no_oauth_uia(&self, state: &AppState) -> Result<(), ApiError> {
+        if !self.oauth {
+            return Ok(());
+        }
+        Err(ApiError::forbidden(format!(
+            "This session was opened through OAuth 2.0; do this on the account page: {}{}",
+            state.config.public_baseurl(),
+            crate::oauth::account::PATH
+        )))
+    }
+
     /// Refuses guests with 403 `M_GUEST_ACCESS_FORBIDDEN`.
     pub fn not_guest(&self) -> Result<(), ApiError> {
         if self.is_guest {
@@ -89,11 +105,13 @@ async fn resolve(parts: &Parts, state: &AppState) -> Result<Option<AuthedUser>, 
         return Err(ApiError::unknown_token(true));
     }
     let is_admin = info.admin();
+    let oauth = info.oauth_scope.is_some();
     Ok(Some(AuthedUser {
         user_id: info.user_id,
         device_id: info.device_id,
         is_guest: info.is_guest,
         is_admin,
+        oauth,
     }))
 }
 

@@ -28,6 +28,7 @@ pub(crate) async fn add_validated_threepid(
     ip: std::net::IpAddr,
 ) -> ApiResult<()> {
     user.not_guest()?;
+    user.no_oauth_uia(state)?;
     if !state.config.account.threepid_changes {
         return Err(ApiError::forbidden(
             "Changing email addresses and phone numbers is disabled on this server",

@@ -32,6 +32,7 @@ pub async fn change_password_route(
     }
     if let Some(user) = &user {
         user.not_guest()?;
+        user.no_oauth_uia(&state)?;
     }
     state.accounts().check_password(&body.new_password)?;
 

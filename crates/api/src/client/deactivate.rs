@@ -22,6 +22,7 @@ pub async fn deactivate_route(
 ) -> ApiResult<RumaResponse<deactivate::v3::Response>> {
     if let Some(user) = &user {
         user.not_guest()?;
+        user.no_oauth_uia(&state)?;
     }
     let caller = user.as_ref().map(|u| u.user_id.as_str());
     let binding = format!("erase={}", body.erase);

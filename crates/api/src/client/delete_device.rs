@@ -20,6 +20,7 @@ pub async fn delete_device_route(
     ClientIp(ip): ClientIp,
     body: Ruma<delete_device::v3::Request>,
 ) -> ApiResult<RumaResponse<delete_device::v3::Response>> {
+    user.no_oauth_uia(&state)?;
     authenticate(
         &state,
         Operation::DeleteDevices,

@@ -18,6 +18,7 @@ pub async fn delete_devices_route(
     ClientIp(ip): ClientIp,
     body: Ruma<delete_devices::v3::Request>,
 ) -> ApiResult<RumaResponse<delete_devices::v3::Response>> {
+    user.no_oauth_uia(&state)?;
     let mut ids: Vec<String> = body.devices.iter().map(ToString::to_string).collect();
     ids.sort();
     authenticate(

@@ -1331,7 +1331,46 @@ async fn sessions_prompts_and_sizes_hold() {
     )
     .await
     .assert_error(401, "M_UNKNOWN_TOKEN");
-    refresh(&app, &client_id, &s(&t, "refresh_token"))
+    let t2 = refresh(&app, &client_id, &s(&t, "refresh_token"))
+        .await
+        .ok()
+        .clone();
+    // An OAuth session never meets UIA: it is sent to the account page.
+    let oauth_token = s(&t2, "access_token");
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            "/_matrix/client/v3/account/password",
+            json!({ "new_password": "another horse battery" }),
+        ),
+        (
+            reqwest::Method::POST,
+            "/_matrix/client/v3/account/deactivate",
+            json!({}),
+        ),
+        (
+            reqwest::Method::POST,
+            "/_matrix/client/v3/delete_devices",
+            json!({ "devices": ["NIADEV"] }),
+        ),
+        (
+            reqwest::Method::DELETE,
+            "/_matrix/client/v3/devices/NIADEV",
+            json!({}),
+        ),
+    ] {
+        let r = app.call(method, path, Some(body), Some(&oauth_token)).await;
+        r.assert_error(403, "M_FORBIDDEN");
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("/_vouch/account"),
+            "{path}: {:?}",
+            r.body
+        );
+    }
+    app.get("/_matrix/client/v3/account/whoami", Some(&oauth_token))
         .await
         .ok();
 
