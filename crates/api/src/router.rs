@@ -27,7 +27,7 @@ pub fn route_table() -> Vec<(Method, String)> {
 fn oauth_routes(routes: Routes) -> Routes {
     use crate::oauth::{
         account, authorize, device, grant_page, metadata, paths, registration, revoke, sign_up,
-        token,
+        sso, token,
     };
     routes
         .add(
@@ -114,6 +114,31 @@ fn oauth_routes(routes: Routes) -> Routes {
             &format!("/{}/sign_out_browser", account::PATH),
             &[Method::POST],
             post(account::sign_out_browser_route),
+        )
+        .add(
+            "/_matrix/client/v3/login/sso/redirect",
+            &[Method::GET],
+            get(sso::sso_redirect_route),
+        )
+        .add(
+            "/_matrix/client/r0/login/sso/redirect",
+            &[Method::GET],
+            get(sso::sso_redirect_route),
+        )
+        .add(
+            &format!("/{}", sso::PATH),
+            &[Method::GET],
+            get(sso::sso_page_route),
+        )
+        .add(
+            &format!("/{}/sign_in", sso::PATH),
+            &[Method::POST],
+            post(sso::sso_sign_in_route),
+        )
+        .add(
+            &format!("/{}/continue", sso::PATH),
+            &[Method::POST],
+            post(sso::sso_continue_route),
         )
         .add(
             &format!("/{}", paths::DEVICE),

@@ -120,6 +120,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/page/oauth/account.html"),
     ),
     (
+        "page/oauth/sso.html",
+        include_str!("../templates/page/oauth/sso.html"),
+    ),
+    (
         "page/oauth/error.html",
         include_str!("../templates/page/oauth/error.html"),
     ),
@@ -139,7 +143,7 @@ pub const PAGES: &[&str] = &["confirm", "success", "already_validated", "failure
 
 /// The OAuth 2.0 sign-in pages (`page/oauth/<name>.html`).
 pub const OAUTH_PAGES: &[&str] = &[
-    "sign_in", "sign_up", "verify", "consent", "device", "done", "account", "error",
+    "sign_in", "sign_up", "verify", "consent", "device", "done", "account", "sso", "error",
 ];
 
 /// A policy to accept on the sign-up page.

@@ -43,6 +43,16 @@ CREATE TABLE browser_sessions (
 );
 CREATE INDEX browser_sessions_user ON browser_sessions (user_id);
 
+-- Login tokens of the legacy SSO redirect (`m.login.token`), which the sign-in pages
+-- hand to clients that prefer them (MSC3824): stored hashed, single-use, short-lived.
+CREATE TABLE login_tokens (
+    token_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (user_id) ON DELETE CASCADE,
+    password_hash TEXT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT
+);
+
 -- The OAuth client a device's session was granted to, and the scope granted (NULL: /login
 -- or /register, whose sessions get the whole API, and the admin API for admins).
 ALTER TABLE devices ADD COLUMN oauth_client_id TEXT;

@@ -156,6 +156,15 @@ impl Db {
         )
         .await?;
         self.purge(
+            "login_tokens",
+            "token_hash",
+            "expires_at <= $1",
+            now,
+            now,
+            batch,
+        )
+        .await?;
+        self.purge(
             "browser_sessions",
             "session_hash",
             "expires_at <= $1",

@@ -472,6 +472,50 @@ impl Db {
         Ok(())
     }
 
+    /// Stores a login token (its hash) for the user of `session`, until `expires_at`.
+    pub async fn create_login_token(
+        &self,
+        token_hash: &str,
+        session: &BrowserSession,
+        expires_at: i64,
+    ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO login_tokens (token_hash, user_id, password_hash, expires_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(token_hash)
+        .bind(&session.user_id)
+        .bind(&session.password_hash)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Spends a login token: one conditional statement, so of many logins with one token,
+    /// one gets the user (and the password hash it was issued under).
+    pub async fn spend_login_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<(String, String)>, StorageError> {
+        let _turn = self.write_turn().await;
+        let row = sqlx::query(
+            "UPDATE login_tokens SET used_at = $1
+             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
+             RETURNING user_id, password_hash",
+        )
+        .bind(now)
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok((r.try_get("user_id")?, r.try_get("password_hash")?))
+            })
+            .transpose()?)
+    }
+
     /// Ends every browser session of `user_id` (logged out everywhere).
     pub async fn end_browser_sessions_of(&self, user_id: &str) -> Result<(), StorageError> {
         let _turn = self.write_turn().await;

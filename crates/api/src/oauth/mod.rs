@@ -14,6 +14,7 @@ pub mod metadata;
 pub mod registration;
 pub mod revoke;
 pub mod sign_up;
+pub mod sso;
 pub mod token;
 
 /// Where each endpoint is, under `public_baseurl`.

@@ -1731,3 +1731,100 @@ async fn pages_speak_the_users_language() {
     );
     assert!(!english.contains("<b>Evil"));
 }
+
+/// MSC3824 (spec v1.18): with OAuth 2.0 on, `GET /login` offers `m.login.sso` marked
+/// `oauth_aware_preferred`; its redirect signs the browser in on the same pages, asks the
+/// user to confirm where the login goes, and hands the client a single-use login token.
+#[tokio::test]
+async fn legacy_sso_hands_a_login_token_to_the_client() {
+    let app = oauth_app(Backend::Sqlite).await;
+    app.register("rae", "correct horse battery").await;
+    let flows = app.get("/_matrix/client/v3/login", None).await;
+    let flows = flows.ok()["flows"].as_array().unwrap().clone();
+    let sso = flows
+        .iter()
+        .find(|f| f["type"] == "m.login.sso")
+        .expect("m.login.sso offered");
+    assert_eq!(sso["oauth_aware_preferred"], true);
+    assert!(flows.iter().any(|f| f["type"] == "m.login.token"));
+    let bad = app
+        .get(
+            "/_matrix/client/v3/login/sso/redirect?redirectUrl=javascript:alert(1)",
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+
+    let mut browser = Browser::new(&app);
+    let start = browser
+        .get(&format!(
+            "{}/_matrix/client/v3/login/sso/redirect?redirectUrl=https%3A%2F%2Fapp.example.org%2Fafter%3Fx%3D1",
+            app.base
+        ))
+        .await;
+    assert_eq!(start.status, 302, "{}", start.html);
+    let page = browser.get(&location(&start)).await;
+    let (action, csrf) = form(&page);
+    let confirm = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", "rae"),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    assert!(
+        confirm.html.contains("app.example.org") && confirm.html.contains("@rae:vouch.test"),
+        "{}",
+        confirm.html
+    );
+    let csp = confirm.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("https://app.example.org"), "{csp}");
+    let (action, csrf) = form(&confirm);
+    let back = browser
+        .post(&action, &[("csrf", &csrf), ("decision", "allow")])
+        .await;
+    let to = location(&back);
+    assert!(
+        to.starts_with("https://app.example.org/after?x=1&loginToken="),
+        "{to}"
+    );
+    let token = params(&to)["loginToken"].clone();
+    // Ten logins with the token at once: one session.
+    let body = json!({ "type": "m.login.token", "token": token });
+    let replies = release_together(
+        &app.base,
+        (0..10)
+            .map(|_| Held::post_json("/_matrix/client/v3/login", &body))
+            .collect(),
+    )
+    .await;
+    let won: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    assert_eq!(count(&replies, 403, "M_FORBIDDEN"), 9);
+    let access = s(&won[0].body, "access_token");
+    let me = app
+        .get("/_matrix/client/v3/account/whoami", Some(&access))
+        .await;
+    assert_eq!(me.ok()["user_id"], "@rae:vouch.test");
+
+    // Without OAuth 2.0, neither is offered.
+    let legacy = spawn_with(Backend::Sqlite, |_| {}).await;
+    let flows = legacy.get("/_matrix/client/v3/login", None).await;
+    assert_eq!(flows.ok()["flows"], json!([{ "type": "m.login.password" }]));
+    let r = legacy
+        .post(
+            "/_matrix/client/v3/login",
+            json!({ "type": "m.login.token", "token": "x" }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+}
