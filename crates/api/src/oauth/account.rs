@@ -41,13 +41,30 @@ pub struct ActionQuery {
     device_id: Option<String>,
 }
 
-fn context(state: &AppState, title: &str, csrf: &str) -> OAuthPageContext {
+/// What every page for this browser carries: the CSRF token (and its cookie, if new) and
+/// the language.
+struct Visit {
+    csrf: String,
+    cookies: Vec<HeaderValue>,
+    lang: String,
+}
+
+fn visit(state: &AppState, headers: &HeaderMap) -> Visit {
+    let (csrf, cookie) = browser::csrf(state, headers);
+    Visit {
+        csrf,
+        cookies: cookie.into_iter().collect(),
+        lang: browser::language(state, &[], headers),
+    }
+}
+
+fn context(state: &AppState, title: &str, v: &Visit) -> OAuthPageContext {
     OAuthPageContext {
         app_name: state.config.email.app_name.clone(),
         server_name: state.config.server_name.clone(),
-        lang: "en".into(),
+        lang: v.lang.clone(),
         title: title.into(),
-        csrf: csrf.into(),
+        csrf: v.csrf.clone(),
         action: format!("{}{PATH}", state.config.public_baseurl()),
         ..OAuthPageContext::default()
     }
@@ -58,15 +75,14 @@ fn sign_in(
     state: &AppState,
     status: StatusCode,
     error: &str,
-    csrf: &str,
+    v: &Visit,
     query: &ActionQuery,
-    cookies: &[HeaderValue],
 ) -> Response {
-    let mut ctx = context(state, "title.sign_in", csrf);
+    let mut ctx = context(state, "title.sign_in", v);
     let back = serde_urlencoded_query(query);
     ctx.action = format!("{}{PATH}/sign_in{back}", state.config.public_baseurl());
     ctx.error = error.into();
-    render(state, status, "sign_in", &ctx, None, cookies)
+    render(state, status, "sign_in", &ctx, None, &v.cookies)
 }
 
 /// `?action=…&device_id=…` again, for the way back after signing in.
@@ -86,10 +102,9 @@ fn serde_urlencoded_query(query: &ActionQuery) -> String {
 async fn overview(
     state: &AppState,
     session: &BrowserSession,
-    csrf: &str,
+    v: &Visit,
     notice: &str,
     query: &ActionQuery,
-    cookies: &[HeaderValue],
 ) -> Response {
     let user = match state.db.user(&session.user_id).await {
         Ok(Some(user)) => user,
@@ -103,7 +118,7 @@ async fn overview(
         (Ok(d), Ok(t)) => (d, t),
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
     };
-    let mut ctx = context(state, "title.account", csrf);
+    let mut ctx = context(state, "title.account", v);
     ctx.user_id = session.user_id.clone();
     ctx.message = user.displayname.clone().unwrap_or_default();
     ctx.notice = notice.into();
@@ -138,7 +153,7 @@ async fn overview(
         (Some("org.matrix.device_delete" | "org.matrix.session_end"), Some(d)) => d.to_owned(),
         _ => String::new(),
     };
-    render(state, StatusCode::OK, "account", &ctx, None, cookies)
+    render(state, StatusCode::OK, "account", &ctx, None, &v.cookies)
 }
 
 /// # `GET /_vouch/account`
@@ -152,11 +167,10 @@ pub async fn account_route(
     {
         return crate::homeserver::account_page::cross_signing_page();
     }
-    let (csrf, cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let v = visit(&state, &headers);
     match browser::session(&state, &headers).await {
-        Ok(Some(session)) => overview(&state, &session, &csrf, "", &query, &cookies).await,
-        Ok(None) => sign_in(&state, StatusCode::OK, "", &csrf, &query, &cookies),
+        Ok(Some(session)) => overview(&state, &session, &v, "", &query).await,
+        Ok(None) => sign_in(&state, StatusCode::OK, "", &v, &query),
         Err(e) => e.into_response(),
     }
 }
@@ -180,16 +194,14 @@ pub async fn sign_in_route(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    let (csrf, cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let v = visit(&state, &headers);
     if !browser::csrf_ok(&headers, &form.csrf) {
         return sign_in(
             &state,
             StatusCode::FORBIDDEN,
             "msg.form_expired",
-            &csrf,
+            &v,
             &query,
-            &cookies,
         );
     }
     if state.limits.login_per_ip.check_ip(ip).is_err() {
@@ -197,9 +209,8 @@ pub async fn sign_in_route(
             &state,
             StatusCode::TOO_MANY_REQUESTS,
             "msg.too_many",
-            &csrf,
+            &v,
             &query,
-            &cookies,
         );
     }
     let checked = match state
@@ -210,7 +221,7 @@ pub async fn sign_in_route(
         Ok(c) => c,
         Err(e) => {
             let (status, why) = said(e);
-            return sign_in(&state, status, &why, &csrf, &query, &cookies);
+            return sign_in(&state, status, &why, &v, &query);
         }
     };
     let session = BrowserSession {
@@ -248,21 +259,19 @@ async fn acting(
     state: &AppState,
     headers: &HeaderMap,
     csrf_field: &str,
-) -> Result<(BrowserSession, String, Vec<HeaderValue>), Response> {
-    let (csrf, cookie) = browser::csrf(state, headers);
-    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+) -> Result<(BrowserSession, Visit), Response> {
+    let v = visit(state, headers);
     let session = browser::session(state, headers)
         .await
         .map_err(IntoResponse::into_response)?;
     match session {
-        Some(s) if browser::csrf_ok(headers, csrf_field) => Ok((s, csrf, cookies)),
+        Some(s) if browser::csrf_ok(headers, csrf_field) => Ok((s, v)),
         _ => Err(sign_in(
             state,
             StatusCode::FORBIDDEN,
             "msg.sign_in_again",
-            &csrf,
+            &v,
             &ActionQuery::default(),
-            &cookies,
         )),
     }
 }
@@ -276,7 +285,7 @@ pub async fn sign_out_route(
     headers: HeaderMap,
     Form(form): Form<PageForm>,
 ) -> Response {
-    let (session, csrf, cookies) = match acting(&state, &headers, &form.csrf).await {
+    let (session, v) = match acting(&state, &headers, &form.csrf).await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -288,15 +297,7 @@ pub async fn sign_out_route(
         return ApiError::from(e).into_response();
     }
     let notice = format!("Signed out {}.", form.device_id);
-    overview(
-        &state,
-        &session,
-        &csrf,
-        &notice,
-        &ActionQuery::default(),
-        &cookies,
-    )
-    .await
+    overview(&state, &session, &v, &notice, &ActionQuery::default()).await
 }
 
 /// # `POST /_vouch/account/deactivate`
@@ -309,7 +310,7 @@ pub async fn deactivate_route(
     headers: HeaderMap,
     Form(form): Form<PageForm>,
 ) -> Response {
-    let (session, csrf, cookies) = match acting(&state, &headers, &form.csrf).await {
+    let (session, v) = match acting(&state, &headers, &form.csrf).await {
         Ok(x) => x,
         Err(res) => return res,
     };
@@ -322,10 +323,9 @@ pub async fn deactivate_route(
         return overview(
             &state,
             &session,
-            &csrf,
+            &v,
             &format!("Not deactivated: {why}"),
             &ActionQuery::default(),
-            &cookies,
         )
         .await;
     }
@@ -334,13 +334,13 @@ pub async fn deactivate_route(
         .await
     {
         let (status, why) = said(e.into());
-        let mut ctx = context(&state, "title.not_deactivated", &csrf);
+        let mut ctx = context(&state, "title.not_deactivated", &v);
         ctx.message = why;
-        return render(&state, status, "done", &ctx, None, &cookies);
+        return render(&state, status, "done", &ctx, None, &v.cookies);
     }
-    let mut ctx = context(&state, "title.deactivated", &csrf);
+    let mut ctx = context(&state, "title.deactivated", &v);
     ctx.message = "msg.deactivated".into();
-    render(&state, StatusCode::OK, "done", &ctx, None, &cookies)
+    render(&state, StatusCode::OK, "done", &ctx, None, &v.cookies)
 }
 
 /// # `POST /_vouch/account/sign_out_browser`
@@ -349,8 +349,7 @@ pub async fn sign_out_browser_route(
     headers: HeaderMap,
     Form(form): Form<PageForm>,
 ) -> Response {
-    let (csrf, cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let v = visit(&state, &headers);
     if browser::csrf_ok(&headers, &form.csrf)
         && let Some(token) = browser::cookie(&headers, browser::SESSION_COOKIE)
         && let Err(e) = state
@@ -360,12 +359,5 @@ pub async fn sign_out_browser_route(
     {
         return ApiError::from(e).into_response();
     }
-    sign_in(
-        &state,
-        StatusCode::OK,
-        "",
-        &csrf,
-        &ActionQuery::default(),
-        &cookies,
-    )
+    sign_in(&state, StatusCode::OK, "", &v, &ActionQuery::default())
 }
