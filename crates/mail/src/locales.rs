@@ -137,8 +137,8 @@ impl Catalogues {
     }
 }
 
-/// Escapes a value for HTML.
-pub(crate) fn escape(text: &str) -> String {
+/// Escapes text for HTML element content and double-quoted attributes.
+pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -195,43 +195,18 @@ pub async fn sign_in_route(
     Form(form): Form<SignInForm>,
 ) -> Response {
     let v = visit(&state, &headers);
-    if !browser::csrf_ok(&headers, &form.csrf) {
-        return sign_in(
-            &state,
-            StatusCode::FORBIDDEN,
-            "msg.form_expired",
-            &v,
-            &query,
-        );
-    }
-    if state.limits.login_per_ip.check_ip(ip).is_err() {
-        return sign_in(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            "msg.too_many",
-            &v,
-            &query,
-        );
-    }
-    let checked = match state
-        .accounts()
-        .check_login(super::grant_page::login_id(&form.username), &form.password)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let (status, why) = said(e);
-            return sign_in(&state, status, &why, &v, &query);
-        }
-    };
-    let session = BrowserSession {
-        user_id: checked.user_id,
-        password_hash: checked.hash,
-        created_at: state.now(),
-    };
-    let cookie = match browser::open_session(&state, &session).await {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
+    let signed_in = browser::sign_in_with_password(
+        &state,
+        ip,
+        &headers,
+        &form.csrf,
+        &form.username,
+        &form.password,
+    )
+    .await;
+    let cookie = match signed_in {
+        Ok((_, cookie)) => cookie,
+        Err((status, why)) => return sign_in(&state, status, &why, &v, &query),
     };
     let mut res = Redirect::to(&format!(
         "{}{PATH}{}",

@@ -9,6 +9,7 @@ use serde::Serialize;
 use vouch_core::secrets::{constant_time_eq, new_token, token_hash};
 use vouch_storage::BrowserSession;
 
+use crate::accounts::LoginId;
 use crate::error::ApiResult;
 use crate::state::AppState;
 
@@ -221,4 +222,56 @@ pub fn said(e: crate::error::ApiError) -> (StatusCode, String) {
         );
     }
     (status, message)
+}
+
+/// What the sign-in form's user name field names: an email address, a phone number in
+/// international form, or a user name or ID.
+fn login_id(username: &str) -> LoginId {
+    let name = username.trim();
+    if name.contains('@') && !name.starts_with('@') {
+        LoginId::Threepid("email", name.to_owned())
+    } else if name.starts_with('+')
+        && name[1..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
+    {
+        LoginId::Threepid(
+            "msisdn",
+            name.chars().filter(char::is_ascii_digit).collect(),
+        )
+    } else {
+        LoginId::User(name.to_owned())
+    }
+}
+
+/// Signs this browser in with the sign-in form's fields, by the login's rules (the form's
+/// CSRF token, the per-address limit, then the password check with its budgets and one
+/// answer for every wrong combination): the session and its cookie, or what the form
+/// should say and with which status.
+pub async fn sign_in_with_password(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    headers: &HeaderMap,
+    csrf_field: &str,
+    username: &str,
+    password: &str,
+) -> Result<(BrowserSession, HeaderValue), (StatusCode, String)> {
+    if !csrf_ok(headers, csrf_field) {
+        return Err((StatusCode::FORBIDDEN, "msg.form_expired".into()));
+    }
+    if state.limits.login_per_ip.check_ip(ip).is_err() {
+        return Err((StatusCode::TOO_MANY_REQUESTS, "msg.too_many".into()));
+    }
+    let checked = state
+        .accounts()
+        .check_login(login_id(username), password)
+        .await
+        .map_err(said)?;
+    let session = BrowserSession {
+        user_id: checked.user_id,
+        password_hash: checked.hash,
+        created_at: state.now(),
+    };
+    let cookie = open_session(state, &session).await.map_err(said)?;
+    Ok((session, cookie))
 }

@@ -16,7 +16,6 @@ use vouch_storage::{BrowserSession, Grant};
 use super::authorize::{error_page, load_client};
 use super::browser::{self, render};
 use super::paths;
-use crate::accounts::LoginId;
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -53,6 +52,25 @@ pub(super) async fn open(
         client,
         lang,
     }))
+}
+
+/// The open request a page or form names, or the answer instead: a request that expired,
+/// was answered or never was (one page for all), or a device request's page reached
+/// without its code.
+pub(super) async fn open_or_answer(
+    state: &AppState,
+    grant_id: &str,
+    headers: &HeaderMap,
+) -> Result<Open, Response> {
+    let open = match open(state, grant_id, headers).await {
+        Ok(Some(open)) => open,
+        Ok(None) => return Err(error_page(state, StatusCode::NOT_FOUND, GONE)),
+        Err(e) => return Err(e.into_response()),
+    };
+    match super::device::unbound(state, &open, headers) {
+        Some(elsewhere) => Err(elsewhere),
+        None => Ok(open),
+    }
 }
 
 /// The page's query.
@@ -187,14 +205,10 @@ pub async fn grant_page_route(
     Query(query): Query<PageQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let open = match open(&state, &grant_id, &headers).await {
-        Ok(Some(open)) => open,
-        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
-        Err(e) => return e.into_response(),
+    let open = match open_or_answer(&state, &grant_id, &headers).await {
+        Ok(open) => open,
+        Err(answer) => return answer,
     };
-    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
-        return elsewhere;
-    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
     let session = match browser::session(&state, &headers).await {
@@ -238,26 +252,6 @@ pub struct SignInForm {
     password: String,
 }
 
-/// What the sign-in form's user name field names: an email address, a phone number in
-/// international form, or a user name or ID.
-pub(super) fn login_id(username: &str) -> LoginId {
-    let name = username.trim();
-    if name.contains('@') && !name.starts_with('@') {
-        LoginId::Threepid("email", name.to_owned())
-    } else if name.starts_with('+')
-        && name[1..]
-            .chars()
-            .all(|c| c.is_ascii_digit() || c == ' ' || c == '-')
-    {
-        LoginId::Threepid(
-            "msisdn",
-            name.chars().filter(char::is_ascii_digit).collect(),
-        )
-    } else {
-        LoginId::User(name.to_owned())
-    }
-}
-
 /// # `POST /_vouch/oauth/grant/{grant_id}/sign_in`
 ///
 /// Checked by the login's rules (the same budgets per address and per account, one answer
@@ -270,52 +264,26 @@ pub async fn sign_in_route(
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
-    let open = match open(&state, &grant_id, &headers).await {
-        Ok(Some(open)) => open,
-        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
-        Err(e) => return e.into_response(),
+    let open = match open_or_answer(&state, &grant_id, &headers).await {
+        Ok(open) => open,
+        Err(answer) => return answer,
     };
-    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
-        return elsewhere;
-    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
-    if !browser::csrf_ok(&headers, &form.csrf) {
-        let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
-        return sign_in_page(
-            &state,
-            &open,
-            &csrf,
-            StatusCode::FORBIDDEN,
-            "msg.form_expired",
-            "",
-            &cookies,
-        );
-    }
-    let refused = |status: StatusCode, why: &str| {
-        sign_in_page(&state, &open, &csrf, status, why, &form.username, &[])
-    };
-    if state.limits.login_per_ip.check_ip(ip).is_err() {
-        return refused(StatusCode::TOO_MANY_REQUESTS, "msg.too_many");
-    }
-    let checked = match state
-        .accounts()
-        .check_login(login_id(&form.username), &form.password)
-        .await
-    {
-        Ok(checked) => checked,
-        Err(e) => {
-            let (status, why) = browser::said(e);
-            return refused(status, &why);
+    let signed_in = browser::sign_in_with_password(
+        &state,
+        ip,
+        &headers,
+        &form.csrf,
+        &form.username,
+        &form.password,
+    )
+    .await;
+    let (session, cookie) = match signed_in {
+        Ok(x) => x,
+        Err((status, why)) => {
+            let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+            return sign_in_page(&state, &open, &csrf, status, &why, &form.username, &cookies);
         }
-    };
-    let session = BrowserSession {
-        user_id: checked.user_id,
-        password_hash: checked.hash,
-        created_at: state.now(),
-    };
-    let cookie = match browser::open_session(&state, &session).await {
-        Ok(cookie) => cookie,
-        Err(e) => return e.into_response(),
     };
     tracing::info!(
         user_id = session.user_id,
@@ -344,14 +312,10 @@ pub async fn consent_route(
     headers: HeaderMap,
     Form(form): Form<ConsentForm>,
 ) -> Response {
-    let open = match open(&state, &grant_id, &headers).await {
-        Ok(Some(open)) => open,
-        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
-        Err(e) => return e.into_response(),
+    let open = match open_or_answer(&state, &grant_id, &headers).await {
+        Ok(open) => open,
+        Err(answer) => return answer,
     };
-    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
-        return elsewhere;
-    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
     let session = match browser::session(&state, &headers).await {

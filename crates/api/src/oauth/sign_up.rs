@@ -18,7 +18,7 @@ use vouch_storage::BrowserSession;
 
 use super::authorize::error_page;
 use super::browser::{self, render, said};
-use super::grant_page::{GONE, Open, base_context, consent_page, open};
+use super::grant_page::{GONE, Open, base_context, consent_page, open_or_answer};
 use super::paths;
 use crate::accounts::NewUser;
 use crate::client::register::{check_available, parse_localpart};
@@ -216,14 +216,10 @@ pub async fn sign_up_route(
     headers: HeaderMap,
     Form(form): Form<SignUpForm>,
 ) -> Response {
-    let open = match open(&state, &grant_id, &headers).await {
-        Ok(Some(open)) => open,
-        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
-        Err(e) => return e.into_response(),
+    let open = match open_or_answer(&state, &grant_id, &headers).await {
+        Ok(open) => open,
+        Err(answer) => return answer,
     };
-    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
-        return elsewhere;
-    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
     let again = |status: StatusCode, error: &str| {
@@ -426,14 +422,10 @@ pub async fn verify_route(
     headers: HeaderMap,
     Form(form): Form<VerifyForm>,
 ) -> Response {
-    let open = match open(&state, &grant_id, &headers).await {
-        Ok(Some(open)) => open,
-        Ok(None) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
-        Err(e) => return e.into_response(),
+    let open = match open_or_answer(&state, &grant_id, &headers).await {
+        Ok(open) => open,
+        Err(answer) => return answer,
     };
-    if let Some(elsewhere) = super::device::unbound(&state, &open, &headers) {
-        return elsewhere;
-    }
     let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
     let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
     let Some(pending) = pending_for(&open, &headers) else {

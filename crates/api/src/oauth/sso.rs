@@ -14,7 +14,7 @@ use vouch_mail::OAuthPageContext;
 use vouch_storage::BrowserSession;
 
 use super::authorize::error_page;
-use super::browser::{self, render, said};
+use super::browser::{self, render};
 use crate::client_ip::ClientIp;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -202,31 +202,18 @@ pub async fn sso_sign_in_route(
             &cookies,
         )
     };
-    if !browser::csrf_ok(&headers, &form.csrf) {
-        return again(StatusCode::FORBIDDEN, "msg.form_expired");
-    }
-    if state.limits.login_per_ip.check_ip(ip).is_err() {
-        return again(StatusCode::TOO_MANY_REQUESTS, "msg.too_many");
-    }
-    let checked = match state
-        .accounts()
-        .check_login(super::grant_page::login_id(&form.username), &form.password)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            let (status, why) = said(e);
-            return again(status, &why);
-        }
-    };
-    let session = BrowserSession {
-        user_id: checked.user_id,
-        password_hash: checked.hash,
-        created_at: state.now(),
-    };
-    let cookie = match browser::open_session(&state, &session).await {
-        Ok(c) => c,
-        Err(e) => return e.into_response(),
+    let signed_in = browser::sign_in_with_password(
+        &state,
+        ip,
+        &headers,
+        &form.csrf,
+        &form.username,
+        &form.password,
+    )
+    .await;
+    let (session, cookie) = match signed_in {
+        Ok(x) => x,
+        Err((status, why)) => return again(status, &why),
     };
     let mut all = cookies.clone();
     all.push(cookie);
