@@ -26,8 +26,8 @@ pub fn route_table() -> Vec<(Method, String)> {
 /// sign-in pages.
 fn oauth_routes(routes: Routes) -> Routes {
     use crate::oauth::{
-        account, authorize, device, grant_page, metadata, paths, registration, revoke, sign_up,
-        sso, token,
+        account, authorize, device, grant_page, metadata, paths, registration, reset, revoke,
+        sign_up, sso, token,
     };
     routes
         .add(
@@ -129,6 +129,16 @@ fn oauth_routes(routes: Routes) -> Routes {
             &format!("/{}", sso::PATH),
             &[Method::GET],
             get(sso::sso_page_route),
+        )
+        .add(
+            &format!("/{}", reset::PATH),
+            &[Method::GET, Method::POST],
+            get(reset::reset_page_route).post(reset::reset_route),
+        )
+        .add(
+            &format!("/{}/verify", reset::PATH),
+            &[Method::POST],
+            post(reset::reset_verify_route),
         )
         .add(
             &format!("/{}/sign_in", sso::PATH),

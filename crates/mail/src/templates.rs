@@ -124,6 +124,14 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/page/oauth/sso.html"),
     ),
     (
+        "page/oauth/reset.html",
+        include_str!("../templates/page/oauth/reset.html"),
+    ),
+    (
+        "page/oauth/reset_verify.html",
+        include_str!("../templates/page/oauth/reset_verify.html"),
+    ),
+    (
         "page/oauth/error.html",
         include_str!("../templates/page/oauth/error.html"),
     ),
@@ -143,7 +151,17 @@ pub const PAGES: &[&str] = &["confirm", "success", "already_validated", "failure
 
 /// The OAuth 2.0 sign-in pages (`page/oauth/<name>.html`).
 pub const OAUTH_PAGES: &[&str] = &[
-    "sign_in", "sign_up", "verify", "consent", "device", "done", "account", "sso", "error",
+    "sign_in",
+    "sign_up",
+    "verify",
+    "consent",
+    "device",
+    "done",
+    "account",
+    "sso",
+    "reset",
+    "reset_verify",
+    "error",
 ];
 
 /// A policy to accept on the sign-up page.
@@ -212,6 +230,8 @@ pub struct OAuthPageContext {
     pub email: String,
     /// Sign-up: the phone number typed (verify: the one a code went to).
     pub phone: String,
+    /// Sign-in: the password reset page.
+    pub reset_url: String,
     /// Sign-up: the registration token typed.
     pub registration_token: String,
     /// A device authorization request's user code, as shown (`BCDF-GHJK`).
@@ -276,6 +296,7 @@ impl OAuthPageContext {
             email: "alice@example.org".into(),
             phone: "447400123456".into(),
             registration_token: "abc".into(),
+            reset_url: "/_vouch/reset".into(),
             user_code: "BCDF-GHJK".into(),
             admin: true,
             replaces: "Alice's phone".into(),

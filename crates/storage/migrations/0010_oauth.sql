@@ -43,6 +43,17 @@ CREATE TABLE browser_sessions (
 );
 CREATE INDEX browser_sessions_user ON browser_sessions (user_id);
 
+-- A password reset under way on the pages: the browser's cookie (hashed) names the
+-- validation session its code goes to (none: no account has the address, which the page
+-- does not tell).
+CREATE TABLE password_resets (
+    token_hash TEXT PRIMARY KEY,
+    sid TEXT,
+    client_secret TEXT NOT NULL,
+    address TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+
 -- Login tokens of the legacy SSO redirect (`m.login.token`), which the sign-in pages
 -- hand to clients that prefer them (MSC3824): stored hashed, single-use, short-lived.
 CREATE TABLE login_tokens (

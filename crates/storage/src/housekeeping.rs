@@ -156,6 +156,15 @@ impl Db {
         )
         .await?;
         self.purge(
+            "password_resets",
+            "token_hash",
+            "expires_at <= $1",
+            now,
+            now,
+            batch,
+        )
+        .await?;
+        self.purge(
             "login_tokens",
             "token_hash",
             "expires_at <= $1",

@@ -21,7 +21,9 @@ mod validation;
 
 pub use housekeeping::Purged;
 pub use identity::Binding;
-pub use oauth::{ApprovedGrant, BrowserSession, DevicePoll, Exchange, Grant, NewClient};
+pub use oauth::{
+    ApprovedGrant, BrowserSession, DevicePoll, Exchange, Grant, NewClient, PasswordReset,
+};
 pub use outbox::{DELIVERY_LEASE_MS, NewMessage, Pending, QueuedMessage};
 pub use send_limits::{LimitHit, Limited, SendLimits, SendWindow};
 pub use uia::StoredUiaSession;

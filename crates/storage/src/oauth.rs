@@ -58,6 +58,17 @@ pub struct ApprovedGrant {
     pub password_hash: String,
 }
 
+/// A password reset under way on the pages.
+#[derive(Debug, Clone)]
+pub struct PasswordReset {
+    /// The validation session the code goes to; none when no account has the address.
+    pub sid: Option<String>,
+    /// Its client secret (the server's own; never shown).
+    pub client_secret: String,
+    /// The address, as shown on the page.
+    pub address: String,
+}
+
 /// What a device's poll found.
 #[derive(Debug, Clone)]
 pub enum DevicePoll {
@@ -470,6 +481,53 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Stores a password reset under way (the browser cookie's hash, the validation session
+    /// or none, its client secret, the address as shown) until `expires_at`.
+    pub async fn create_password_reset(
+        &self,
+        token_hash: &str,
+        reset: &PasswordReset,
+        expires_at: i64,
+    ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query(
+            "INSERT INTO password_resets (token_hash, sid, client_secret, address, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(token_hash)
+        .bind(&reset.sid)
+        .bind(&reset.client_secret)
+        .bind(&reset.address)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The password reset a browser cookie's hash names, if it has not expired.
+    pub async fn password_reset(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<PasswordReset>, StorageError> {
+        let row = sqlx::query(
+            "SELECT sid, client_secret, address FROM password_resets WHERE token_hash = $1 AND expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| -> Result<_, sqlx::Error> {
+                Ok(PasswordReset {
+                    sid: r.try_get("sid")?,
+                    client_secret: r.try_get("client_secret")?,
+                    address: r.try_get("address")?,
+                })
+            })
+            .transpose()?)
     }
 
     /// Stores a login token (its hash) for the user of `session`, until `expires_at`.

@@ -148,6 +148,10 @@ pub(super) fn sign_in_page(
             open.grant.grant_id
         );
     }
+    ctx.reset_url = super::reset::link(
+        state,
+        &format!("{base}{}/{}", paths::GRANT, open.grant.grant_id),
+    );
     ctx.username = match (username, &open.request.login_hint) {
         ("", Some(hint)) => hint.strip_prefix("mxid:").unwrap_or(hint).to_owned(),
         (name, _) => name.to_owned(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod grant_page;
 pub mod metadata;
 pub mod registration;
+pub mod reset;
 pub mod revoke;
 pub mod sign_up;
 pub mod sso;

@@ -1828,3 +1828,130 @@ async fn legacy_sso_hands_a_login_token_to_the_client() {
         .await;
     assert_eq!(r.status, 400);
 }
+
+on_both_databases!(a_forgotten_password_is_reset_on_the_pages,);
+
+/// The sign-in page's "Forgot your password?": a code to the account's address (the same
+/// page whether or not an account has it), then the code and a new password; every session
+/// of the account ends, and the new password signs in.
+async fn a_forgotten_password_is_reset_on_the_pages(backend: Backend) {
+    let (app, sink) = crate::helpers::spawn_with_mail(backend, |c| c.oauth.enabled = true).await;
+    let (user_id, old_token, _) = app.register("sam", "correct horse battery").await;
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    store
+        .replace_threepids(&user_id, &[("email".into(), "sam@example.org".into())], 1)
+        .await
+        .unwrap();
+    let client_id = register_client(&app).await;
+    let mut browser = Browser::new(&app);
+    let start = browser
+        .get(&authorize_url(&app, &client_id, "RESETDEV", ""))
+        .await;
+    let grant_page = location(&start);
+    let sign_in = browser.get(&grant_page).await;
+    let reset_url = sign_in
+        .html
+        .replace("&#x2f;", "/")
+        .split("href=\"")
+        .find(|h| h.contains("/_vouch/reset"))
+        .and_then(|h| h.split('"').next())
+        .map(|h| h.replace("&amp;", "&"))
+        .expect("a reset link on the sign-in page");
+    let page = browser.get(&reset_url).await;
+    let (action, csrf) = form(&page);
+    // No account has this address: the page reads alike and nothing is sent.
+    let mut stranger = Browser::new(&app);
+    let other = stranger.get(&reset_url).await;
+    let (other_action, other_csrf) = form(&other);
+    let unknown = stranger
+        .post(
+            &other_action,
+            &[("csrf", &other_csrf), ("address", "nobody@example.org")],
+        )
+        .await;
+    let known = browser
+        .post(&action, &[("csrf", &csrf), ("address", "sam@example.org")])
+        .await;
+    assert_eq!(unknown.status, known.status);
+    assert!(
+        unknown
+            .html
+            .contains("If an account has nobody@example.org"),
+        "{}",
+        unknown.html
+    );
+    assert!(
+        known.html.contains("If an account has sam@example.org"),
+        "{}",
+        known.html
+    );
+    let code = mail_code_reset(&sink.wait_for(1).await[0].text());
+    sink.assert_total(1).await;
+    let (action, csrf) = form(&known);
+    // The stranger's code, or a wrong one, sets nothing; a weak password is refused before
+    // the code is spent.
+    let (sa, sc) = form(&unknown);
+    let none = stranger
+        .post(
+            &sa,
+            &[
+                ("csrf", &sc),
+                ("code", &code),
+                ("password", "another horse battery"),
+            ],
+        )
+        .await;
+    assert!(none.html.contains("The code is wrong"), "{}", none.html);
+    let weak = browser
+        .post(
+            &action,
+            &[("csrf", &csrf), ("code", &code), ("password", "x")],
+        )
+        .await;
+    assert_eq!(weak.status, 400, "{}", weak.html);
+    let done = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("code", &code),
+                ("password", "another horse battery"),
+            ],
+        )
+        .await;
+    assert!(
+        done.html.contains("Your password has been changed"),
+        "{}",
+        done.html
+    );
+    app.get("/_matrix/client/v3/account/whoami", Some(&old_token))
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    app.login("sam", "correct horse battery")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    app.login_ok("sam", "another horse battery").await;
+    // The code is spent.
+    let again = browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("code", &code),
+                ("password", "third horse battery"),
+            ],
+        )
+        .await;
+    assert!(again.html.contains("Start again"), "{}", again.html);
+}
+
+/// The code a password reset mail carries.
+fn mail_code_reset(text: &str) -> String {
+    text.split("reset page: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no code in {text}"))
+        .to_owned()
+}
