@@ -23,6 +23,7 @@ pub use housekeeping::Purged;
 pub use identity::Binding;
 pub use oauth::{
     ApprovedGrant, BrowserSession, DevicePoll, Exchange, Grant, NewClient, PasswordReset,
+    TokenOwner,
 };
 pub use outbox::{DELIVERY_LEASE_MS, NewMessage, Pending, QueuedMessage};
 pub use send_limits::{LimitHit, Limited, SendLimits, SendWindow};

@@ -58,6 +58,17 @@ pub struct ApprovedGrant {
     pub password_hash: String,
 }
 
+/// Whose a refresh token is.
+#[derive(Debug, Clone)]
+pub struct TokenOwner {
+    /// The user.
+    pub user_id: String,
+    /// The device.
+    pub device_id: String,
+    /// The OAuth client of the device's session (none: `/login` or `/register`).
+    pub oauth_client_id: Option<String>,
+}
+
 /// A password reset under way on the pages.
 #[derive(Debug, Clone)]
 pub struct PasswordReset {
@@ -614,19 +625,27 @@ impl Db {
             .flatten())
     }
 
-    /// Whose device a refresh token (its hash) is, spent or not.
-    pub async fn refresh_token_device(
+    /// Whose device a refresh token (its hash) is, spent or not, and the OAuth client its
+    /// session was granted to (none for `/login` sessions): one read on the refresh paths.
+    pub async fn refresh_token_owner(
         &self,
         token_hash: &str,
-    ) -> Result<Option<(String, String)>, StorageError> {
-        let row =
-            sqlx::query("SELECT user_id, device_id FROM refresh_tokens WHERE token_hash = $1")
-                .bind(token_hash)
-                .fetch_optional(&self.pool)
-                .await?;
+    ) -> Result<Option<TokenOwner>, StorageError> {
+        let row = sqlx::query(
+            "SELECT r.user_id, r.device_id, d.oauth_client_id FROM refresh_tokens r
+             JOIN devices d ON d.user_id = r.user_id AND d.device_id = r.device_id
+             WHERE r.token_hash = $1",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(row
             .map(|r| -> Result<_, sqlx::Error> {
-                Ok((r.try_get("user_id")?, r.try_get("device_id")?))
+                Ok(TokenOwner {
+                    user_id: r.try_get("user_id")?,
+                    device_id: r.try_get("device_id")?,
+                    oauth_client_id: r.try_get("oauth_client_id")?,
+                })
             })
             .transpose()?)
     }

@@ -20,12 +20,8 @@ pub async fn refresh_token_route(
     // An OAuth 2.0 session refreshes at the token endpoint, under its client and rotation
     // rules (the spec: clients use the API their token came from).
     let hash = vouch_core::secrets::token_hash(&body.refresh_token);
-    if let Some((user_id, device_id)) = state.db.refresh_token_device(&hash).await?
-        && state
-            .db
-            .device_client(&user_id, &device_id)
-            .await?
-            .is_some()
+    if let Some(owner) = state.db.refresh_token_owner(&hash).await?
+        && owner.oauth_client_id.is_some()
     {
         return Err(ApiError::unknown_token(false));
     }

@@ -151,6 +151,12 @@ pub fn language(state: &AppState, preferred: &[String], headers: &HeaderMap) -> 
         .unwrap_or_else(|| "en".into())
 }
 
+/// [`csrf`], with the cookie to set (if any) as the list a page's answer carries.
+pub fn csrf_cookies(state: &AppState, headers: &HeaderMap) -> (String, Vec<HeaderValue>) {
+    let (csrf, cookie) = csrf(state, headers);
+    (csrf, cookie.into_iter().collect())
+}
+
 /// Whether a form's `csrf` field matches this browser's CSRF cookie.
 pub fn csrf_ok(headers: &HeaderMap, field: &str) -> bool {
     cookie(headers, CSRF_COOKIE).is_some_and(|c| !field.is_empty() && constant_time_eq(c, field))

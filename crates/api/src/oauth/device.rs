@@ -150,8 +150,7 @@ pub async fn device_code_route(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let (csrf, cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     let typed: String = form.user_code.chars().take(20).collect();
     if !browser::csrf_ok(&headers, &form.csrf) {
         return code_page(

@@ -32,7 +32,7 @@ pub(super) struct Open {
     pub(super) lang: String,
 }
 
-pub(super) async fn open(
+async fn open(
     state: &AppState,
     grant_id: &str,
     headers: &HeaderMap,
@@ -213,8 +213,7 @@ pub async fn grant_page_route(
         Ok(open) => open,
         Err(answer) => return answer,
     };
-    let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+    let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     let session = match browser::session(&state, &headers).await {
         Ok(session) => session,
         Err(e) => return e.into_response(),
@@ -320,8 +319,7 @@ pub async fn consent_route(
         Ok(open) => open,
         Err(answer) => return answer,
     };
-    let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+    let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     let session = match browser::session(&state, &headers).await {
         Ok(session) => session,
         Err(e) => return e.into_response(),

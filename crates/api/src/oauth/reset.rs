@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
-use vouch_core::secrets::{new_token, random_string, token_hash};
+use vouch_core::secrets::{new_opaque_id, new_token, token_hash};
 use vouch_core::validation::Purpose;
 use vouch_mail::OAuthPageContext;
 use vouch_storage::PasswordReset;
@@ -119,11 +119,7 @@ pub async fn reset_route(
             number: typed,
         }
     };
-    let client_secret = random_string(
-        state.secrets.as_ref(),
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-        32,
-    );
+    let client_secret = new_opaque_id(state.secrets.as_ref());
     let issued = request_token(
         &state,
         TokenRequest {
@@ -134,7 +130,7 @@ pub async fn reset_route(
             next_link: None,
             json: None,
             ip,
-            sign_up_page: true,
+            from_pages: true,
         },
     )
     .await;

@@ -47,14 +47,23 @@ pub async fn revoke_route(
         )
     };
     let owner = if refresh_first {
-        match state.db.refresh_token_device(&hash).await? {
+        match state
+            .db
+            .refresh_token_owner(&hash)
+            .await?
+            .map(|o| (o.user_id, o.device_id))
+        {
             Some(owner) => Some(owner),
             None => as_access.await?,
         }
     } else {
         match as_access.await? {
             Some(owner) => Some(owner),
-            None => state.db.refresh_token_device(&hash).await?,
+            None => state
+                .db
+                .refresh_token_owner(&hash)
+                .await?
+                .map(|o| (o.user_id, o.device_id)),
         }
     };
     if let Some((user_id, device_id)) = owner {

@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
-use vouch_core::secrets::{constant_time_eq, new_token, random_string, token_hash};
+use vouch_core::secrets::{constant_time_eq, new_opaque_id, new_token, token_hash};
 use vouch_core::validation::Purpose;
 use vouch_mail::TermsLink;
 use vouch_storage::BrowserSession;
@@ -220,8 +220,7 @@ pub async fn sign_up_route(
         Ok(open) => open,
         Err(answer) => return answer,
     };
-    let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+    let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     let again = |status: StatusCode, error: &str| {
         sign_up_page(&state, &open, &csrf, status, error, &form, &cookies)
     };
@@ -297,11 +296,7 @@ pub async fn sign_up_route(
             return again(status, &why);
         }
     };
-    let client_secret = random_string(
-        state.secrets.as_ref(),
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
-        32,
-    );
+    let client_secret = new_opaque_id(state.secrets.as_ref());
     let browser_token = new_token(state.secrets.as_ref(), "vsu");
     let mut pending = PendingSignUp {
         localpart: localpart.as_str().to_owned(),
@@ -334,7 +329,7 @@ pub async fn sign_up_route(
                 next_link: None,
                 json: None,
                 ip,
-                sign_up_page: true,
+                from_pages: true,
             },
         )
         .await;
@@ -426,8 +421,7 @@ pub async fn verify_route(
         Ok(open) => open,
         Err(answer) => return answer,
     };
-    let (csrf, csrf_cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = csrf_cookie.into_iter().collect();
+    let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     let Some(pending) = pending_for(&open, &headers) else {
         return error_page(&state, StatusCode::FORBIDDEN, ELSEWHERE);
     };

@@ -145,8 +145,7 @@ pub async fn sso_page_route(
         return error_page(&state, StatusCode::BAD_REQUEST, "msg.malformed");
     };
     let lang = browser::language(&state, &[], &headers);
-    let (csrf, cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     match browser::session(&state, &headers).await {
         Ok(Some(session)) => confirm_page(&state, lang, &csrf, &session, &query, &to, &cookies),
         Ok(None) => sign_in_page(
@@ -188,8 +187,7 @@ pub async fn sso_sign_in_route(
         return error_page(&state, StatusCode::BAD_REQUEST, "msg.malformed");
     };
     let lang = browser::language(&state, &[], &headers);
-    let (csrf, cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     let again = |status: StatusCode, error: &str| {
         sign_in_page(
             &state,
@@ -234,8 +232,7 @@ pub async fn sso_continue_route(
         return error_page(&state, StatusCode::BAD_REQUEST, "msg.malformed");
     };
     let lang = browser::language(&state, &[], &headers);
-    let (csrf, cookie) = browser::csrf(&state, &headers);
-    let cookies: Vec<HeaderValue> = cookie.into_iter().collect();
+    let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     let session = match browser::session(&state, &headers).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),

@@ -167,19 +167,13 @@ async fn refresh(
         return Err(OAuthError::invalid_request("refresh_token is required"));
     };
     // A refresh token is the client's it was issued to.
-    let Some((user_id, device_id)) = state.db.refresh_token_device(&token_hash(token)).await?
-    else {
+    let Some(owner) = state.db.refresh_token_owner(&token_hash(token)).await? else {
         return Err(OAuthError::invalid_grant());
     };
-    if state
-        .db
-        .device_client(&user_id, &device_id)
-        .await?
-        .as_deref()
-        != Some(client_id)
-    {
+    if owner.oauth_client_id.as_deref() != Some(client_id) {
         return Err(OAuthError::invalid_grant());
     }
+    let device_id = owner.device_id;
     let accounts = state.accounts();
     let issued = accounts.issue_tokens(Some(device_id.clone()), None, true, None);
     if accounts

@@ -37,7 +37,7 @@ pub(super) fn secret_and_message(
     carry: Carry,
     sid: &str,
 ) -> ApiResult<(Option<String>, i64, NewMessage)> {
-    let (secret, lifetime) = messages::new_secret(state, target, req.sign_up_page);
+    let (secret, lifetime) = messages::new_secret(state, target, req.from_pages);
     let expires = state.now() + lifetime;
     match carry {
         Carry::Secret { held } => {
@@ -49,7 +49,7 @@ pub(super) fn secret_and_message(
                 req.client_secret,
                 &secret,
                 held,
-                req.sign_up_page,
+                req.from_pages,
             )?;
             Ok((Some(token_hash(&secret)), expires, message))
         }

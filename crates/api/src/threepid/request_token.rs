@@ -49,10 +49,11 @@ pub struct TokenRequest<'a> {
     pub json: Option<&'a Map<String, Value>>,
     /// The client's address.
     pub ip: IpAddr,
-    /// From Vouch's own sign-up page: its form checked the registration token and terms
-    /// already (nothing waits for them), and the secret is a short code the user types,
-    /// shown in the mail beside the link.
-    pub sign_up_page: bool,
+    /// From Vouch's own pages (sign-up, password reset): the secret is a short code the
+    /// user types there, shown in the mail beside the link (the session's client secret
+    /// never leaves the server), and a sign-up form checked the registration token and
+    /// terms already (nothing waits for them).
+    pub from_pages: bool,
 }
 
 /// What a requestToken answers: the session ID and, where the client must post a code, the
@@ -100,7 +101,7 @@ macro_rules! token_body {
                     next_link: self.next_link.as_deref(),
                     json,
                     ip,
-                    sign_up_page: false,
+                    from_pages: false,
                 }
             }
         }
@@ -222,7 +223,7 @@ pub(super) async fn start_session(state: &AppState, req: TokenRequest<'_>) -> Ap
     }
 
     let held =
-        req.purpose == Purpose::Register && !req.sign_up_page && policy::registration_gated(state);
+        req.purpose == Purpose::Register && !req.from_pages && policy::registration_gated(state);
     issue(state, &req, &target, Carry::Secret { held }, next_link)
         .await
         .map(Requested::local)
