@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::public_net::is_public;
 
 use http::StatusCode;
+use ruma::api::client::account::ThirdPartyIdRemovalStatus;
 use ruma::api::error::ErrorKind;
 use serde_json::{Value, json};
 use url::Url;
@@ -293,6 +294,39 @@ pub async fn unbind_all(state: &Services, bindings: &[Binding]) -> Result<bool, 
         }
     }
     Ok(all)
+}
+
+/// Unbinds an address from the servers it was bound to (or the one named): the
+/// `id_server_unbind_result`. `success` only when every unbind succeeded; `no-support` when
+/// there was nowhere to unbind from or one failed.
+pub async fn unbind_address(
+    state: &Services,
+    user_id: &str,
+    medium: &str,
+    address: &str,
+    id_server: Option<&str>,
+) -> Result<ThirdPartyIdRemovalStatus, ApiError> {
+    let mut bindings = state.db.bindings(user_id, Some((medium, address))).await?;
+    if let Some(named) = id_server {
+        let server = require_trusted(state, named)?;
+        bindings.retain(|b| b.id_server == server.name);
+        if bindings.is_empty() {
+            bindings.push(Binding {
+                user_id: user_id.to_owned(),
+                medium: medium.to_owned(),
+                address: address.to_owned(),
+                id_server: server.name,
+            });
+        }
+    }
+    if bindings.is_empty() {
+        return Ok(ThirdPartyIdRemovalStatus::NoSupport);
+    }
+    Ok(if unbind_all(state, &bindings).await? {
+        ThirdPartyIdRemovalStatus::Success
+    } else {
+        ThirdPartyIdRemovalStatus::NoSupport
+    })
 }
 
 #[cfg(test)]

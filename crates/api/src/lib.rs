@@ -15,6 +15,7 @@ pub mod get_server_keys;
 pub mod health;
 pub mod homeserver;
 pub mod identity;
+pub mod language;
 pub mod oauth;
 pub mod pages;
 pub mod public_net;

@@ -26,8 +26,8 @@ pub fn route_table() -> Vec<(Method, String)> {
 /// sign-in pages.
 fn oauth_routes(routes: Routes) -> Routes {
     use crate::oauth::{
-        account, authorize, device, grant_page, metadata, paths, registration, reset, revoke,
-        sign_up, sso, token,
+        account, account_address, account_profile, authorize, device, grant_page, metadata, oidc,
+        paths, registration, reset, revoke, sign_up, sso, token,
     };
     routes
         .add(
@@ -44,6 +44,16 @@ fn oauth_routes(routes: Routes) -> Routes {
             "/.well-known/openid-configuration",
             &[Method::GET],
             get(metadata::openid_configuration_route),
+        )
+        .add(
+            &format!("/{}", paths::JWKS),
+            &[Method::GET],
+            get(oidc::jwks_route),
+        )
+        .add(
+            &format!("/{}", paths::USERINFO),
+            &[Method::GET, Method::POST],
+            get(oidc::userinfo_route).post(oidc::userinfo_route),
         )
         .add(
             &format!("/{}", paths::REGISTRATION),
@@ -114,6 +124,36 @@ fn oauth_routes(routes: Routes) -> Routes {
             &format!("/{}/sign_out_browser", account::PATH),
             &[Method::POST],
             post(account::sign_out_browser_route),
+        )
+        .add(
+            &format!("/{}/profile", account::PATH),
+            &[Method::POST],
+            post(account_profile::profile_route),
+        )
+        .add(
+            &format!("/{}/language", account::PATH),
+            &[Method::POST],
+            post(account_profile::language_route),
+        )
+        .add(
+            &format!("/{}/password", account::PATH),
+            &[Method::POST],
+            post(account_profile::password_route),
+        )
+        .add(
+            &format!("/{}/address", account::PATH),
+            &[Method::POST],
+            post(account_address::add_route),
+        )
+        .add(
+            &format!("/{}/address/verify", account::PATH),
+            &[Method::POST],
+            post(account_address::verify_route),
+        )
+        .add(
+            &format!("/{}/address/remove", account::PATH),
+            &[Method::POST],
+            post(account_address::remove_route),
         )
         .add(
             "/_matrix/client/v3/login/sso/redirect",

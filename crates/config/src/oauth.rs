@@ -28,6 +28,16 @@ pub struct OAuthConfig {
     /// How often a device may poll the token endpoint; sooner is `slow_down`.
     #[serde(with = "humantime_serde")]
     pub device_poll_interval: Duration,
+    /// OpenID Connect on top: ID tokens for the `openid` scope, `userinfo`, the signing
+    /// keys, and sign-ins without a Matrix session.
+    pub openid_connect: bool,
+    /// How long an ID token is valid (and the access token of a sign-in without a Matrix
+    /// session).
+    #[serde(with = "humantime_serde")]
+    pub id_token_lifetime: Duration,
+    /// How long a signing key signs before a new one takes over.
+    #[serde(with = "humantime_serde")]
+    pub signing_key_rotation: Duration,
 }
 
 impl Default for OAuthConfig {
@@ -39,6 +49,9 @@ impl Default for OAuthConfig {
             browser_session_lifetime: Duration::from_secs(7 * 24 * 3600),
             device_code_lifetime: Duration::from_secs(600),
             device_poll_interval: Duration::from_secs(5),
+            openid_connect: false,
+            id_token_lifetime: Duration::from_secs(3600),
+            signing_key_rotation: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }

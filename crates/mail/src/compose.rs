@@ -105,10 +105,17 @@ impl Composer {
             code: String::new(),
             expires_in_minutes: expires_in.as_secs().div_ceil(60),
             server_name: self.server_name.clone(),
+            lang: "en".into(),
         }
     }
 
     fn subject(&self, kind: &str, ctx: &MailContext) -> Result<String, TemplateError> {
+        if let Some(subject) = self
+            .templates
+            .translated(&ctx.lang, &format!("subject.{kind}"), ctx)
+        {
+            return Ok(subject);
+        }
         let source = match kind {
             "registration" => &self.subjects.registration,
             "password_reset" => &self.subjects.password_reset,
@@ -135,8 +142,12 @@ impl Composer {
             .parse()
             .map_err(|_| ComposeError::Recipient(ctx.address.clone()))?;
         let to = Mailbox::new(None, address.clone());
-        let text = self.templates.render(&format!("mail/{kind}.txt"), ctx)?;
-        let html = self.templates.render(&format!("mail/{kind}.html"), ctx)?;
+        let text = self
+            .templates
+            .render(&self.templates.mail_template(kind, "txt", &ctx.lang), ctx)?;
+        let html = self
+            .templates
+            .render(&self.templates.mail_template(kind, "html", &ctx.lang), ctx)?;
         let date = SystemTime::UNIX_EPOCH
             + Duration::from_millis(u64::try_from(now_ms).unwrap_or_default());
         let domain = self.from.email.domain().to_owned();

@@ -12,6 +12,7 @@ pub mod transport;
 
 pub use compose::{ComposeError, Composed, Composer};
 pub use templates::{
-    DeviceLine, MailContext, OAuthPageContext, PageContext, TemplateError, Templates, TermsLink,
+    DeviceLine, LanguageLine, MailContext, OAuthPageContext, PageContext, TemplateError, Templates,
+    TermsLink, ThreepidLine,
 };
 pub use transport::{SendError, Transport};

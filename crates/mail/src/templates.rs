@@ -59,6 +59,38 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/mail/already_in_use.html"),
     ),
     (
+        "mail/fr/registration.html",
+        include_str!("../templates/mail/fr/registration.html"),
+    ),
+    (
+        "mail/fr/registration.txt",
+        include_str!("../templates/mail/fr/registration.txt"),
+    ),
+    (
+        "mail/fr/password_reset.html",
+        include_str!("../templates/mail/fr/password_reset.html"),
+    ),
+    (
+        "mail/fr/password_reset.txt",
+        include_str!("../templates/mail/fr/password_reset.txt"),
+    ),
+    (
+        "mail/fr/add_threepid.html",
+        include_str!("../templates/mail/fr/add_threepid.html"),
+    ),
+    (
+        "mail/fr/add_threepid.txt",
+        include_str!("../templates/mail/fr/add_threepid.txt"),
+    ),
+    (
+        "mail/fr/already_in_use.html",
+        include_str!("../templates/mail/fr/already_in_use.html"),
+    ),
+    (
+        "mail/fr/already_in_use.txt",
+        include_str!("../templates/mail/fr/already_in_use.txt"),
+    ),
+    (
         "mail/already_in_use.txt",
         include_str!("../templates/mail/already_in_use.txt"),
     ),
@@ -132,6 +164,10 @@ const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/page/oauth/reset_verify.html"),
     ),
     (
+        "page/oauth/account_verify.html",
+        include_str!("../templates/page/oauth/account_verify.html"),
+    ),
+    (
         "page/oauth/error.html",
         include_str!("../templates/page/oauth/error.html"),
     ),
@@ -161,6 +197,7 @@ pub const OAUTH_PAGES: &[&str] = &[
     "sso",
     "reset",
     "reset_verify",
+    "account_verify",
     "error",
 ];
 
@@ -240,14 +277,50 @@ pub struct OAuthPageContext {
     pub admin: bool,
     /// Consent: the name of the user's session that the new one replaces (same device ID).
     pub replaces: String,
+    /// Consent: an OpenID Connect sign-in (who the user is), no Matrix session.
+    pub identity_only: bool,
+    /// Consent: the app asks for the display name and user name (`profile`).
+    pub shares_profile: bool,
+    /// Consent: the app asks for the email address (`email`).
+    pub shares_email: bool,
+    /// Consent: the app asks for the phone number (`phone`).
+    pub shares_phone: bool,
     /// Account page: what was just done.
     pub notice: String,
-    /// Account page: the user's addresses and numbers, as shown.
-    pub threepids: Vec<String>,
+    /// Account page: the user's addresses and numbers.
+    pub threepids: Vec<ThreepidLine>,
+    /// Account page: the display name may be changed here.
+    pub can_change_name: bool,
+    /// Account page: the password may be changed here.
+    pub can_change_password: bool,
+    /// Account page: addresses and numbers may be added and removed here.
+    pub can_change_threepids: bool,
     /// Account page: the signed-in sessions.
     pub devices: Vec<DeviceLine>,
     /// Account page: the session an app asked to sign out (`org.matrix.device_delete`).
     pub confirm_device: String,
+    /// Account page: the languages to choose from.
+    pub languages: Vec<LanguageLine>,
+}
+
+/// A language the pages and mails speak.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct LanguageLine {
+    /// Its tag (`fr`).
+    pub tag: String,
+    /// Its name in itself (`Français`).
+    pub name: String,
+}
+
+/// An email address or phone number on the account page.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ThreepidLine {
+    /// `email` or `msisdn`.
+    pub medium: String,
+    /// As stored (a phone number's digits).
+    pub address: String,
+    /// As shown (a phone number with its `+`).
+    pub shown: String,
 }
 
 /// A signed-in session on the account page.
@@ -299,9 +372,37 @@ impl OAuthPageContext {
             reset_url: "/_vouch/reset".into(),
             user_code: "BCDF-GHJK".into(),
             admin: true,
+            identity_only: false,
+            shares_profile: true,
+            shares_email: true,
+            shares_phone: true,
             replaces: "Alice's phone".into(),
             notice: "Signed out ABCDEFGHIJ.".into(),
-            threepids: vec!["alice@example.org".into(), "+447400123456".into()],
+            threepids: vec![
+                ThreepidLine {
+                    medium: "email".into(),
+                    address: "alice@example.org".into(),
+                    shown: "alice@example.org".into(),
+                },
+                ThreepidLine {
+                    medium: "msisdn".into(),
+                    address: "447400123456".into(),
+                    shown: "+447400123456".into(),
+                },
+            ],
+            can_change_name: true,
+            can_change_password: true,
+            can_change_threepids: true,
+            languages: vec![
+                LanguageLine {
+                    tag: "en".into(),
+                    name: "English".into(),
+                },
+                LanguageLine {
+                    tag: "fr".into(),
+                    name: "Français".into(),
+                },
+            ],
             devices: vec![DeviceLine {
                 device_id: "ABCDEFGHIJ".into(),
                 name: "Alice's phone".into(),
@@ -327,6 +428,8 @@ pub struct MailContext {
     pub expires_in_minutes: u64,
     /// The server name.
     pub server_name: String,
+    /// The mail's language (a tag the catalogues have).
+    pub lang: String,
 }
 
 impl MailContext {
@@ -339,6 +442,7 @@ impl MailContext {
             code: "123456".into(),
             expires_in_minutes: 60,
             server_name: "example.org".into(),
+            lang: "en".into(),
         }
     }
 }
@@ -424,9 +528,16 @@ impl Templates {
 
     /// Renders every template with sample values.
     pub fn check(&self) -> Result<(), TemplateError> {
-        for mail in MAILS {
-            self.render(&format!("mail/{mail}.txt"), &MailContext::sample())?;
-            self.render(&format!("mail/{mail}.html"), &MailContext::sample())?;
+        for lang in self.catalogues.languages() {
+            let ctx = MailContext {
+                lang: lang.clone(),
+                ..MailContext::sample()
+            };
+            for mail in MAILS {
+                for ext in ["txt", "html"] {
+                    self.render(&self.mail_template(mail, ext, &lang), &ctx)?;
+                }
+            }
         }
         for page in PAGES {
             let ctx = PageContext {
@@ -449,6 +560,64 @@ impl Templates {
             }
         }
         Ok(())
+    }
+
+    /// The template of mail `kind` (`ext`: `txt` or `html`) in `lang`: `mail/<lang>/…` when
+    /// there is one (embedded, or in the override directory), else the English
+    /// `mail/<kind>.<ext>`.
+    pub fn mail_template(&self, kind: &str, ext: &str, lang: &str) -> String {
+        let plain = !lang.is_empty()
+            && lang != "en"
+            && lang.len() <= 16
+            && lang.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if plain {
+            let name = format!("mail/{lang}/{kind}.{ext}");
+            if self.env.get_template(&name).is_ok() {
+                return name;
+            }
+        }
+        format!("mail/{kind}.{ext}")
+    }
+
+    /// A one-line text (a mail's subject, an SMS) in `lang` from its catalogue, `{name}`
+    /// replaced by `ctx`'s values unescaped and control characters by spaces; none in
+    /// English (the configuration's words are English) or when the catalogue has no such
+    /// key.
+    pub fn translated<C: Serialize>(&self, lang: &str, key: &str, ctx: &C) -> Option<String> {
+        if lang.is_empty() || lang == "en" {
+            return None;
+        }
+        let mut text = self.catalogues.text(lang, key)?.to_owned();
+        if let Ok(serde_json::Value::Object(values)) = serde_json::to_value(ctx) {
+            for (name, value) in values {
+                let shown = match value {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                text = text.replace(&format!("{{{name}}}"), &shown);
+            }
+        }
+        Some(
+            text.chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
+        )
+    }
+
+    /// The languages the catalogues have, each named in itself (`language.name`).
+    pub fn languages(&self) -> Vec<LanguageLine> {
+        self.catalogues
+            .languages()
+            .into_iter()
+            .map(|tag| LanguageLine {
+                name: self
+                    .catalogues
+                    .text(&tag, "language.name")
+                    .unwrap_or(&tag)
+                    .to_owned(),
+                tag,
+            })
+            .collect()
     }
 
     /// The language of `tag` the pages have words for (`fr-CA` → `fr`), if any.

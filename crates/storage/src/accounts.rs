@@ -26,6 +26,8 @@ pub struct User {
     pub created_at: i64,
     /// Deactivation time (ms), if deactivated.
     pub deactivated_at: Option<i64>,
+    /// The language chosen for its pages and mails, if any.
+    pub language: Option<String>,
 }
 
 impl User {
@@ -40,12 +42,13 @@ impl User {
             is_admin: flag(row, "is_admin")?,
             created_at: row.try_get("created_at")?,
             deactivated_at: row.try_get("deactivated_at")?,
+            language: row.try_get("language")?,
         })
     }
 }
 
 const USER_COLUMNS: &str = "user_id, localpart, password_hash, displayname, avatar_url, is_guest, \
-                            is_admin, created_at, deactivated_at";
+                            is_admin, created_at, deactivated_at, language";
 
 /// A device and its tokens, made at login or registration.
 #[derive(Debug, Clone)]
@@ -85,6 +88,8 @@ pub struct NewAccount {
     pub is_admin: bool,
     /// Initial display name.
     pub displayname: Option<String>,
+    /// The language of the pages it signed up on.
+    pub language: Option<String>,
     /// The login to make, unless `inhibit_login`.
     pub login: Option<NewLogin>,
     /// Verified addresses to attach: (medium, canonical address, validated_at).
@@ -134,8 +139,8 @@ impl Db {
     ) -> Result<(), CreateAccountError> {
         let mut tx = self.begin_write().await?;
         let inserted = sqlx::query(
-            "INSERT INTO users (user_id, localpart, password_hash, displayname, is_guest, is_admin, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO users (user_id, localpart, password_hash, displayname, is_guest, is_admin, created_at, language)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&new.user_id)
         .bind(&new.localpart)
@@ -144,6 +149,7 @@ impl Db {
         .bind(i64::from(new.is_guest))
         .bind(i64::from(new.is_admin))
         .bind(now)
+        .bind(&new.language)
         .execute(&mut *tx)
         .await;
         match inserted {
@@ -331,6 +337,41 @@ impl Db {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.as_ref().map(User::from_row).transpose()?)
+    }
+
+    /// Sets (or with `None` clears) the language of the account's pages and mails.
+    pub async fn set_language(
+        &self,
+        user_id: &str,
+        language: Option<&str>,
+    ) -> Result<(), StorageError> {
+        let _turn = self.write_turn().await;
+        sqlx::query("UPDATE users SET language = $1 WHERE user_id = $2")
+            .bind(language)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The language of the account holding an address, if it chose one.
+    pub async fn owner_language(
+        &self,
+        medium: &str,
+        address: &str,
+    ) -> Result<Option<String>, StorageError> {
+        let row = sqlx::query(
+            "SELECT u.language FROM user_threepids t JOIN users u ON u.user_id = t.user_id
+             WHERE t.medium = $1 AND t.address = $2",
+        )
+        .bind(medium)
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => r.try_get("language")?,
+            None => None,
+        })
     }
 
     /// Whether an account (active or deactivated) holds this localpart.

@@ -156,7 +156,16 @@ impl Db {
         )
         .await?;
         self.purge(
-            "password_resets",
+            "oidc_tokens",
+            "token_hash",
+            "expires_at <= $1",
+            now,
+            now,
+            batch,
+        )
+        .await?;
+        self.purge(
+            "page_codes",
             "token_hash",
             "expires_at <= $1",
             now,

@@ -11,6 +11,7 @@ mod devices;
 mod housekeeping;
 mod identity;
 mod oauth;
+mod oidc;
 mod outbox;
 mod registration_tokens;
 mod send_limits;
@@ -22,9 +23,9 @@ mod validation;
 pub use housekeeping::Purged;
 pub use identity::Binding;
 pub use oauth::{
-    ApprovedGrant, BrowserSession, DevicePoll, Exchange, Grant, NewClient, PasswordReset,
-    TokenOwner,
+    ApprovedGrant, BrowserSession, DevicePoll, Exchange, Grant, NewClient, PageCode, TokenOwner,
 };
+pub use oidc::{OidcKey, OidcToken};
 pub use outbox::{DELIVERY_LEASE_MS, NewMessage, Pending, QueuedMessage};
 pub use send_limits::{LimitHit, Limited, SendLimits, SendWindow};
 pub use uia::StoredUiaSession;

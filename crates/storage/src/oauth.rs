@@ -69,15 +69,19 @@ pub struct TokenOwner {
     pub oauth_client_id: Option<String>,
 }
 
-/// A password reset under way on the pages.
+/// A code under way on the pages: a password reset (no account: the page does not say
+/// whether one has the address) or an address being added on the account page (`user_id`:
+/// the account it is for).
 #[derive(Debug, Clone)]
-pub struct PasswordReset {
+pub struct PageCode {
     /// The validation session the code goes to; none when no account has the address.
     pub sid: Option<String>,
     /// Its client secret (the server's own; never shown).
     pub client_secret: String,
     /// The address, as shown on the page.
     pub address: String,
+    /// The account an address is being added to (none for a reset).
+    pub user_id: Option<String>,
 }
 
 /// What a device's poll found.
@@ -494,37 +498,39 @@ impl Db {
         Ok(())
     }
 
-    /// Stores a password reset under way (the browser cookie's hash, the validation session
-    /// or none, its client secret, the address as shown) until `expires_at`.
-    pub async fn create_password_reset(
+    /// Stores a code under way on the pages (the browser cookie's hash, the validation
+    /// session or none, its client secret, the address as shown, the account) until
+    /// `expires_at`.
+    pub async fn create_page_code(
         &self,
         token_hash: &str,
-        reset: &PasswordReset,
+        code: &PageCode,
         expires_at: i64,
     ) -> Result<(), StorageError> {
         let _turn = self.write_turn().await;
         sqlx::query(
-            "INSERT INTO password_resets (token_hash, sid, client_secret, address, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO page_codes (token_hash, sid, client_secret, address, user_id, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(token_hash)
-        .bind(&reset.sid)
-        .bind(&reset.client_secret)
-        .bind(&reset.address)
+        .bind(&code.sid)
+        .bind(&code.client_secret)
+        .bind(&code.address)
+        .bind(&code.user_id)
         .bind(expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// The password reset a browser cookie's hash names, if it has not expired.
-    pub async fn password_reset(
+    /// The code under way a browser cookie's hash names, if it has not expired.
+    pub async fn page_code(
         &self,
         token_hash: &str,
         now: i64,
-    ) -> Result<Option<PasswordReset>, StorageError> {
+    ) -> Result<Option<PageCode>, StorageError> {
         let row = sqlx::query(
-            "SELECT sid, client_secret, address FROM password_resets WHERE token_hash = $1 AND expires_at > $2",
+            "SELECT sid, client_secret, address, user_id FROM page_codes WHERE token_hash = $1 AND expires_at > $2",
         )
         .bind(token_hash)
         .bind(now)
@@ -532,10 +538,11 @@ impl Db {
         .await?;
         Ok(row
             .map(|r| -> Result<_, sqlx::Error> {
-                Ok(PasswordReset {
+                Ok(PageCode {
                     sid: r.try_get("sid")?,
                     client_secret: r.try_get("client_secret")?,
                     address: r.try_get("address")?,
+                    user_id: r.try_get("user_id")?,
                 })
             })
             .transpose()?)

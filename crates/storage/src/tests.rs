@@ -95,6 +95,7 @@ fn account(localpart: &str, threepids: Vec<(String, String, i64)>) -> NewAccount
         registration_token: None,
         uia_session: None,
         validations: Vec::new(),
+        language: None,
     }
 }
 

@@ -41,6 +41,8 @@ pub struct NewUser {
     pub uia_session: Option<String>,
     /// The validation sessions spent on it.
     pub validations: Vec<String>,
+    /// The language of its pages and mails (the sign-up page's).
+    pub language: Option<String>,
 }
 
 impl Accounts<'_> {
@@ -157,6 +159,7 @@ impl Accounts<'_> {
             registration_token: new.registration_token,
             uia_session: new.uia_session,
             validations: new.validations,
+            language: new.language,
         };
         let created = self
             .s

@@ -24,6 +24,7 @@ impl Accounts<'_> {
                 self.ending(&no_notice).as_ref(),
             )
             .await?;
+        self.s.db.end_oidc_tokens(user_id).await?;
         tracing::info!(user_id, erase, "account deactivated");
         Ok(())
     }

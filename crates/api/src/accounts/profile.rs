@@ -3,14 +3,24 @@
 use vouch_homeserver::Call;
 
 use super::{AccountError, Accounts};
+use crate::error::ApiError;
+
+/// Longest display name accepted (Synapse's limit).
+pub const MAX_DISPLAYNAME: usize = 256;
 
 impl Accounts<'_> {
-    /// Sets (or with `None` clears) the display name.
+    /// Sets (or with `None` clears) the display name, of at most [`MAX_DISPLAYNAME`]
+    /// characters.
     pub async fn set_displayname(
         &self,
         user_id: &str,
         name: Option<&str>,
     ) -> Result<(), AccountError> {
+        if name.is_some_and(|n| n.chars().count() > MAX_DISPLAYNAME) {
+            return Err(AccountError::Other(ApiError::invalid_param(format!(
+                "A display name is at most {MAX_DISPLAYNAME} characters"
+            ))));
+        }
         self.s.db.set_displayname(user_id, name).await?;
         let localpart = self.localpart(user_id);
         self.tell_later(match name {
@@ -21,6 +31,26 @@ impl Accounts<'_> {
             None => Call::UnsetDisplayname { localpart },
         })
         .await?;
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) the language of the account's pages and mails, one the
+    /// catalogues have.
+    pub async fn set_language(
+        &self,
+        user_id: &str,
+        language: Option<&str>,
+    ) -> Result<(), AccountError> {
+        let known = match language {
+            Some(tag) => Some(self.s.composer.templates().language(tag).ok_or_else(|| {
+                AccountError::Other(ApiError::invalid_param(format!(
+                    "No pages or mails are written in {}",
+                    tag.chars().take(20).collect::<String>()
+                )))
+            })?),
+            None => None,
+        };
+        self.s.db.set_language(user_id, known.as_deref()).await?;
         Ok(())
     }
 

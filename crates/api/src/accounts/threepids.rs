@@ -1,5 +1,6 @@
 //! The email addresses and phone numbers attached to an account.
 
+use ruma::api::client::account::ThirdPartyIdRemovalStatus;
 use vouch_core::threepid::{Medium, ThirdPartyId};
 use vouch_storage::AddThreepidError;
 
@@ -91,5 +92,23 @@ impl Accounts<'_> {
             self.tell_emails_later(user_id).await?;
         }
         Ok(removed)
+    }
+
+    /// Removes an address from the account (nothing if it had none) and unbinds it from the
+    /// identity servers it was bound to through Vouch (`id_server`: that one, which must be
+    /// trusted): `/account/3pid/delete` and the account page alike. `success` when every
+    /// unbind went through, `no-support` when there was nowhere to unbind or one failed.
+    pub async fn remove_and_unbind_threepid(
+        &self,
+        user_id: &str,
+        medium: Medium,
+        address: &str,
+        id_server: Option<&str>,
+    ) -> Result<ThirdPartyIdRemovalStatus, AccountError> {
+        self.remove_threepid(user_id, medium, address).await?;
+        Ok(
+            crate::identity::unbind_address(self.s, user_id, medium.as_str(), address, id_server)
+                .await?,
+        )
     }
 }

@@ -222,6 +222,7 @@ impl Accounts<'_> {
             .db
             .withdraw_approvals_of(user_id, self.s.now())
             .await?;
+        self.s.db.end_oidc_tokens(user_id).await?;
         let notice = self.device_notice(user_id);
         let ended = self
             .s

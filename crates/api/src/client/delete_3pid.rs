@@ -2,7 +2,7 @@ use axum::extract::State;
 use ruma::api::client::account::delete_3pid;
 
 use crate::auth::AuthedUser;
-use crate::client::unbind_3pid::{canonical, unbind_address};
+use crate::client::unbind_3pid::canonical;
 use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
@@ -27,17 +27,9 @@ pub async fn delete_3pid_route(
     let typed = medium
         .parse()
         .map_err(|_| ApiError::invalid_param(format!("unknown medium {medium}")))?;
-    state
+    let result = state
         .accounts()
-        .remove_threepid(&user.user_id, typed, &address)
+        .remove_and_unbind_threepid(&user.user_id, typed, &address, body.id_server.as_deref())
         .await?;
-    let result = unbind_address(
-        &state,
-        &user.user_id,
-        medium,
-        &address,
-        body.id_server.as_deref(),
-    )
-    .await?;
     Ok(RumaResponse(delete_3pid::v3::Response::new(result)))
 }

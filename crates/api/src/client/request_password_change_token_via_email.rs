@@ -4,6 +4,7 @@ use vouch_core::validation::Purpose;
 
 use crate::client_ip::ClientIp;
 use crate::error::ApiResult;
+use crate::language::AcceptLanguage;
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
 use crate::threepid::{TokenBody, request_token};
@@ -14,11 +15,12 @@ use crate::threepid::{TokenBody, request_token};
 pub async fn request_password_change_token_via_email_route(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    AcceptLanguage(lang): AcceptLanguage,
     body: Ruma<request_password_change_token_via_email::v3::Request>,
 ) -> ApiResult<RumaResponse<request_password_change_token_via_email::v3::Response>> {
     let request = body
         .body
-        .token_request(Purpose::PasswordReset, body.json.as_ref(), ip);
+        .token_request(Purpose::PasswordReset, body.json.as_ref(), ip, lang);
     let issued = request_token(&state, request).await?;
     let mut response = request_password_change_token_via_email::v3::Response::new(issued.sid);
     response.submit_url = issued.submit_url;

@@ -6,9 +6,6 @@ use crate::error::{ApiError, ApiResult};
 use crate::ruma_axum::{Ruma, RumaResponse};
 use crate::state::AppState;
 
-/// Longest display name accepted (Synapse's limit).
-const MAX_DISPLAYNAME: usize = 256;
-
 /// # `PUT /_matrix/client/v3/profile/{userId}/displayname`
 pub async fn set_display_name_route(
     State(state): State<AppState>,
@@ -26,11 +23,6 @@ pub async fn set_display_name_route(
         ));
     }
     let name = body.displayname.as_deref().filter(|n| !n.is_empty());
-    if name.is_some_and(|n| n.chars().count() > MAX_DISPLAYNAME) {
-        return Err(ApiError::invalid_param(format!(
-            "A display name is at most {MAX_DISPLAYNAME} characters"
-        )));
-    }
     state
         .accounts()
         .set_displayname(&user.user_id, name)

@@ -10,7 +10,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
-use vouch_mail::{DeviceLine, OAuthPageContext};
+use vouch_mail::{DeviceLine, OAuthPageContext, ThreepidLine};
 use vouch_storage::BrowserSession;
 
 use super::browser::{self, render, said};
@@ -36,20 +36,20 @@ pub const ACTIONS: &[&str] = &[
 #[derive(Debug, Default, Deserialize)]
 pub struct ActionQuery {
     #[serde(default)]
-    action: Option<String>,
+    pub(super) action: Option<String>,
     #[serde(default)]
-    device_id: Option<String>,
+    pub(super) device_id: Option<String>,
 }
 
 /// What every page for this browser carries: the CSRF token (and its cookie, if new) and
 /// the language.
-struct Visit {
-    csrf: String,
-    cookies: Vec<HeaderValue>,
-    lang: String,
+pub(super) struct Visit {
+    pub(super) csrf: String,
+    pub(super) cookies: Vec<HeaderValue>,
+    pub(super) lang: String,
 }
 
-fn visit(state: &AppState, headers: &HeaderMap) -> Visit {
+pub(super) fn visit(state: &AppState, headers: &HeaderMap) -> Visit {
     let (csrf, cookie) = browser::csrf(state, headers);
     Visit {
         csrf,
@@ -58,7 +58,7 @@ fn visit(state: &AppState, headers: &HeaderMap) -> Visit {
     }
 }
 
-fn context(state: &AppState, title: &str, v: &Visit) -> OAuthPageContext {
+pub(super) fn context(state: &AppState, title: &str, v: &Visit) -> OAuthPageContext {
     OAuthPageContext {
         app_name: state.config.email.app_name.clone(),
         server_name: state.config.server_name.clone(),
@@ -99,7 +99,7 @@ fn serde_urlencoded_query(query: &ActionQuery) -> String {
 }
 
 /// The account page for `session`'s user, with `notice` above it.
-async fn overview(
+pub(super) async fn overview(
     state: &AppState,
     session: &BrowserSession,
     v: &Visit,
@@ -119,19 +119,29 @@ async fn overview(
         (Err(e), _) | (_, Err(e)) => return ApiError::from(e).into_response(),
     };
     let mut ctx = context(state, "title.account", v);
+    if let Some(lang) = &user.language {
+        ctx.lang.clone_from(lang);
+    }
+    ctx.languages = state.composer.templates().languages();
     ctx.user_id = session.user_id.clone();
     ctx.message = user.displayname.clone().unwrap_or_default();
     ctx.notice = notice.into();
     ctx.threepids = threepids
-        .iter()
-        .map(|t| {
-            if t.medium == "msisdn" {
+        .into_iter()
+        .map(|t| ThreepidLine {
+            shown: if t.medium == "msisdn" {
                 format!("+{}", t.address)
             } else {
                 t.address.clone()
-            }
+            },
+            medium: t.medium,
+            address: t.address,
         })
         .collect();
+    let rules = &state.config.account;
+    ctx.can_change_name = rules.displayname_change;
+    ctx.can_change_password = rules.password_change;
+    ctx.can_change_threepids = rules.threepid_changes;
     // A deep link to one device shows that one first.
     let wanted = query.device_id.as_deref();
     let mut lines: Vec<DeviceLine> = devices
@@ -230,17 +240,28 @@ pub struct PageForm {
 }
 
 /// The signed-in session a form of the page may act for, or the answer to give instead.
-async fn acting(
+pub(super) async fn acting(
     state: &AppState,
     headers: &HeaderMap,
     csrf_field: &str,
 ) -> Result<(BrowserSession, Visit), Response> {
-    let v = visit(state, headers);
+    let mut v = visit(state, headers);
     let session = browser::session(state, headers)
         .await
         .map_err(IntoResponse::into_response)?;
     match session {
-        Some(s) if browser::csrf_ok(headers, csrf_field) => Ok((s, v)),
+        Some(s) if browser::csrf_ok(state, headers, csrf_field) => {
+            // The account's own choice of language, where it made one.
+            let user = state
+                .db
+                .user(&s.user_id)
+                .await
+                .map_err(|e| ApiError::from(e).into_response())?;
+            if let Some(lang) = user.and_then(|u| u.language) {
+                v.lang = lang;
+            }
+            Ok((s, v))
+        }
         _ => Err(sign_in(
             state,
             StatusCode::FORBIDDEN,
@@ -325,8 +346,8 @@ pub async fn sign_out_browser_route(
     Form(form): Form<PageForm>,
 ) -> Response {
     let v = visit(&state, &headers);
-    if browser::csrf_ok(&headers, &form.csrf)
-        && let Some(token) = browser::cookie(&headers, browser::SESSION_COOKIE)
+    if browser::csrf_ok(&state, &headers, &form.csrf)
+        && let Some(token) = browser::cookie(&state, &headers, browser::SESSION_COOKIE)
         && let Err(e) = state
             .db
             .end_browser_session(&vouch_core::secrets::token_hash(token))

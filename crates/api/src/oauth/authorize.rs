@@ -70,7 +70,19 @@ pub async fn authorize_route(
     };
     let redirect_uri = raw.redirect_uri.clone().unwrap_or_default();
     let state_param = raw.state.clone();
-    let request = match AuthorizationRequest::parse(raw, &client) {
+    let parsed = AuthorizationRequest::parse(raw, &client).and_then(|request| {
+        match request.redirect() {
+            Some(r) if request.scope.identity_only() && !state.config.oauth.openid_connect => {
+                Err(AuthorizeError::Redirected {
+                    error: "invalid_scope",
+                    description: "this server does not offer OpenID Connect: the scope must include urn:matrix:client:api:*".into(),
+                    mode: r.response_mode,
+                })
+            }
+            _ => Ok(request),
+        }
+    });
+    let request = match parsed {
         Ok(request) => request,
         Err(AuthorizeError::Shown(message)) => {
             return error_page(&state, StatusCode::BAD_REQUEST, &message);

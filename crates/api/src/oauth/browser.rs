@@ -33,22 +33,38 @@ pub fn page_cookie(
     set_cookie(state, name, value, "Lax", Some(max_age.as_secs()))
 }
 
+/// A cookie's name as set and read: `__Host-` before it when the public URL is https, so
+/// that no other host of the site (a sibling or parent domain) can set it in this browser
+/// (browsers keep such cookies to the host that set them, `Secure`, with `Path=/`).
+fn cookie_name<'n>(state: &AppState, name: &'n str) -> std::borrow::Cow<'n, str> {
+    if secure(state) {
+        std::borrow::Cow::Owned(format!("__Host-{name}"))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    }
+}
+
+fn secure(state: &AppState) -> bool {
+    state.config.public_baseurl().starts_with("https:")
+}
+
 /// A cookie's value from the request's `Cookie` headers.
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub fn cookie<'h>(state: &AppState, headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let name = cookie_name(state, name);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .find(|(k, _)| *k == name.as_ref())
         .map(|(_, v)| v)
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
 
 /// The signed-in user of this browser, if any.
 pub async fn session(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<BrowserSession>> {
-    match cookie(headers, SESSION_COOKIE) {
+    match cookie(state, headers, SESSION_COOKIE) {
         Some(token) => Ok(state
             .db
             .browser_session(&token_hash(token), state.now())
@@ -88,11 +104,8 @@ fn set_cookie(
     same_site: &str,
     max_age: Option<u64>,
 ) -> HeaderValue {
-    let secure = if state.config.public_baseurl().starts_with("https:") {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if secure(state) { "; Secure" } else { "" };
+    let name = cookie_name(state, name);
     let age = max_age
         .map(|s| format!("; Max-Age={s}"))
         .unwrap_or_default();
@@ -105,7 +118,7 @@ fn set_cookie(
 
 /// The CSRF token of this browser, and the cookie to set if it had none.
 pub fn csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValue>) {
-    match cookie(headers, CSRF_COOKIE) {
+    match cookie(state, headers, CSRF_COOKIE) {
         Some(token)
             if token
                 .bytes()
@@ -121,35 +134,7 @@ pub fn csrf(state: &AppState, headers: &HeaderMap) -> (String, Option<HeaderValu
     }
 }
 
-/// The language of the pages: the first of `preferred` (the app's `ui_locales`) there are
-/// words for, else the browser's `Accept-Language` by its weights, else English.
-pub fn language(state: &AppState, preferred: &[String], headers: &HeaderMap) -> String {
-    let templates = state.composer.templates();
-    if let Some(lang) = preferred.iter().find_map(|l| templates.language(l)) {
-        return lang;
-    }
-    let mut asked: Vec<(f32, &str)> = headers
-        .get_all(header::ACCEPT_LANGUAGE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .take(20)
-        .filter_map(|part| {
-            let mut bits = part.trim().split(';');
-            let tag = bits.next()?.trim();
-            let q = bits
-                .find_map(|b| b.trim().strip_prefix("q="))
-                .and_then(|q| q.parse::<f32>().ok())
-                .unwrap_or(1.0);
-            (!tag.is_empty() && q > 0.0).then_some((q, tag))
-        })
-        .collect();
-    asked.sort_by(|a, b| b.0.total_cmp(&a.0));
-    asked
-        .into_iter()
-        .find_map(|(_, tag)| templates.language(tag))
-        .unwrap_or_else(|| "en".into())
-}
+pub use crate::language::language;
 
 /// [`csrf`], with the cookie to set (if any) as the list a page's answer carries.
 pub fn csrf_cookies(state: &AppState, headers: &HeaderMap) -> (String, Vec<HeaderValue>) {
@@ -158,8 +143,9 @@ pub fn csrf_cookies(state: &AppState, headers: &HeaderMap) -> (String, Vec<Heade
 }
 
 /// Whether a form's `csrf` field matches this browser's CSRF cookie.
-pub fn csrf_ok(headers: &HeaderMap, field: &str) -> bool {
-    cookie(headers, CSRF_COOKIE).is_some_and(|c| !field.is_empty() && constant_time_eq(c, field))
+pub fn csrf_ok(state: &AppState, headers: &HeaderMap, field: &str) -> bool {
+    cookie(state, headers, CSRF_COOKIE)
+        .is_some_and(|c| !field.is_empty() && constant_time_eq(c, field))
 }
 
 /// Renders `page/oauth/<name>.html` with `ctx`, with the headers every page carries.
@@ -262,7 +248,7 @@ pub async fn sign_in_with_password(
     username: &str,
     password: &str,
 ) -> Result<(BrowserSession, HeaderValue), (StatusCode, String)> {
-    if !csrf_ok(headers, csrf_field) {
+    if !csrf_ok(state, headers, csrf_field) {
         return Err((StatusCode::FORBIDDEN, "msg.form_expired".into()));
     }
     if state.limits.login_per_ip.check_ip(ip).is_err() {

@@ -152,7 +152,7 @@ pub async fn device_code_route(
 ) -> Response {
     let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
     let typed: String = form.user_code.chars().take(20).collect();
-    if !browser::csrf_ok(&headers, &form.csrf) {
+    if !browser::csrf_ok(&state, &headers, &form.csrf) {
         return code_page(
             &state,
             browser::language(&state, &[], &headers),
@@ -238,7 +238,7 @@ pub(super) fn unbound(state: &AppState, open: &Open, headers: &HeaderMap) -> Opt
     if !matches!(open.request.answer, vouch_core::oauth::Answer::Device) {
         return None;
     }
-    let typed = browser::cookie(headers, browser::DEVICE_COOKIE)
+    let typed = browser::cookie(state, headers, browser::DEVICE_COOKIE)
         .is_some_and(|c| vouch_core::secrets::constant_time_eq(c, &open.grant.grant_id));
     (!typed).then(|| {
         Redirect::to(&format!(

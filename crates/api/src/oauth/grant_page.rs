@@ -123,6 +123,10 @@ pub(super) fn base_context(
         tos_uri: open.client.tos_uri.clone().unwrap_or_default(),
         policy_uri: open.client.policy_uri.clone().unwrap_or_default(),
         device_id: open.request.scope.device_id.clone(),
+        identity_only: open.request.scope.identity_only(),
+        shares_profile: open.request.scope.profile && state.config.oauth.openid_connect,
+        shares_email: open.request.scope.email && state.config.oauth.openid_connect,
+        shares_phone: open.request.scope.phone && state.config.oauth.openid_connect,
         switch_url: format!("{page}?view=sign_in"),
         ..OAuthPageContext::default()
     }
@@ -328,7 +332,8 @@ pub async fn consent_route(
     let fresh = |s: &BrowserSession| {
         open.request.prompt != Prompt::Login || s.created_at >= open.grant.created_at
     };
-    let Some(session) = session.filter(|s| browser::csrf_ok(&headers, &form.csrf) && fresh(s))
+    let Some(session) =
+        session.filter(|s| browser::csrf_ok(&state, &headers, &form.csrf) && fresh(s))
     else {
         return sign_in_page(
             &state,

@@ -88,6 +88,48 @@ pub async fn openid_configuration_route(State(state): State<AppState>) -> Respon
             "revocation_endpoint_auth_methods_supported".into(),
             json!(["none"]),
         );
+        map.insert("subject_types_supported".into(), json!(["public"]));
+        if state.config.oauth.openid_connect {
+            let base = state.config.public_baseurl();
+            map.insert(
+                "scopes_supported".into(),
+                json!([
+                    "openid",
+                    "profile",
+                    "email",
+                    "phone",
+                    "urn:matrix:client:api:*",
+                    "urn:matrix:client:device:*"
+                ]),
+            );
+            map.insert("jwks_uri".into(), json!(format!("{base}{}", paths::JWKS)));
+            map.insert(
+                "userinfo_endpoint".into(),
+                json!(format!("{base}{}", paths::USERINFO)),
+            );
+            map.insert(
+                "id_token_signing_alg_values_supported".into(),
+                json!([super::oidc::ALGORITHM]),
+            );
+            map.insert(
+                "claims_supported".into(),
+                json!([
+                    "iss",
+                    "sub",
+                    "aud",
+                    "exp",
+                    "iat",
+                    "nonce",
+                    "at_hash",
+                    "preferred_username",
+                    "name",
+                    "email",
+                    "email_verified",
+                    "phone_number",
+                    "phone_number_verified"
+                ]),
+            );
+        }
     }
     cacheable(Json(doc).into_response())
 }

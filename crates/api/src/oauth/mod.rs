@@ -5,12 +5,15 @@
 //! homeserver see both alike. The rules themselves are `vouch_core::oauth`'s.
 
 pub mod account;
+pub mod account_address;
+pub mod account_profile;
 pub mod authorize;
 pub mod browser;
 pub mod device;
 pub mod error;
 pub mod grant_page;
 pub mod metadata;
+pub mod oidc;
 pub mod registration;
 pub mod reset;
 pub mod revoke;
@@ -34,4 +37,8 @@ pub mod paths {
     pub const DEVICE: &str = "oauth2/device";
     /// Where the user types a device's user code (the `verification_uri`).
     pub const DEVICE_PAGE: &str = "_vouch/oauth/device";
+    /// OpenID Connect's signing keys (`jwks_uri`).
+    pub const JWKS: &str = "oauth2/keys.json";
+    /// OpenID Connect's userinfo endpoint.
+    pub const USERINFO: &str = "oauth2/userinfo";
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use vouch_core::secrets::{new_opaque_id, new_token, token_hash};
 use vouch_core::validation::Purpose;
 use vouch_mail::OAuthPageContext;
-use vouch_storage::PasswordReset;
+use vouch_storage::PageCode;
 
 use super::browser::{self, render, said};
 use crate::accounts::Logout;
@@ -106,31 +106,24 @@ pub async fn reset_route(
     Form(form): Form<AddressForm>,
 ) -> Response {
     let (mut ctx, mut cookies) = page(&state, &headers, "", "title.reset", &query.back);
-    if !browser::csrf_ok(&headers, &form.csrf) {
+    if !browser::csrf_ok(&state, &headers, &form.csrf) {
         ctx.error = "msg.form_expired".into();
         return render(&state, StatusCode::FORBIDDEN, "reset", &ctx, None, &cookies);
     }
     let typed = form.address.trim();
-    let address = if typed.contains('@') {
-        Raw::Email(typed)
-    } else {
-        Raw::Phone {
-            country: "",
-            number: typed,
-        }
-    };
     let client_secret = new_opaque_id(state.secrets.as_ref());
     let issued = request_token(
         &state,
         TokenRequest {
             purpose: Purpose::PasswordReset,
             client_secret: &client_secret,
-            address,
+            address: Raw::typed(typed),
             send_attempt: 1,
             next_link: None,
             json: None,
             ip,
             from_pages: true,
+            lang: ctx.lang.clone(),
         },
     )
     .await;
@@ -145,17 +138,18 @@ pub async fn reset_route(
         }
     };
     let token = new_token(state.secrets.as_ref(), "vrs");
-    let reset = PasswordReset {
+    let reset = PageCode {
         sid,
         client_secret,
         address: typed.chars().take(100).collect(),
+        user_id: None,
     };
     let expires = state
         .now()
         .saturating_add(vouch_core::clock::duration_ms(RESET_LIFETIME));
     if let Err(e) = state
         .db
-        .create_password_reset(&token_hash(&token), &reset, expires)
+        .create_page_code(&token_hash(&token), &reset, expires)
         .await
     {
         return ApiError::from(e).into_response();
@@ -211,13 +205,9 @@ pub async fn reset_verify_route(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let reset = match browser::cookie(&headers, RESET_COOKIE) {
-        Some(token) => match state
-            .db
-            .password_reset(&token_hash(token), state.now())
-            .await
-        {
-            Ok(reset) => reset,
+    let reset = match browser::cookie(&state, &headers, RESET_COOKIE) {
+        Some(token) => match state.db.page_code(&token_hash(token), state.now()).await {
+            Ok(reset) => reset.filter(|r| r.user_id.is_none()),
             Err(e) => return ApiError::from(e).into_response(),
         },
         None => None,
@@ -245,7 +235,7 @@ pub async fn reset_verify_route(
             &[],
         )
     };
-    if !browser::csrf_ok(&headers, &form.csrf) {
+    if !browser::csrf_ok(&state, &headers, &form.csrf) {
         return again(StatusCode::FORBIDDEN, "msg.form_expired");
     }
     // The new password is held to the policy before the code is spent.

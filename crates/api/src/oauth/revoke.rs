@@ -36,6 +36,11 @@ pub async fn revoke_route(
         return Err(OAuthError::invalid_request("token is required"));
     };
     let hash = token_hash(token);
+    // An OpenID Connect sign-in's token has no session behind it.
+    if state.db.revoke_oidc_token(&hash).await? {
+        tracing::info!("OpenID Connect access token revoked");
+        return Ok(Json(serde_json::json!({})));
+    }
     let refresh_first = form.token_type_hint.as_deref() == Some("refresh_token");
     let as_access = async {
         Ok::<_, OAuthError>(

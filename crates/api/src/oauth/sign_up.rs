@@ -162,13 +162,13 @@ fn verify_page(
 const ELSEWHERE: &str = "msg.elsewhere";
 
 /// The sign-up waiting on this request, if this browser began it.
-fn pending_for(open: &Open, headers: &HeaderMap) -> Option<PendingSignUp> {
+fn pending_for(state: &AppState, open: &Open, headers: &HeaderMap) -> Option<PendingSignUp> {
     let pending: PendingSignUp = open
         .grant
         .signup
         .as_deref()
         .and_then(|json| serde_json::from_str(json).ok())?;
-    let cookie = browser::cookie(headers, browser::SIGNUP_COOKIE)?;
+    let cookie = browser::cookie(state, headers, browser::SIGNUP_COOKIE)?;
     constant_time_eq(&token_hash(cookie), &pending.browser).then_some(pending)
 }
 
@@ -181,7 +181,7 @@ pub(super) fn continue_page(
     csrf: &str,
     cookies: &[HeaderValue],
 ) -> Response {
-    match pending_for(open, headers) {
+    match pending_for(state, open, headers) {
         Some(pending) => verify_page(state, open, &pending, csrf, StatusCode::OK, "", cookies),
         None => error_page(state, StatusCode::FORBIDDEN, ELSEWHERE),
     }
@@ -224,11 +224,11 @@ pub async fn sign_up_route(
     let again = |status: StatusCode, error: &str| {
         sign_up_page(&state, &open, &csrf, status, error, &form, &cookies)
     };
-    if !browser::csrf_ok(&headers, &form.csrf) {
+    if !browser::csrf_ok(&state, &headers, &form.csrf) {
         return again(StatusCode::FORBIDDEN, "msg.form_expired");
     }
     // A sign-up another browser began on this request is not this one's to replace.
-    if open.grant.signup.is_some() && pending_for(&open, &headers).is_none() {
+    if open.grant.signup.is_some() && pending_for(&state, &open, &headers).is_none() {
         return error_page(&state, StatusCode::FORBIDDEN, ELSEWHERE);
     }
     if !state.config.registration.enabled {
@@ -330,6 +330,7 @@ pub async fn sign_up_route(
                 json: None,
                 ip,
                 from_pages: true,
+                lang: open.lang.clone(),
             },
         )
         .await;
@@ -422,13 +423,13 @@ pub async fn verify_route(
         Err(answer) => return answer,
     };
     let (csrf, cookies) = browser::csrf_cookies(&state, &headers);
-    let Some(pending) = pending_for(&open, &headers) else {
+    let Some(pending) = pending_for(&state, &open, &headers) else {
         return error_page(&state, StatusCode::FORBIDDEN, ELSEWHERE);
     };
     let again = |status: StatusCode, error: &str| {
         verify_page(&state, &open, &pending, &csrf, status, error, &cookies)
     };
-    if !browser::csrf_ok(&headers, &form.csrf) {
+    if !browser::csrf_ok(&state, &headers, &form.csrf) {
         return again(StatusCode::FORBIDDEN, "msg.form_expired");
     }
     for (p, code, what) in [
@@ -506,6 +507,7 @@ async fn create(
             threepids,
             validations,
             registration_token: pending.registration_token.clone(),
+            language: Some(open.lang.clone()),
             ..NewUser::default()
         })
         .await;

@@ -237,7 +237,7 @@ pub async fn sso_continue_route(
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let Some(session) = session.filter(|_| browser::csrf_ok(&headers, &form.csrf)) else {
+    let Some(session) = session.filter(|_| browser::csrf_ok(&state, &headers, &form.csrf)) else {
         return sign_in_page(
             &state,
             lang,

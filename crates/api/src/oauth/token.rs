@@ -82,18 +82,62 @@ pub async fn token_route(
 }
 
 /// The token answer; `scope` is left out when it is the one granted before (RFC 6749
-/// §5.1).
-fn tokens(issued: &crate::accounts::IssuedTokens, scope: Option<&str>) -> Response {
+/// §5.1); `id_token` for OpenID Connect.
+fn tokens(
+    issued: &crate::accounts::IssuedTokens,
+    scope: Option<&str>,
+    id_token: Option<String>,
+) -> Response {
     let mut body = serde_json::json!({
         "access_token": issued.access_token,
         "token_type": "Bearer",
         "expires_in": issued.expires_in.map(|d| d.as_secs()),
         "refresh_token": issued.refresh_token,
     });
-    if let (Some(scope), Some(map)) = (scope, body.as_object_mut()) {
-        map.insert("scope".into(), scope.into());
+    if let Some(map) = body.as_object_mut() {
+        if let Some(scope) = scope {
+            map.insert("scope".into(), scope.into());
+        }
+        if let Some(id_token) = id_token {
+            map.insert("id_token".into(), id_token.into());
+        }
     }
     Json(body).into_response()
+}
+
+/// An OpenID Connect sign-in without a Matrix session: an access token for userinfo and
+/// the ID token, no refresh token, no device.
+async fn open_sign_in(
+    state: &AppState,
+    approved: &vouch_storage::ApprovedGrant,
+    client_id: &str,
+    request: &AuthorizationRequest,
+) -> Result<Response, OAuthError> {
+    let scope = request.scope.granted(false);
+    let (access_token, expires_in) =
+        super::oidc::open_sign_in(state, &approved.user_id, client_id, &scope).await?;
+    let id_token = super::oidc::id_token(
+        state,
+        &approved.user_id,
+        client_id,
+        &request.scope,
+        request.nonce.as_deref(),
+        &access_token,
+    )
+    .await?;
+    tracing::info!(
+        user_id = approved.user_id,
+        client_id,
+        "OpenID Connect sign-in"
+    );
+    Ok(Json(serde_json::json!({
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "scope": scope,
+        "id_token": id_token,
+    }))
+    .into_response())
 }
 
 async fn authorization_code(
@@ -127,6 +171,9 @@ async fn authorization_code(
         return Err(OAuthError::invalid_grant());
     }
     match state.db.exchange_code(&code_hash, state.now()).await? {
+        Exchange::Fresh(approved) if request.scope.identity_only() => {
+            open_sign_in(state, &approved, client_id, &request).await
+        }
         Exchange::Fresh(approved) => {
             open_session(state, &approved, client_id, display_name, &request, ip).await
         }
@@ -183,7 +230,7 @@ async fn refresh(
     {
         return Err(OAuthError::invalid_grant());
     }
-    Ok(tokens(&issued, None))
+    Ok(tokens(&issued, None, None))
 }
 
 /// Opens the session an approved grant buys, and answers its tokens.
@@ -225,7 +272,22 @@ async fn open_session(
         client_id,
         "OAuth 2.0 session opened"
     );
-    Ok(tokens(&issued, Some(&scope)))
+    let id_token = if request.scope.openid && state.config.oauth.openid_connect {
+        Some(
+            super::oidc::id_token(
+                state,
+                &approved.user_id,
+                client_id,
+                &request.scope,
+                request.nonce.as_deref(),
+                &issued.access_token,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    Ok(tokens(&issued, Some(&scope), id_token))
 }
 
 /// RFC 8628 §3.4: a device polls with its device code until the user has answered.

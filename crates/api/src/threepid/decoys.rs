@@ -50,6 +50,7 @@ pub(super) fn secret_and_message(
                 &secret,
                 held,
                 req.from_pages,
+                &req.lang,
             )?;
             Ok((Some(token_hash(&secret)), expires, message))
         }
@@ -65,11 +66,12 @@ pub(super) fn secret_and_message(
                         String::new(),
                         None,
                         false,
+                        &req.lang,
                     )?
                 },
                 Target::Msisdn(m) => NewMessage {
                     stand_in: true,
-                    ..messages::sms(state, m, sid, &secret, false)?
+                    ..messages::sms(state, m, sid, &secret, false, &req.lang)?
                 },
             };
             Ok((None, expires, message))

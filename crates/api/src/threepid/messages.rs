@@ -40,8 +40,9 @@ pub(super) fn email_link(state: &Services, sid: &str, client_secret: &str, token
     url
 }
 
-/// Renders mail `kind` to `address` as an outbox row; `code`: a code to type, shown
-/// beside the link.
+/// Renders mail `kind` to `address` in `lang` as an outbox row; `code`: a code to type,
+/// shown beside the link.
+#[expect(clippy::too_many_arguments, reason = "one message's parts")]
 pub(super) fn mail(
     state: &Services,
     kind: &str,
@@ -50,12 +51,16 @@ pub(super) fn mail(
     link: String,
     code: Option<&str>,
     held: bool,
+    lang: &str,
 ) -> ApiResult<NewMessage> {
     let mut ctx =
         state
             .composer
             .context(address, link, state.config.email.validation_token_lifetime);
     ctx.code = code.unwrap_or_default().to_owned();
+    if !lang.is_empty() {
+        lang.clone_into(&mut ctx.lang);
+    }
     let composed = state
         .composer
         .compose(kind, &ctx, state.now(), state.secrets.as_ref())
@@ -73,13 +78,15 @@ pub(super) fn mail(
     })
 }
 
-/// Renders the SMS with `code` to `msisdn` as an outbox row.
+/// Renders the SMS with `code` to `msisdn` in `lang` as an outbox row: `[sms] template`,
+/// or in another language its catalogue's `sms.code`.
 pub(super) fn sms(
     state: &Services,
     msisdn: &Msisdn,
     sid: &str,
     code: &str,
     held: bool,
+    lang: &str,
 ) -> ApiResult<NewMessage> {
     let sms = &state.config.sms;
     let ctx = json!({
@@ -87,11 +94,13 @@ pub(super) fn sms(
         "app_name": state.config.email.app_name,
         "minutes": sms.code_lifetime.as_secs().div_ceil(60),
     });
-    let body = state
-        .composer
-        .templates()
-        .render_line(&sms.template, &ctx)
-        .map_err(|e| ApiError::internal(format!("rendering the SMS: {e}")))?;
+    let templates = state.composer.templates();
+    let body = match templates.translated(lang, "sms.code", &ctx) {
+        Some(body) => body,
+        None => templates
+            .render_line(&sms.template, &ctx)
+            .map_err(|e| ApiError::internal(format!("rendering the SMS: {e}")))?,
+    };
     Ok(NewMessage {
         id: new_opaque_id(state.secrets.as_ref()),
         channel: "sms",
@@ -141,6 +150,7 @@ pub(super) fn message_for(
     secret: &str,
     held: bool,
     typed: bool,
+    lang: &str,
 ) -> ApiResult<NewMessage> {
     match target {
         Target::Email(e) => mail(
@@ -151,8 +161,9 @@ pub(super) fn message_for(
             email_link(state, sid, client_secret, secret),
             typed.then_some(secret),
             held,
+            lang,
         ),
-        Target::Msisdn(m) => sms(state, m, sid, secret, held),
+        Target::Msisdn(m) => sms(state, m, sid, secret, held, lang),
     }
 }
 

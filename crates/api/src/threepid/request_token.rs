@@ -33,6 +33,21 @@ pub enum Raw<'a> {
     },
 }
 
+impl<'a> Raw<'a> {
+    /// An address typed in one field of a page: an email address when it has an `@`, else
+    /// a phone number in international form.
+    pub fn typed(typed: &'a str) -> Self {
+        if typed.contains('@') {
+            Raw::Email(typed)
+        } else {
+            Raw::Phone {
+                country: "",
+                number: typed,
+            }
+        }
+    }
+}
+
 /// A requestToken call, as the six endpoints share it.
 pub struct TokenRequest<'a> {
     /// What the session will be for.
@@ -54,6 +69,10 @@ pub struct TokenRequest<'a> {
     /// never leaves the server), and a sign-up form checked the registration token and
     /// terms already (nothing waits for them).
     pub from_pages: bool,
+    /// The language of the mail or SMS (a tag the catalogues have; empty: English): the
+    /// page's, or the client's `Accept-Language`. The account holding the address wins
+    /// with its own choice.
+    pub lang: String,
 }
 
 /// What a requestToken answers: the session ID and, where the client must post a code, the
@@ -68,13 +87,14 @@ pub struct Issued {
 
 /// A requestToken body as ruma parses it, for any of the six endpoints.
 pub trait TokenBody {
-    /// The shared request, for a session serving `purpose`; `json` is the raw body and
-    /// `ip` the client's address.
+    /// The shared request, for a session serving `purpose`; `json` is the raw body, `ip`
+    /// the client's address and `lang` the language its `Accept-Language` asks for.
     fn token_request<'a>(
         &'a self,
         purpose: Purpose,
         json: Option<&'a Map<String, Value>>,
         ip: IpAddr,
+        lang: String,
     ) -> TokenRequest<'a>;
 }
 
@@ -91,6 +111,7 @@ macro_rules! token_body {
                 purpose: Purpose,
                 json: Option<&'a Map<String, Value>>,
                 ip: IpAddr,
+                lang: String,
             ) -> TokenRequest<'a> {
                 let $req = self;
                 TokenRequest {
@@ -102,6 +123,7 @@ macro_rules! token_body {
                     json,
                     ip,
                     from_pages: false,
+                    lang,
                 }
             }
         }
@@ -135,7 +157,10 @@ pub async fn request_token(state: &AppState, req: TokenRequest<'_>) -> ApiResult
 
 /// Checks everything before anything is written, then creates or reuses the session and
 /// queues its message in the same transaction (or hands it to an identity server).
-pub(super) async fn start_session(state: &AppState, req: TokenRequest<'_>) -> ApiResult<Requested> {
+pub(super) async fn start_session(
+    state: &AppState,
+    mut req: TokenRequest<'_>,
+) -> ApiResult<Requested> {
     let medium = match req.address {
         Raw::Email(_) => "email",
         Raw::Phone { .. } => "msisdn",
@@ -195,6 +220,11 @@ pub(super) async fn start_session(state: &AppState, req: TokenRequest<'_>) -> Ap
     }
 
     let owner = state.db.threepid_owner(medium, target.address()).await?;
+    if owner.is_some()
+        && let Some(chosen) = state.db.owner_language(medium, target.address()).await?
+    {
+        req.lang = chosen;
+    }
     let refusal = match (req.purpose, &owner) {
         (Purpose::Register | Purpose::AddThreepid, Some(_)) => Some(ApiError::new(
             ErrorKind::ThreepidInUse,

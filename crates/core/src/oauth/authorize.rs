@@ -38,6 +38,8 @@ pub struct RawAuthorization {
     pub login_hint: Option<String>,
     /// Languages for the pages, most preferred first.
     pub ui_locales: Option<String>,
+    /// OpenID Connect: a value the ID token carries back, binding it to this request.
+    pub nonce: Option<String>,
 }
 
 /// Where the answer goes in the redirect URI.
@@ -77,6 +79,9 @@ pub struct AuthorizationRequest {
     pub ui_locales: Vec<String>,
     /// How the user's answer reaches the client.
     pub answer: Answer,
+    /// OpenID Connect's `nonce`, for the ID token.
+    #[serde(default)]
+    pub nonce: Option<String>,
 }
 
 /// How the user's answer reaches the client.
@@ -166,10 +171,11 @@ impl AuthorizationRequest {
         }
         if raw.state.as_ref().is_some_and(|s| s.len() > MAX_STATE)
             || raw.login_hint.as_ref().is_some_and(|s| s.len() > MAX_STATE)
+            || raw.nonce.as_ref().is_some_and(|s| s.len() > MAX_STATE)
         {
             return Err(fail(
                 "invalid_request",
-                format!("state and login_hint are at most {MAX_STATE} bytes"),
+                format!("state, login_hint and nonce are at most {MAX_STATE} bytes"),
             ));
         }
         let code_challenge = CodeChallenge::parse(
@@ -225,6 +231,7 @@ impl AuthorizationRequest {
                 state: raw.state,
                 code_challenge,
             }),
+            nonce: raw.nonce,
         })
     }
 
@@ -243,6 +250,12 @@ impl AuthorizationRequest {
         }
         let scope = Scope::parse(scope.unwrap_or_default())
             .map_err(|e| ("invalid_scope", e.to_string()))?;
+        if scope.identity_only() {
+            return Err((
+                "invalid_scope",
+                "the device grant opens Matrix sessions: the scope must include urn:matrix:client:api:*".into(),
+            ));
+        }
         // A device's app proves nothing of where it comes from (no redirect URI): it is
         // never given the admin API.
         if scope.admin {
@@ -258,6 +271,7 @@ impl AuthorizationRequest {
             login_hint: None,
             ui_locales: Vec::new(),
             answer: Answer::Device,
+            nonce: None,
         })
     }
 

@@ -5,6 +5,7 @@
 pub mod authorize;
 pub mod client;
 pub mod device;
+pub mod id_token;
 pub mod pkce;
 pub mod scope;
 

@@ -23,8 +23,17 @@ pub struct Scope {
     pub api: bool,
     /// The device the session is bound to (`urn:matrix:client:device:<id>`).
     pub device_id: String,
-    /// OpenID Connect (`openid`).
+    /// OpenID Connect (`openid`): an ID token with the tokens.
     pub openid: bool,
+    /// OpenID Connect's `profile`: the name and user name in the ID token and userinfo.
+    #[serde(default)]
+    pub profile: bool,
+    /// OpenID Connect's `email`: the account's email address.
+    #[serde(default)]
+    pub email: bool,
+    /// OpenID Connect's `phone`: the account's phone number.
+    #[serde(default)]
+    pub phone: bool,
     /// The homeserver's admin API (`urn:synapse:admin:*`), granted to admins only.
     pub admin: bool,
     /// The scope exactly as the client sent it (tokens answer it back).
@@ -34,9 +43,11 @@ pub struct Scope {
 /// Why a scope is refused (OAuth's `invalid_scope`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
-    /// No `urn:matrix:client:api:*`: a session without the client-server API is of no
-    /// use, and none other is offered.
-    #[error("the scope must include urn:matrix:client:api:*")]
+    /// Neither `urn:matrix:client:api:*` (a Matrix session) nor `openid` alone (an
+    /// OpenID Connect sign-in, with no Matrix session and no device).
+    #[error(
+        "the scope must include urn:matrix:client:api:* (a Matrix session) or openid without Matrix scopes (an OpenID Connect sign-in)"
+    )]
     NoApi,
     /// The scope is longer than [`MAX_SCOPE`].
     #[error("the scope is longer than {MAX_SCOPE} bytes")]
@@ -65,6 +76,7 @@ impl Scope {
         }
         let mut api = false;
         let mut openid = false;
+        let (mut profile, mut email, mut phone) = (false, false, false);
         let mut admin = false;
         let mut device: Option<&str> = None;
         for token in scope.split(' ').filter(|t| !t.is_empty()) {
@@ -73,6 +85,9 @@ impl Scope {
                 .or_else(|| token.strip_prefix(UNSTABLE));
             match (token, matrix) {
                 ("openid", _) => openid = true,
+                ("profile", _) => profile = true,
+                ("email", _) => email = true,
+                ("phone", _) => phone = true,
                 (ADMIN, _) => admin = true,
                 (_, Some("api:*")) => api = true,
                 (_, Some(rest)) if rest.starts_with("device:") => {
@@ -88,14 +103,20 @@ impl Scope {
                 _ => return Err(ScopeError::Unknown(token.chars().take(100).collect())),
             }
         }
-        if !api {
-            return Err(ScopeError::NoApi);
-        }
-        let device_id = device.ok_or(ScopeError::NoDevice)?.to_owned();
+        let device_id = match (api, openid, device) {
+            (true, _, Some(id)) => id.to_owned(),
+            (true, _, None) => return Err(ScopeError::NoDevice),
+            // An OpenID Connect sign-in names no device and grants no Matrix API.
+            (false, true, None) if !admin => String::new(),
+            (false, _, _) => return Err(ScopeError::NoApi),
+        };
         Ok(Self {
             api,
             device_id,
             openid,
+            profile,
+            email,
+            phone,
             admin,
             requested: scope
                 .split(' ')
@@ -107,6 +128,11 @@ impl Scope {
 }
 
 impl Scope {
+    /// An OpenID Connect sign-in alone: who the user is, no Matrix session.
+    pub fn identity_only(&self) -> bool {
+        !self.api
+    }
+
     /// The scope granted to a user (`is_admin`): what was asked for, without the admin API
     /// unless the user is an admin; each token once.
     pub fn granted(&self, is_admin: bool) -> String {
@@ -198,5 +224,26 @@ mod tests {
             Scope::parse(&api("urn:matrix:client:device:A urn:synapse:admin:x")),
             Err(ScopeError::Unknown(_))
         ));
+    }
+
+    #[test]
+    fn openid_alone_is_a_sign_in_without_a_session() {
+        let oidc = Scope::parse("openid profile email phone").unwrap();
+        assert!(oidc.identity_only() && oidc.openid && oidc.profile && oidc.email && oidc.phone);
+        assert_eq!(oidc.device_id, "");
+        assert_eq!(Scope::parse("profile email"), Err(ScopeError::NoApi));
+        assert_eq!(
+            Scope::parse("openid urn:matrix:client:device:A"),
+            Err(ScopeError::NoApi),
+            "a device without the API"
+        );
+        assert_eq!(
+            Scope::parse("openid urn:synapse:admin:*"),
+            Err(ScopeError::NoApi),
+            "the admin API without a Matrix session"
+        );
+        let both = Scope::parse("openid email urn:matrix:client:api:* urn:matrix:client:device:D")
+            .unwrap();
+        assert!(!both.identity_only() && both.email);
     }
 }

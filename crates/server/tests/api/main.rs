@@ -17,6 +17,7 @@ mod instances;
 mod limits;
 mod login;
 mod oauth;
+mod openid;
 mod operate;
 mod outage;
 mod password;

@@ -33,7 +33,7 @@ async fn oauth_app(backend: Backend) -> TestApp {
 /// A browser: a cookie jar over the test client, which follows no redirects itself.
 pub(crate) struct Browser<'a> {
     app: &'a TestApp,
-    cookies: Vec<(String, String)>,
+    pub(crate) cookies: Vec<(String, String)>,
 }
 
 impl<'a> Browser<'a> {
@@ -190,7 +190,7 @@ pub(crate) async fn code_for(
 
 /// Signs `user` in for a request whose scope adds `more_scope` and approves; returns the
 /// code and the consent page.
-async fn code_with(
+pub(crate) async fn code_with(
     app: &TestApp,
     client_id: &str,
     device: &str,
@@ -1954,4 +1954,411 @@ fn mail_code_reset(text: &str) -> String {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no code in {text}"))
         .to_owned()
+}
+
+/// A browser signed in to the account page at `page_url` as `who` (password "correct
+/// horse battery"), and the page's CSRF token.
+async fn account_page_for<'a>(
+    app: &'a TestApp,
+    page_url: &str,
+    who: &str,
+) -> (Browser<'a>, String) {
+    let mut browser = Browser::new(app);
+    let sign_in = browser.get(page_url).await;
+    let (action, csrf) = form(&sign_in);
+    browser
+        .post(
+            &action,
+            &[
+                ("csrf", &csrf),
+                ("username", who),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    let page = browser.get(page_url).await;
+    assert!(page.html.contains(who), "{}", page.html);
+    let (_, csrf) = form(&page);
+    (browser, csrf)
+}
+
+on_both_databases!(the_account_page_changes_the_name_the_password_and_the_addresses,);
+
+/// The account page's own changes, each as the client API makes it: the display name; an
+/// email address added after the password and a typed code (the code only for the
+/// account and browser that asked); a phone number removed; the password changed after the
+/// current one, ending every session but opening the page's again.
+async fn the_account_page_changes_the_name_the_password_and_the_addresses(backend: Backend) {
+    let (app, sink) = crate::helpers::spawn_with_mail(backend, |c| c.oauth.enabled = true).await;
+    let (user_id, token, _) = app.register("kim", "correct horse battery").await;
+    app.register("lee", "correct horse battery").await;
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    store
+        .replace_threepids(&user_id, &[("msisdn".into(), "447700900123".into())], 1)
+        .await
+        .unwrap();
+    let page_url = s(
+        app.get("/_matrix/client/v1/auth_metadata", None).await.ok(),
+        "account_management_uri",
+    );
+    let (mut browser, csrf) = account_page_for(&app, &page_url, "kim").await;
+    assert!(browser.get(&page_url).await.html.contains("+447700900123"));
+
+    // The display name, as `/profile` then shows it.
+    let named = browser
+        .post(
+            &format!("{page_url}/profile"),
+            &[("csrf", &csrf), ("displayname", "Kim of the Hills")],
+        )
+        .await;
+    assert!(
+        named.html.contains("Your display name has been saved"),
+        "{}",
+        named.html
+    );
+    let profile = app
+        .get(
+            &format!("/_matrix/client/v3/profile/{user_id}"),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(profile.ok()["displayname"], "Kim of the Hills");
+    let long = "x".repeat(300);
+    let too_long = browser
+        .post(
+            &format!("{page_url}/profile"),
+            &[("csrf", &csrf), ("displayname", &long)],
+        )
+        .await;
+    assert!(
+        too_long.html.contains("at most 256 characters"),
+        "{}",
+        too_long.html
+    );
+
+    // An address: the password first (nothing is sent without it), then the mail's code.
+    let add = format!("{page_url}/address");
+    let wrong = browser
+        .post(
+            &add,
+            &[
+                ("csrf", &csrf),
+                ("address", "kim@example.org"),
+                ("password", "not my password"),
+            ],
+        )
+        .await;
+    assert!(
+        wrong.html.contains("Invalid username or password"),
+        "{}",
+        wrong.html
+    );
+    let sent = browser
+        .post(
+            &add,
+            &[
+                ("csrf", &csrf),
+                ("address", "kim@example.org"),
+                ("password", "correct horse battery"),
+            ],
+        )
+        .await;
+    assert!(
+        sent.html
+            .contains("A code is on its way to kim@example.org"),
+        "{}",
+        sent.html
+    );
+    let mail = sink.wait_for(1).await[0].text();
+    sink.assert_total(1).await;
+    let code = mail
+        .split("account page: ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no code in {mail}"))
+        .to_owned();
+    let (verify, _) = form(&sent);
+    // Another account, even with this browser's cookie, cannot finish it.
+    let (mut other, other_csrf) = account_page_for(&app, &page_url, "lee").await;
+    let add_cookie = browser
+        .cookies
+        .iter()
+        .find(|(n, _)| n == "vouch_add")
+        .cloned()
+        .expect("the add cookie");
+    other.cookies.push(add_cookie);
+    let stolen = other
+        .post(&verify, &[("csrf", &other_csrf), ("code", &code)])
+        .await;
+    assert!(stolen.html.contains("Start again"), "{}", stolen.html);
+    let mistyped = browser
+        .post(&verify, &[("csrf", &csrf), ("code", "000000x")])
+        .await;
+    assert_eq!(mistyped.status, 400);
+    assert!(
+        mistyped.html.contains("The code is wrong"),
+        "{}",
+        mistyped.html
+    );
+    let added = browser
+        .post(&verify, &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert!(
+        added.html.contains("The address has been added"),
+        "{}",
+        added.html
+    );
+    let listed = app
+        .get("/_matrix/client/v3/account/3pid", Some(&token))
+        .await;
+    assert!(
+        listed.ok().to_string().contains("kim@example.org"),
+        "{:?}",
+        listed.body
+    );
+    // Spent: the same code adds nothing twice.
+    let again = browser
+        .post(&verify, &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert!(again.html.contains("Start again"), "{}", again.html);
+
+    // The phone number, removed.
+    let removed = browser
+        .post(
+            &format!("{page_url}/address/remove"),
+            &[
+                ("csrf", &csrf),
+                ("medium", "msisdn"),
+                ("address", "447700900123"),
+            ],
+        )
+        .await;
+    assert!(
+        removed.html.contains("The address has been removed"),
+        "{}",
+        removed.html
+    );
+    let listed = app
+        .get("/_matrix/client/v3/account/3pid", Some(&token))
+        .await;
+    assert!(!listed.ok().to_string().contains("447700900123"));
+    assert!(listed.ok().to_string().contains("kim@example.org"));
+
+    // The password: the policy, then the current one, then every session ends but this
+    // page's, which is opened again with the new password.
+    let password = format!("{page_url}/password");
+    let weak = browser
+        .post(
+            &password,
+            &[
+                ("csrf", &csrf),
+                ("password", "correct horse battery"),
+                ("new_password", "x"),
+                ("sign_out_all", "1"),
+            ],
+        )
+        .await;
+    assert!(!weak.html.contains("has been changed"), "{}", weak.html);
+    let not_current = browser
+        .post(
+            &password,
+            &[
+                ("csrf", &csrf),
+                ("password", "wrong horse battery"),
+                ("new_password", "another horse battery"),
+                ("sign_out_all", "1"),
+            ],
+        )
+        .await;
+    assert!(
+        not_current.html.contains("Invalid username or password"),
+        "{}",
+        not_current.html
+    );
+    app.get("/_matrix/client/v3/account/whoami", Some(&token))
+        .await
+        .ok();
+    let changed = browser
+        .post(
+            &password,
+            &[
+                ("csrf", &csrf),
+                ("password", "correct horse battery"),
+                ("new_password", "another horse battery"),
+                ("sign_out_all", "1"),
+            ],
+        )
+        .await;
+    assert!(
+        changed
+            .html
+            .contains("Your password has been changed and every session signed out"),
+        "{}",
+        changed.html
+    );
+    app.get("/_matrix/client/v3/account/whoami", Some(&token))
+        .await
+        .assert_error(401, "M_UNKNOWN_TOKEN");
+    app.login("kim", "correct horse battery")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    app.login_ok("kim", "another horse battery").await;
+    let still = browser.get(&page_url).await;
+    assert!(
+        still.html.contains("Kim of the Hills"),
+        "the page stays signed in: {}",
+        still.html
+    );
+}
+
+/// Mails speak the user's language: the client's `Accept-Language` at requestToken, and
+/// for an address an account holds, the language the account chose on its page (which
+/// then speaks it too), whatever the client asks.
+#[tokio::test]
+async fn mails_speak_the_users_language() {
+    let (app, sink) =
+        crate::helpers::spawn_with_mail(Backend::Sqlite, |c| c.oauth.enabled = true).await;
+    let ask = |kind: &'static str, email: &'static str, accept: &'static str| {
+        let app = &app;
+        async move {
+            let res = app
+                .http
+                .post(format!(
+                    "{}/_matrix/client/v3/{kind}/email/requestToken",
+                    app.base
+                ))
+                .header("accept-language", accept)
+                .json(&json!({ "email": email, "client_secret": "langsecret", "send_attempt": 1 }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        }
+    };
+    ask("register", "nouveau@example.org", "fr-FR, en;q=0.5").await;
+    let mail = &sink.wait_for(1).await[0];
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Confirmez votre adresse e-mail pour Vouch Test"),
+        "{}",
+        mail.text()
+    );
+    assert!(mail.text().contains("Bonjour"), "{}", mail.text());
+    ask("register", "new@example.org", "de, en;q=0.5").await;
+    let mail = &sink.wait_for(2).await[1];
+    assert!(mail.text().starts_with("Hello"), "{}", mail.text());
+
+    // The account's choice, made on its page, wins over the client's header.
+    let (user_id, _, _) = app.register("zoe", "correct horse battery").await;
+    let store = vouch_storage::Db::connect(&app.config.database.url, 2)
+        .await
+        .unwrap();
+    store
+        .replace_threepids(&user_id, &[("email".into(), "zoe@example.org".into())], 1)
+        .await
+        .unwrap();
+    let page_url = s(
+        app.get("/_matrix/client/v1/auth_metadata", None).await.ok(),
+        "account_management_uri",
+    );
+    let (mut browser, csrf) = account_page_for(&app, &page_url, "zoe").await;
+    let page = browser.get(&page_url).await;
+    assert!(page.html.contains("<option value=\"fr\""), "{}", page.html);
+    let unknown = browser
+        .post(
+            &format!("{page_url}/language"),
+            &[("csrf", &csrf), ("language", "xx")],
+        )
+        .await;
+    assert!(
+        unknown.html.contains("No pages or mails are written in xx"),
+        "{}",
+        unknown.html
+    );
+    let chosen = browser
+        .post(
+            &format!("{page_url}/language"),
+            &[("csrf", &csrf), ("language", "fr")],
+        )
+        .await;
+    assert!(
+        chosen.html.contains("Votre langue a été enregistrée"),
+        "{}",
+        chosen.html
+    );
+    let again = browser.get(&page_url).await;
+    assert!(
+        again.html.contains("<html lang=\"fr\">"),
+        "the page speaks the chosen language: {}",
+        again.html
+    );
+    ask("account/password", "zoe@example.org", "en").await;
+    let mail = &sink.wait_for(3).await[2];
+    assert_eq!(
+        mail.header("Subject").as_deref(),
+        Some("Réinitialisez votre mot de passe Vouch Test"),
+        "{}",
+        mail.text()
+    );
+    assert!(
+        mail.text().contains("réinitialiser le mot de passe"),
+        "{}",
+        mail.text()
+    );
+}
+
+/// Behind https the pages' cookies are `__Host-` cookies, which no other host of the site
+/// can set: a CSRF cookie tossed in by a sibling or parent domain (without the prefix) is
+/// not read, so a forged form fails.
+#[tokio::test]
+async fn cookies_behind_https_cannot_be_tossed_by_another_host() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.oauth.enabled = true;
+        c.public_baseurl = "https://vouch.example.org/".into();
+    })
+    .await;
+    let page = app
+        .http
+        .get(format!("{}/_vouch/reset", app.base))
+        .send()
+        .await
+        .unwrap();
+    let set = page.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        set.starts_with("__Host-vouch_csrf=") && set.contains("; Secure") && set.contains("Path=/"),
+        "{set}"
+    );
+    assert!(!set.contains("Domain="), "{set}");
+    let token = set
+        .split(';')
+        .next()
+        .and_then(|p| p.split_once('='))
+        .map(|(_, v)| v.to_owned())
+        .unwrap();
+    let post = |cookie: String| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            app.http
+                .post(format!("{}/_vouch/reset", app.base))
+                .header("cookie", cookie)
+                .form(&[("csrf", token.as_str()), ("address", "nobody@example.org")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        post(format!("vouch_csrf={token}")).await,
+        StatusCode::FORBIDDEN,
+        "a cookie without the prefix is not this host's"
+    );
+    assert_ne!(
+        post(format!("__Host-vouch_csrf={token}")).await,
+        StatusCode::FORBIDDEN,
+        "the host's own cookie is"
+    );
 }
