@@ -182,6 +182,9 @@ impl From<StorageError> for ApiError {
         if e.is_unavailable() {
             return ApiError::Unavailable(e.to_string());
         }
+        if e.is_bad_text() {
+            return ApiError::invalid_param("Text must not contain NUL characters");
+        }
         ApiError::Internal(e.to_string())
     }
 }

@@ -75,6 +75,13 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// Whether the database refused a text it cannot hold (PostgreSQL: a NUL character,
+    /// 22021 or 22P05): the request's fault, not the server's.
+    pub fn is_bad_text(&self) -> bool {
+        matches!(self, StorageError::Database(sqlx::Error::Database(db))
+            if db.code().is_some_and(|c| c == "22021" || c == "22P05"))
+    }
+
     /// Whether the database could not be reached (down, restarting, out of connections),
     /// as opposed to a query that failed: the client may simply try again later.
     pub fn is_unavailable(&self) -> bool {

@@ -48,38 +48,60 @@ impl Db {
         Ok(keys)
     }
 
-    /// Stores a new signing key.
-    pub async fn add_oidc_key(&self, key: &OidcKey) -> Result<(), StorageError> {
-        let _turn = self.write_turn().await;
-        sqlx::query("INSERT INTO oidc_keys (kid, private_key, created_at) VALUES ($1, $2, $3)")
-            .bind(&key.kid)
-            .bind(&key.private_key)
-            .bind(key.created_at)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Stores an access token (its hash) of a sign-in without a Matrix session.
+    /// Stores an access token (its hash) of a sign-in without a Matrix session, only while
+    /// the account is active and its password is still `checked_hash` (the one the
+    /// approving browser signed in with), in one conditional statement: whether it was.
     pub async fn create_oidc_token(
         &self,
         token_hash: &str,
         token: &OidcToken,
+        checked_hash: &str,
         expires_at: i64,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let _turn = self.write_turn().await;
-        sqlx::query(
+        let done = sqlx::query(
             "INSERT INTO oidc_tokens (token_hash, user_id, client_id, scope, expires_at)
-             VALUES ($1, $2, $3, $4, $5)",
+             SELECT $1, user_id, $2, $3, $4 FROM users
+             WHERE user_id = $5 AND password_hash = $6 AND deactivated_at IS NULL",
         )
         .bind(token_hash)
-        .bind(&token.user_id)
         .bind(&token.client_id)
         .bind(&token.scope)
         .bind(expires_at)
+        .bind(&token.user_id)
+        .bind(checked_hash)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Stores `key` unless a key was made at `since` or later, serialised (SQLite's write
+    /// lock; a transaction-scoped advisory lock on PostgreSQL) so that many first requests,
+    /// on any number of instances, make one: whether it was stored.
+    pub async fn add_oidc_key_unless_since(
+        &self,
+        key: &OidcKey,
+        since: i64,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        if self.backend == crate::Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind("oidc_keys")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query(
+            "INSERT INTO oidc_keys (kid, private_key, created_at)
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM oidc_keys WHERE created_at >= $4)",
+        )
+        .bind(&key.kid)
+        .bind(&key.private_key)
+        .bind(key.created_at)
+        .bind(since)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// The grant of an access token (by its hash) that has not expired, of an account that

@@ -54,6 +54,10 @@ impl Accounts<'_> {
             )
             .await?;
         self.devices_ended(&ended);
+        if logout_devices {
+            // OpenID Connect sign-ins are sessions too (with no device to keep).
+            self.s.db.end_oidc_tokens(user_id).await?;
+        }
         tracing::info!(user_id, logout_devices, "password changed");
         Ok(())
     }

@@ -21,6 +21,11 @@ impl Accounts<'_> {
                 "A display name is at most {MAX_DISPLAYNAME} characters"
             ))));
         }
+        if name.is_some_and(|n| n.contains('\0')) {
+            return Err(AccountError::Other(ApiError::invalid_param(
+                "A display name must not contain NUL characters",
+            )));
+        }
         self.s.db.set_displayname(user_id, name).await?;
         let localpart = self.localpart(user_id);
         self.tell_later(match name {

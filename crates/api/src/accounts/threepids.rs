@@ -96,19 +96,20 @@ impl Accounts<'_> {
 
     /// Removes an address from the account (nothing if it had none) and unbinds it from the
     /// identity servers it was bound to through Vouch (`id_server`: that one, which must be
-    /// trusted): `/account/3pid/delete` and the account page alike. `success` when every
-    /// unbind went through, `no-support` when there was nowhere to unbind or one failed.
+    /// trusted): `/account/3pid/delete` and the account page alike. Whether the account had
+    /// it, and `success` when every unbind went through, `no-support` when there was
+    /// nowhere to unbind or one failed.
     pub async fn remove_and_unbind_threepid(
         &self,
         user_id: &str,
         medium: Medium,
         address: &str,
         id_server: Option<&str>,
-    ) -> Result<ThirdPartyIdRemovalStatus, AccountError> {
-        self.remove_threepid(user_id, medium, address).await?;
-        Ok(
+    ) -> Result<(bool, ThirdPartyIdRemovalStatus), AccountError> {
+        let removed = self.remove_threepid(user_id, medium, address).await?;
+        let unbound =
             crate::identity::unbind_address(self.s, user_id, medium.as_str(), address, id_server)
-                .await?,
-        )
+                .await?;
+        Ok((removed, unbound))
     }
 }

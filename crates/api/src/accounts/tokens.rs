@@ -216,6 +216,41 @@ impl Accounts<'_> {
 
     /// Logs every device of `user_id` out, and every browser signed in to the account
     /// pages (which could otherwise open new sessions).
+    /// Opens an OpenID Connect sign-in without a Matrix session for `user_id`, approved by
+    /// a browser signed in with `checked_hash`: an access token that only works at
+    /// userinfo, for `[oauth] id_token_lifetime`, written only while the account is active
+    /// and its password unchanged. The token and its lifetime in seconds.
+    pub async fn open_oidc_sign_in(
+        &self,
+        user_id: &str,
+        checked_hash: &str,
+        client_id: &str,
+        scope: &str,
+    ) -> Result<(String, u64), AccountError> {
+        let token = vouch_core::secrets::new_token(self.s.secrets.as_ref(), "voi");
+        let lifetime = self.s.config.oauth.id_token_lifetime;
+        let written = self
+            .s
+            .db
+            .create_oidc_token(
+                &vouch_core::secrets::token_hash(&token),
+                &vouch_storage::OidcToken {
+                    user_id: user_id.to_owned(),
+                    client_id: client_id.to_owned(),
+                    scope: scope.to_owned(),
+                },
+                checked_hash,
+                self.s
+                    .now()
+                    .saturating_add(vouch_core::clock::duration_ms(lifetime)),
+            )
+            .await?;
+        if !written {
+            return Err(AccountError::StaleCredentials);
+        }
+        Ok((token, lifetime.as_secs()))
+    }
+
     pub async fn log_out_all(&self, user_id: &str) -> Result<(), AccountError> {
         self.s.db.end_browser_sessions_of(user_id).await?;
         self.s

@@ -27,7 +27,7 @@ pub async fn delete_3pid_route(
     let typed = medium
         .parse()
         .map_err(|_| ApiError::invalid_param(format!("unknown medium {medium}")))?;
-    let result = state
+    let (_, result) = state
         .accounts()
         .remove_and_unbind_threepid(&user.user_id, typed, &address, body.id_server.as_deref())
         .await?;

@@ -273,7 +273,8 @@ pub async fn remove_route(
                 .remove_and_unbind_threepid(&session.user_id, medium, &form.address, None)
                 .await
             {
-                Ok(_) => "msg.address_removed".to_owned(),
+                Ok((true, _)) => "msg.address_removed".to_owned(),
+                Ok((false, _)) => "msg.address_not_yours".to_owned(),
                 Err(e) => said(e.into()).1,
             },
         }

@@ -17,7 +17,7 @@ use vouch_core::clock::duration_ms;
 use vouch_core::oauth::Scope;
 use vouch_core::oauth::id_token::{Binding, Subject, id_token_claims, user_claims};
 use vouch_core::secrets::{random_bytes, random_string, token_hash};
-use vouch_storage::{OidcKey, OidcToken};
+use vouch_storage::OidcKey;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -41,7 +41,7 @@ fn signer(key: &OidcKey) -> ApiResult<(EncodingKey, Jwk)> {
 }
 
 /// The key that signs now: the newest, unless it is older than `signing_key_rotation`, in
-/// which case a new one is made (two instances making one at once both publish theirs).
+/// which case a new one is made (of many requests or instances at once, one makes it).
 async fn signing_key(state: &AppState) -> ApiResult<OidcKey> {
     let now = state.now();
     let rotation = duration_ms(state.config.oauth.signing_key_rotation);
@@ -64,9 +64,18 @@ async fn signing_key(state: &AppState) -> ApiResult<OidcKey> {
         private_key: STANDARD_NO_PAD.encode(seed),
         created_at: now,
     };
-    state.db.add_oidc_key(&key).await?;
-    tracing::info!(kid = key.kid, "new OpenID Connect signing key");
-    Ok(key)
+    // Of many first requests (on any instance), one makes the key; the others take it.
+    let since = now.saturating_sub(rotation);
+    if state.db.add_oidc_key_unless_since(&key, since).await? {
+        tracing::info!(kid = key.kid, "new OpenID Connect signing key");
+    }
+    state
+        .db
+        .oidc_keys(since)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("no OpenID Connect signing key after making one"))
 }
 
 /// The issuer: the public URL, exactly as discovery says it.
@@ -128,31 +137,6 @@ pub async fn id_token(
     head.kid = Some(key.kid);
     jsonwebtoken::encode(&head, &claims, &encoding)
         .map_err(|e| ApiError::internal(format!("signing an ID token: {e}")))
-}
-
-/// Opens an OpenID Connect sign-in without a Matrix session: an access token that only
-/// works at userinfo, for `id_token_lifetime`. Returns it and its lifetime in seconds.
-pub async fn open_sign_in(
-    state: &AppState,
-    user_id: &str,
-    client_id: &str,
-    scope: &str,
-) -> ApiResult<(String, u64)> {
-    let token = vouch_core::secrets::new_token(state.secrets.as_ref(), "voi");
-    let lifetime = state.config.oauth.id_token_lifetime;
-    state
-        .db
-        .create_oidc_token(
-            &token_hash(&token),
-            &OidcToken {
-                user_id: user_id.to_owned(),
-                client_id: client_id.to_owned(),
-                scope: scope.to_owned(),
-            },
-            state.now().saturating_add(duration_ms(lifetime)),
-        )
-        .await?;
-    Ok((token, lifetime.as_secs()))
 }
 
 /// # `GET /oauth2/keys.json`

@@ -114,8 +114,15 @@ async fn open_sign_in(
     request: &AuthorizationRequest,
 ) -> Result<Response, OAuthError> {
     let scope = request.scope.granted(false);
-    let (access_token, expires_in) =
-        super::oidc::open_sign_in(state, &approved.user_id, client_id, &scope).await?;
+    let (access_token, expires_in) = state
+        .accounts()
+        .open_oidc_sign_in(
+            &approved.user_id,
+            &approved.password_hash,
+            client_id,
+            &scope,
+        )
+        .await?;
     let id_token = super::oidc::id_token(
         state,
         &approved.user_id,

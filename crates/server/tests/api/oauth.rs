@@ -2037,6 +2037,33 @@ async fn the_account_page_changes_the_name_the_password_and_the_addresses(backen
         "{}",
         too_long.html
     );
+    // A NUL character is refused alike on both databases (PostgreSQL cannot hold it; the
+    // review saw 500s), here and at the client API and login.
+    let nul = browser
+        .post(
+            &format!("{page_url}/profile"),
+            &[("csrf", &csrf), ("displayname", "a\0b")],
+        )
+        .await;
+    assert!(
+        nul.html.contains("must not contain NUL characters"),
+        "{}",
+        nul.html
+    );
+    app.put(
+        &format!("/_matrix/client/v3/profile/{user_id}/displayname"),
+        json!({ "displayname": "a\u{0}b" }),
+        Some(&token),
+    )
+    .await
+    .assert_error(400, "M_INVALID_PARAM");
+    let login = app.login("k\u{0}im", "correct horse battery").await;
+    assert!(
+        login.status == 400 || login.status == 403,
+        "{} {:?}",
+        login.status,
+        login.body
+    );
 
     // An address: the password first (nothing is sent without it), then the mail's code.
     let add = format!("{page_url}/address");
@@ -2139,6 +2166,21 @@ async fn the_account_page_changes_the_name_the_password_and_the_addresses(backen
         removed.html.contains("The address has been removed"),
         "{}",
         removed.html
+    );
+    let not_mine = browser
+        .post(
+            &format!("{page_url}/address/remove"),
+            &[
+                ("csrf", &csrf),
+                ("medium", "email"),
+                ("address", "someone@example.org"),
+            ],
+        )
+        .await;
+    assert!(
+        not_mine.html.contains("not on your account"),
+        "{}",
+        not_mine.html
     );
     let listed = app
         .get("/_matrix/client/v3/account/3pid", Some(&token))

@@ -295,12 +295,38 @@ async fn a_standard_client_signs_a_user_in_with_openid_connect(backend: Backend)
     assert_eq!(info.ok()["sub"], Value::from(user_id.as_str()));
 }
 
-/// Keys rotate: after `signing_key_rotation` a new key signs, both are published, and a
+on_both_databases!(signing_keys_are_made_once_rotate_and_stay_published,);
+
+/// Keys: forty first requests at once make one key (the review found one per request on
+/// PostgreSQL); after `signing_key_rotation` a new key signs, both are published, and a
 /// relying party that discovers again verifies tokens of the new one.
-#[tokio::test]
-async fn signing_keys_rotate_and_stay_published() {
-    let app = oidc_app(Backend::Sqlite).await;
+async fn signing_keys_are_made_once_rotate_and_stay_published(backend: Backend) {
+    let app = oidc_app(backend).await;
     oli(&app).await;
+    let held = (0..40)
+        .map(|_| crate::race::Held {
+            method: "GET",
+            path: "/oauth2/keys.json".into(),
+            body: None,
+            headers: Vec::new(),
+        })
+        .collect();
+    let replies = crate::race::release_together(&app.base, held).await;
+    let mut kids: Vec<String> = replies
+        .iter()
+        .flat_map(|r| {
+            assert_eq!(r.status, 200, "{:?}", r.body);
+            r.body["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| k["kid"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    kids.sort();
+    kids.dedup();
+    assert_eq!(kids.len(), 1, "one key for all: {kids:?}");
     let client_id = register_client(&app).await;
     let keys = || {
         let app = &app;
@@ -407,4 +433,76 @@ async fn without_openid_connect_a_sign_in_alone_is_refused() {
         .assert_error(404, "M_UNRECOGNIZED");
     let meta = app.get("/.well-known/openid-configuration", None).await;
     assert!(meta.ok().get("jwks_uri").is_none(), "{:?}", meta.body);
+}
+
+on_both_databases!(a_password_change_ends_openid_sign_ins_and_their_approvals,);
+
+/// The review's findings: a code approved before the password changed (or the account was
+/// deactivated) buys nothing, and a password change that signs everyone out ends the
+/// sign-ins too.
+async fn a_password_change_ends_openid_sign_ins_and_their_approvals(backend: Backend) {
+    let app = oidc_app(backend).await;
+    let (_, matrix_token) = oli(&app).await;
+    let client_id = register_client(&app).await;
+    let client = CoreClient::from_provider_metadata(
+        discover(&app).await,
+        ClientId::new(client_id.clone()),
+        None,
+    )
+    .set_redirect_uri(RedirectUrl::new(REDIRECT_USED.into()).unwrap());
+    let approved = || {
+        let (app, client) = (&app, &client);
+        async move {
+            let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+            let (url, _, _) = client
+                .authorize_url(
+                    CoreAuthenticationFlow::AuthorizationCode,
+                    CsrfToken::new_random,
+                    Nonce::new_random,
+                )
+                .set_pkce_challenge(challenge)
+                .url();
+            let (back, _) = approve(app, url.as_str(), "oli", "correct horse battery").await;
+            (query(&back, "code"), verifier)
+        }
+    };
+    let (first, first_verifier) = approved().await;
+    let tokens = client
+        .exchange_code(AuthorizationCode::new(first))
+        .unwrap()
+        .set_pkce_verifier(first_verifier)
+        .request_async(&http(&app))
+        .await
+        .unwrap();
+    let access = tokens.access_token().secret().clone();
+    let (pending, pending_verifier) = approved().await;
+    // The password changes, every session signed out (the spec's default).
+    app.post(
+        "/_matrix/client/v3/account/password",
+        json!({
+            "new_password": "another horse battery",
+            "auth": { "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "oli" }, "password": "correct horse battery" },
+        }),
+        Some(&matrix_token),
+    )
+    .await
+    .ok();
+    let info = app
+        .http
+        .get(format!("{}/oauth2/userinfo", app.base))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 401, "the sign-in ended with the password");
+    let stale = client
+        .exchange_code(AuthorizationCode::new(pending))
+        .unwrap()
+        .set_pkce_verifier(pending_verifier)
+        .request_async(&http(&app))
+        .await;
+    assert!(
+        format!("{stale:?}").contains("invalid_grant"),
+        "an approval made with the old password buys nothing: {stale:?}"
+    );
 }
