@@ -217,6 +217,20 @@ impl Db {
         ending: Option<&Ending<'_>>,
         retry: bool,
     ) -> Result<Refreshed, StorageError> {
+        // On SQLite the common case (a fresh token) is committed with the refreshes that
+        // arrive meanwhile; anything else takes the path below, in its own transaction.
+        if let Some(group) = &self.group {
+            let (old, pair) = (old_refresh_hash.to_owned(), next.clone());
+            let fresh = group
+                .write(move |conn| {
+                    let (old, pair) = (old.clone(), pair.clone());
+                    Box::pin(async move { Self::refresh_fresh(conn, &old, &pair, now).await })
+                })
+                .await?;
+            if let Some(session) = fresh {
+                return Ok(Refreshed::Done(session));
+            }
+        }
         let mut tx = self.begin_write().await?;
         if self.backend == crate::Backend::Postgres {
             // Requests presenting one token queue here, not in a lock cycle further on.
@@ -317,6 +331,39 @@ impl Db {
         Self::insert_next(&mut tx, &session, next, now).await?;
         tx.commit().await?;
         Ok(Refreshed::Done(session))
+    }
+
+    /// Spends `old_refresh_hash` if it is unspent and writes the next pair: the session, or
+    /// none (spent or unknown: the caller's slower path decides what that means).
+    async fn refresh_fresh(
+        conn: &mut sqlx::AnyConnection,
+        old_refresh_hash: &str,
+        next: &NewLogin,
+        now: i64,
+    ) -> Result<Option<RefreshedSession>, sqlx::Error> {
+        let row = sqlx::query(
+            "UPDATE refresh_tokens SET used_at = $1, successor_hash = $3
+             WHERE token_hash = $2 AND used_at IS NULL
+             RETURNING user_id, device_id",
+        )
+        .bind(now)
+        .bind(old_refresh_hash)
+        .bind(next.refresh_token_hash.as_deref())
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let session = RefreshedSession {
+            user_id: row.try_get("user_id")?,
+            device_id: row.try_get("device_id")?,
+        };
+        sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
+            .bind(old_refresh_hash)
+            .execute(&mut *conn)
+            .await?;
+        Self::insert_next(conn, &session, next, now).await?;
+        Ok(Some(session))
     }
 
     /// Writes a refreshed pair on the session's device (never taking the device over: the

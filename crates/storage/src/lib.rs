@@ -8,6 +8,7 @@
 
 mod accounts;
 mod devices;
+mod group;
 mod housekeeping;
 mod identity;
 mod oauth;
@@ -114,6 +115,9 @@ pub struct Db {
     /// the file lock in SQLite's busy handler (whose sleeps grow to 100 ms and made the
     /// tail latency of writes under load). `None` on PostgreSQL.
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite's group commit (`group.rs`) for the hot writes; `None` on PostgreSQL, whose
+    /// transactions run side by side.
+    group: Option<group::Group>,
 }
 
 /// A write transaction; on SQLite it also holds this process's writer turn until it ends.
@@ -180,6 +184,10 @@ impl Db {
             .max_connections(max_connections)
             .acquire_timeout(acquire_timeout);
         if backend == Backend::Sqlite {
+            // A SQLite connection is a file handle in this process: it cannot go stale the
+            // way a network connection can, so it is not pinged on every checkout (one
+            // round trip to its worker thread saved per query or transaction).
+            options = options.test_before_acquire(false);
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; a busy writer is waited for.
@@ -202,12 +210,16 @@ impl Db {
         let pool = options.connect(&url).await?;
         let write_gate =
             (backend == Backend::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let db = Self {
+        let mut db = Self {
             pool,
             backend,
             write_gate,
+            group: None,
         };
         MIGRATOR.run(&db.pool).await?;
+        if backend == Backend::Sqlite {
+            db.group = Some(group::Group::start(db.clone()));
+        }
         Ok(db)
     }
 

@@ -563,3 +563,55 @@ async fn a_homeserver_claim_goes_to_one_registration_at_a_time() {
     })
     .await;
 }
+
+/// SQLite's group commit: writes queued together are answered each with its own result,
+/// and one that fails is rolled back alone (the batch is run again job by job), never
+/// taking the others' writes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_answers_each_write_and_isolates_a_failing_one() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::connect(
+        &format!("sqlite://{}", dir.path().join("g.db").display()),
+        4,
+    )
+    .await
+    .expect("sqlite");
+    let group = db.group.clone().expect("SQLite has a group writer");
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..40_i64 {
+        let group = group.clone();
+        writes.spawn(async move {
+            let result = group
+                .write(move |conn| {
+                    Box::pin(async move {
+                        let sql = if i == 17 {
+                            "INSERT INTO no_such_table (x) VALUES ($1)"
+                        } else {
+                            "INSERT INTO oidc_keys (kid, private_key, created_at) VALUES ('k' || $1, 'x', $1)"
+                        };
+                        sqlx::query(sql).bind(i).execute(&mut *conn).await?;
+                        Ok(i)
+                    })
+                })
+                .await;
+            (i, result)
+        });
+    }
+    let mut ok = 0;
+    while let Some(done) = writes.join_next().await {
+        let (i, result) = done.expect("a write task");
+        match result {
+            Ok(n) => {
+                assert_eq!(n, i, "each write gets its own answer");
+                ok += 1;
+            }
+            Err(_) => assert_eq!(i, 17, "only the bad write fails"),
+        }
+    }
+    assert_eq!(ok, 39);
+    assert_eq!(
+        db.oidc_keys(0).await.unwrap().len(),
+        39,
+        "every good write is kept"
+    );
+}

@@ -146,8 +146,41 @@ impl Db {
         limits: &SendLimits,
         now: i64,
     ) -> Result<Queued, StorageError> {
+        // SQLite: committed with the requests that arrive meanwhile (`group.rs`); each
+        // request's limit checks see the writes before it in the same transaction.
+        if let Some(group) = &self.group {
+            let (new, message, limits, backend) =
+                (new.clone(), message.clone(), *limits, self.backend);
+            return group
+                .write(move |conn| {
+                    let (new, message) = (new.clone(), message.clone());
+                    Box::pin(async move {
+                        Self::create_validation_in(conn, backend, &new, &message, &limits, now)
+                            .await
+                    })
+                })
+                .await;
+        }
         let mut tx = self.begin_write().await?;
-        if let Some(limited) = send_limits::check(&mut tx, self.backend, message, limits).await? {
+        let queued =
+            Self::create_validation_in(&mut tx, self.backend, new, message, limits, now).await?;
+        if queued == Queued::Done {
+            tx.commit().await?;
+        }
+        Ok(queued)
+    }
+
+    /// [`Self::create_validation`]'s statements, in `tx`: nothing is written unless the
+    /// answer is [`Queued::Done`].
+    async fn create_validation_in(
+        tx: &mut sqlx::AnyConnection,
+        backend: crate::Backend,
+        new: &NewValidation,
+        message: &NewMessage,
+        limits: &SendLimits,
+        now: i64,
+    ) -> Result<Queued, sqlx::Error> {
+        if let Some(limited) = send_limits::check(tx, backend, message, limits).await? {
             return Ok(Queued::Limited(limited));
         }
         let inserted = sqlx::query(
@@ -168,11 +201,12 @@ impl Db {
         .execute(&mut *tx)
         .await;
         match inserted {
+            // SQLite undoes the one statement; on PostgreSQL the transaction is not
+            // committed.
             Err(e) if is_unique_violation(&e) => return Ok(Queued::Raced),
             other => other?,
         };
-        insert_message(&mut tx, message, now).await?;
-        tx.commit().await?;
+        insert_message(tx, message, now).await?;
         Ok(Queued::Done)
     }
 
