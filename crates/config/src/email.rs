@@ -131,6 +131,9 @@ pub struct SmtpConfig {
     /// Timeout of one SMTP conversation.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// Connections kept open to the server, each carrying one mail at a time: how many
+    /// mails the outbox delivers at once.
+    pub max_connections: u32,
 }
 
 impl Default for SmtpConfig {
@@ -143,6 +146,7 @@ impl Default for SmtpConfig {
             password: Secret::default(),
             password_file: String::new(),
             timeout: Duration::from_secs(30),
+            max_connections: 16,
         }
     }
 }

@@ -44,11 +44,9 @@ impl Transport {
                     SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
                         .map_err(|e| format!("[email.smtp] {e}"))?,
                 };
-                // As many connections as the outbox worker delivers at once.
-                let mut builder = builder
-                    .port(s.port)
-                    .timeout(Some(s.timeout))
-                    .pool_config(lettre::transport::smtp::PoolConfig::new().max_size(32));
+                let mut builder = builder.port(s.port).timeout(Some(s.timeout)).pool_config(
+                    lettre::transport::smtp::PoolConfig::new().max_size(s.max_connections.max(1)),
+                );
                 if !s.username.is_empty() {
                     let password = if s.password_file.is_empty() {
                         s.password.expose().to_owned()

@@ -21,7 +21,7 @@ pub const LEASE_MS: i64 = vouch_storage::DELIVERY_LEASE_MS;
 /// not cover every way a server can stall).
 pub const DELIVERY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
 /// Mails claimed per round.
-const BATCH: i64 = 64;
+const BATCH: i64 = 32;
 /// First retry delay; doubles per failed attempt.
 const FIRST_RETRY_MS: i64 = 5_000;
 /// Longest retry delay.
