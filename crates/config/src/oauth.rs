@@ -38,6 +38,11 @@ pub struct OAuthConfig {
     /// How long a signing key signs before a new one takes over.
     #[serde(with = "humantime_serde")]
     pub signing_key_rotation: Duration,
+    /// Hosts of the web apps the operator runs (`app.example.org`): a web client whose
+    /// `client_uri` is on one of them is first-party, and a signed-in user is not asked to
+    /// consent (unless it asks for the admin API, replaces a session, or sends
+    /// `prompt=consent`).
+    pub first_party_client_hosts: Vec<String>,
 }
 
 impl Default for OAuthConfig {
@@ -52,6 +57,7 @@ impl Default for OAuthConfig {
             openid_connect: false,
             id_token_lifetime: Duration::from_secs(3600),
             signing_key_rotation: Duration::from_secs(30 * 24 * 3600),
+            first_party_client_hosts: Vec::new(),
         }
     }
 }

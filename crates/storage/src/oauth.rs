@@ -398,10 +398,13 @@ impl Db {
         if let Some(row) = row {
             return Ok(Exchange::Fresh(approved(&row)?));
         }
+        // Spent already: the replay is recorded (see `code_replayed`).
         let row = sqlx::query(
-            "SELECT grant_id, client_id, request, created_at, expires_at, signup, user_code, user_id, password_hash
-             FROM oauth_grants WHERE code_hash = $1 AND exchanged_at IS NOT NULL",
+            "UPDATE oauth_grants SET replayed_at = $1
+             WHERE code_hash = $2 AND exchanged_at IS NOT NULL
+             RETURNING grant_id, client_id, request, created_at, expires_at, signup, user_code, user_id, password_hash",
         )
+        .bind(now)
         .bind(code_hash)
         .fetch_optional(&self.pool)
         .await?;
@@ -409,6 +412,19 @@ impl Db {
             Some(row) => Exchange::Reused(approved(&row)?),
             None => Exchange::Unknown,
         })
+    }
+
+    /// Whether the code of `grant_id` was presented again after it was spent. The exchange
+    /// that spent it asks after writing its session: a replay either finds that session
+    /// (and ends it) or was recorded before this read (and the exchange ends it).
+    pub async fn code_replayed(&self, grant_id: &str) -> Result<bool, StorageError> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM oauth_grants WHERE grant_id = $1 AND replayed_at IS NOT NULL",
+        )
+        .bind(grant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
     }
 
     /// The approved grant a code (its hash) was issued for, whether or not it is spent or

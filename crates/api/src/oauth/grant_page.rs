@@ -192,6 +192,22 @@ pub(super) async fn consent_page(
         Ok(None) => {}
         Err(e) => return ApiError::from(e).into_response(),
     }
+    // A first-party app is not asked about, unless there is something to warn of.
+    if open.request.redirect().is_some()
+        && !open.request.consent
+        && !ctx.admin
+        && ctx.replaces.is_empty()
+        && open
+            .client
+            .is_first_party(&state.config.oauth.first_party_client_hosts)
+    {
+        let mut res = answer(state, open, session, true).await;
+        for cookie in cookies {
+            res.headers_mut()
+                .append(http::header::SET_COOKIE, cookie.clone());
+        }
+        return res;
+    }
     let target = open
         .request
         .redirect()
@@ -345,58 +361,66 @@ pub async fn consent_route(
             &cookies,
         );
     };
+    match form.decision.as_str() {
+        "allow" => answer(&state, &open, &session, true).await,
+        "deny" => answer(&state, &open, &session, false).await,
+        _ => consent_page(&state, &open, &csrf, &session, &cookies).await,
+    }
+}
+
+/// The user's answer (`allow`) to an open request, by `session`: a code (stored hashed,
+/// single-use, valid `[oauth] authorization_code_lifetime`) or `access_denied` to the
+/// client's redirect URI with its `state`, or the device's page.
+async fn answer(state: &AppState, open: &Open, session: &BrowserSession, allow: bool) -> Response {
+    let grant_id = &open.grant.grant_id;
     let redirect = open.request.redirect();
     let mut params: Vec<(&str, &str)> = Vec::new();
     let now = state.now();
     let code;
-    match form.decision.as_str() {
-        "allow" => {
-            code = new_token(state.secrets.as_ref(), "vac");
-            // A device polls for its answer: no code, and the request's own expiry.
-            let (code_hash, expires) = match redirect {
-                Some(_) => (
-                    Some(token_hash(&code)),
-                    now.saturating_add(vouch_core::clock::duration_ms(
-                        state.config.oauth.authorization_code_lifetime,
-                    )),
-                ),
-                None => (None, open.grant.expires_at),
-            };
-            match state
-                .db
-                .approve_grant(&grant_id, &session, code_hash.as_deref(), expires, now)
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
-                Err(e) => return ApiError::from(e).into_response(),
-            }
-            tracing::info!(
-                user_id = session.user_id,
-                client_id = open.grant.client_id,
-                "authorization approved"
-            );
-            params.push(("code", &code));
+    if allow {
+        code = new_token(state.secrets.as_ref(), "vac");
+        // A device polls for its answer: no code, and the request's own expiry.
+        let (code_hash, expires) = match redirect {
+            Some(_) => (
+                Some(token_hash(&code)),
+                now.saturating_add(vouch_core::clock::duration_ms(
+                    state.config.oauth.authorization_code_lifetime,
+                )),
+            ),
+            None => (None, open.grant.expires_at),
+        };
+        match state
+            .db
+            .approve_grant(grant_id, session, code_hash.as_deref(), expires, now)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return error_page(state, StatusCode::NOT_FOUND, GONE),
+            Err(e) => return ApiError::from(e).into_response(),
         }
-        "deny" => {
-            match state.db.deny_grant(&grant_id, now).await {
-                Ok(true) => {}
-                Ok(false) => return error_page(&state, StatusCode::NOT_FOUND, GONE),
-                Err(e) => return ApiError::from(e).into_response(),
-            }
-            params.push(("error", "access_denied"));
-            params.push(("error_description", "The user declined"));
+        tracing::info!(
+            user_id = session.user_id,
+            client_id = open.grant.client_id,
+            "authorization approved"
+        );
+        params.push(("code", &code));
+    } else {
+        match state.db.deny_grant(grant_id, now).await {
+            Ok(true) => {}
+            Ok(false) => return error_page(state, StatusCode::NOT_FOUND, GONE),
+            Err(e) => return ApiError::from(e).into_response(),
         }
-        _ => return consent_page(&state, &open, &csrf, &session, &cookies).await,
+        params.push(("error", "access_denied"));
+        params.push(("error_description", "The user declined"));
     }
     let Some(redirect) = redirect else {
-        return super::device::done_page(&state, &open, form.decision == "allow");
+        return super::device::done_page(state, open, allow);
     };
     if let Some(s) = &redirect.state {
         params.push(("state", s));
     }
     match redirect_with(&redirect.redirect_uri, redirect.response_mode, &params) {
         Some(to) => Redirect::to(&to).into_response(),
-        None => error_page(&state, StatusCode::BAD_REQUEST, GONE),
+        None => error_page(state, StatusCode::BAD_REQUEST, GONE),
     }
 }

@@ -105,6 +105,16 @@ fn tokens(
     Json(body).into_response()
 }
 
+/// What the exchange that spent a replayed code answers, once it ended what it made.
+fn replayed(user_id: &str, device_id: &str) -> OAuthError {
+    tracing::warn!(
+        user_id,
+        device_id,
+        "an authorization code was presented again; its session was ended"
+    );
+    OAuthError::invalid_grant()
+}
+
 /// An OpenID Connect sign-in without a Matrix session: an access token for userinfo and
 /// the ID token, no refresh token, no device.
 async fn open_sign_in(
@@ -112,7 +122,7 @@ async fn open_sign_in(
     approved: &vouch_storage::ApprovedGrant,
     client_id: &str,
     request: &AuthorizationRequest,
-) -> Result<Response, OAuthError> {
+) -> Result<(Response, String), OAuthError> {
     let scope = request.scope.granted(false);
     let (access_token, expires_in) = state
         .accounts()
@@ -137,14 +147,15 @@ async fn open_sign_in(
         client_id,
         "OpenID Connect sign-in"
     );
-    Ok(Json(serde_json::json!({
+    let answer = Json(serde_json::json!({
         "access_token": access_token,
         "token_type": "Bearer",
         "expires_in": expires_in,
         "scope": scope,
         "id_token": id_token,
     }))
-    .into_response())
+    .into_response();
+    Ok((answer, access_token))
 }
 
 async fn authorization_code(
@@ -179,10 +190,33 @@ async fn authorization_code(
     }
     match state.db.exchange_code(&code_hash, state.now()).await? {
         Exchange::Fresh(approved) if request.scope.identity_only() => {
-            open_sign_in(state, &approved, client_id, &request).await
+            let (answer, access_token) =
+                open_sign_in(state, &approved, client_id, &request).await?;
+            if state.db.code_replayed(&approved.grant.grant_id).await? {
+                state
+                    .db
+                    .revoke_oidc_token(&token_hash(&access_token))
+                    .await?;
+                return Err(replayed(&approved.user_id, ""));
+            }
+            Ok(answer)
         }
         Exchange::Fresh(approved) => {
-            open_session(state, &approved, client_id, display_name, &request, ip).await
+            let answer =
+                open_session(state, &approved, client_id, display_name, &request, ip).await?;
+            // A replay that came before the session was written could not end it: this
+            // exchange does.
+            if state.db.code_replayed(&approved.grant.grant_id).await? {
+                state
+                    .accounts()
+                    .log_out(
+                        &approved.user_id,
+                        std::slice::from_ref(&request.scope.device_id),
+                    )
+                    .await?;
+                return Err(replayed(&approved.user_id, &request.scope.device_id));
+            }
+            Ok(answer)
         }
         Exchange::Reused(approved) => {
             // The code was copied (or the client retried): what it bought ends.

@@ -82,6 +82,9 @@ pub struct AuthorizationRequest {
     /// OpenID Connect's `nonce`, for the ID token.
     #[serde(default)]
     pub nonce: Option<String>,
+    /// `prompt=consent`: the consent page is shown even to a first-party app.
+    #[serde(default)]
+    pub consent: bool,
 }
 
 /// How the user's answer reaches the client.
@@ -186,9 +189,11 @@ impl AuthorizationRequest {
         let scope = Scope::parse(raw.scope.as_deref().unwrap_or_default())
             .map_err(|e| fail("invalid_scope", e.to_string()))?;
         let mut prompt = Prompt::Default;
+        let mut consent = false;
         for value in raw.prompt.as_deref().unwrap_or_default().split(' ') {
             match value {
-                "" | "consent" | "select_account" => {}
+                "" | "select_account" => {}
+                "consent" => consent = true,
                 "create" => prompt = Prompt::Create,
                 "login" => prompt = Prompt::Login,
                 // Consent is always asked for, so a request that allows no interaction
@@ -232,6 +237,7 @@ impl AuthorizationRequest {
                 code_challenge,
             }),
             nonce: raw.nonce,
+            consent,
         })
     }
 
@@ -272,6 +278,7 @@ impl AuthorizationRequest {
             ui_locales: Vec::new(),
             answer: Answer::Device,
             nonce: None,
+            consent: true,
         })
     }
 

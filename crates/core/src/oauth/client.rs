@@ -84,6 +84,19 @@ pub struct ClientMetadata {
     pub localised: BTreeMap<String, String>,
 }
 
+impl ClientMetadata {
+    /// Whether the operator runs this app: a web app whose `client_uri` host is one of
+    /// `hosts`. Its redirect URIs are on that host (the registration rules), so only the
+    /// operator's own site receives what is sent there. A native app proves no host.
+    pub fn is_first_party(&self, hosts: &[String]) -> bool {
+        self.application_type == ApplicationType::Web
+            && url::Url::parse(&self.client_uri)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                .is_some_and(|h| hosts.iter().any(|t| t.eq_ignore_ascii_case(&h)))
+    }
+}
+
 /// RFC 7591's `application_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
