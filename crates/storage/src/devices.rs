@@ -173,6 +173,16 @@ pub struct RefreshedSession {
     pub device_id: String,
 }
 
+/// What the group-committed fast path of a refresh found.
+enum Fresh {
+    /// Rotated.
+    Done(RefreshedSession),
+    /// Spent already: the slower path decides (a retry, or a replay that ends the device).
+    Spent,
+    /// No such token.
+    Unknown,
+}
+
 impl Db {
     /// Resolves an access token hash to its user and device. Tokens of deactivated accounts
     /// do not exist (deactivation deletes them).
@@ -227,8 +237,11 @@ impl Db {
                     Box::pin(async move { Self::refresh_fresh(conn, &old, &pair, now).await })
                 })
                 .await?;
-            if let Some(session) = fresh {
-                return Ok(Refreshed::Done(session));
+            match fresh {
+                Fresh::Done(session) => return Ok(Refreshed::Done(session)),
+                // Unknown tokens never take the writer's turn a second time.
+                Fresh::Unknown => return Ok(Refreshed::Unknown),
+                Fresh::Spent => {}
             }
         }
         let mut tx = self.begin_write().await?;
@@ -333,14 +346,14 @@ impl Db {
         Ok(Refreshed::Done(session))
     }
 
-    /// Spends `old_refresh_hash` if it is unspent and writes the next pair: the session, or
-    /// none (spent or unknown: the caller's slower path decides what that means).
+    /// Spends `old_refresh_hash` if it is unspent and writes the next pair; a spent token is
+    /// left to the caller's slower path, which decides what that means.
     async fn refresh_fresh(
         conn: &mut sqlx::AnyConnection,
         old_refresh_hash: &str,
         next: &NewLogin,
         now: i64,
-    ) -> Result<Option<RefreshedSession>, sqlx::Error> {
+    ) -> Result<Fresh, sqlx::Error> {
         let row = sqlx::query(
             "UPDATE refresh_tokens SET used_at = $1, successor_hash = $3
              WHERE token_hash = $2 AND used_at IS NULL
@@ -352,7 +365,15 @@ impl Db {
         .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {
-            return Ok(None);
+            let known = sqlx::query("SELECT 1 AS one FROM refresh_tokens WHERE token_hash = $1")
+                .bind(old_refresh_hash)
+                .fetch_optional(&mut *conn)
+                .await?;
+            return Ok(if known.is_some() {
+                Fresh::Spent
+            } else {
+                Fresh::Unknown
+            });
         };
         let session = RefreshedSession {
             user_id: row.try_get("user_id")?,
@@ -363,7 +384,7 @@ impl Db {
             .execute(&mut *conn)
             .await?;
         Self::insert_next(conn, &session, next, now).await?;
-        Ok(Some(session))
+        Ok(Fresh::Done(session))
     }
 
     /// Writes a refreshed pair on the session's device (never taking the device over: the
