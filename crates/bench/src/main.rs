@@ -60,6 +60,22 @@ struct Args {
     /// `introspect` and `synapse_versions` (Synapse asked directly) scenarios make sense.
     #[arg(long)]
     synapse_venv: Option<PathBuf>,
+    /// Table mode: measure the server at this base URL (Vouch or another, e.g. Synapse)
+    /// instead of starting one, with the same generator: `GET /versions`, an email
+    /// `requestToken` (`/account/3pid/email/requestToken`, fresh addresses) and
+    /// `POST /login` as `--user`, printed as one Markdown table. The server must send mail
+    /// somewhere and have the user; rate limits should be off.
+    #[arg(long)]
+    target: Option<String>,
+    /// Table mode: the target server's process ID, for its peak RSS (`/proc/PID/status`).
+    #[arg(long)]
+    target_pid: Option<u32>,
+    /// Table mode: the user `POST /login` signs in as.
+    #[arg(long, default_value = "bench")]
+    user: String,
+    /// Table mode: that user's password.
+    #[arg(long, default_value = "bench battery staple")]
+    password: String,
     /// Scenarios to run (comma-separated); default: all.
     #[arg(
         long,
@@ -81,6 +97,70 @@ struct Measurement {
     requests_per_second: f64,
     p50_ms: f64,
     p99_ms: f64,
+}
+
+/// Who the `login` scenario signs in as (table mode's `--user`, `--password`).
+static LOGIN_AS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Table mode: the same three figures for the server at `target`, and the bare hyper
+/// server beside them as the generator's ceiling, as one Markdown table.
+async fn table(args: &Args, target: &str) -> anyhow::Result<()> {
+    let _ = LOGIN_AS.set((args.user.clone(), args.password.clone()));
+    let target = target.trim_end_matches('/').to_owned();
+    let links = Arc::new(Mutex::new(HashMap::new()));
+    let bare = bare_server().await?;
+    let duration = Duration::from_secs(args.duration);
+    let c = args.concurrency;
+    let mut rows = Vec::new();
+    let ceiling = measure(
+        "bare",
+        &format!("http://{bare}"),
+        c,
+        duration,
+        links.clone(),
+    )
+    .await;
+    for scenario in ["versions", "request_token", "login"] {
+        rows.push(measure(scenario, &target, c, duration, links.clone()).await);
+    }
+    println!(
+        "| figure ({target}, c={c}, {} s) | req/s | p50 ms | p99 ms | errors |",
+        args.duration
+    );
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| bare hyper, same body (the generator's ceiling) | {:.0} | {:.2} | {:.2} | {} |",
+        ceiling.requests_per_second, ceiling.p50_ms, ceiling.p99_ms, ceiling.errors
+    );
+    let names = [
+        "`GET /_matrix/client/versions`",
+        "email `requestToken`",
+        "`POST /login`",
+    ];
+    for (name, m) in names.iter().zip(&rows) {
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {} |",
+            m.requests_per_second, m.p50_ms, m.p99_ms, m.errors
+        );
+    }
+    if let Some(pid) = args.target_pid {
+        println!(
+            "| peak RSS | {:.1} MiB | | | |",
+            peak_rss_kib(pid) as f64 / 1024.0
+        );
+    }
+    if let Some(out) = &args.out {
+        rows.insert(0, ceiling);
+        std::fs::write(
+            out,
+            serde_json::to_string_pretty(&json!({
+                "target": target,
+                "measurements": rows,
+                "peak_rss_mib": args.target_pid.map(|p| peak_rss_kib(p) as f64 / 1024.0),
+            }))?,
+        )?;
+    }
+    Ok(())
 }
 
 /// A bare hyper server answering a fixed JSON body.
@@ -639,7 +719,12 @@ async fn run_once(
         .await?
         .0 == 200),
         "login" => {
-            let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bench" }, "password": "bench battery staple" });
+            let (user, password) = LOGIN_AS
+                .get()
+                .map_or(("bench", "bench battery staple"), |(u, p)| {
+                    (u.as_str(), p.as_str())
+                });
+            let body = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": user }, "password": password });
             Ok(call(
                 http,
                 "POST",
@@ -885,6 +970,9 @@ async fn preload(database: &str, n: u64) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(target) = &args.target {
+        return table(&args, target).await;
+    }
     let dir = tempfile::tempdir()?;
     let links = Arc::new(Mutex::new(HashMap::new()));
     let smtp_port = smtp_sink(links.clone()).await?;
