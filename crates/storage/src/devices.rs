@@ -253,97 +253,79 @@ impl Db {
                 .await?;
         }
         let next_hash = next.refresh_token_hash.as_deref();
-        let row = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1, successor_hash = $3
-             WHERE token_hash = $2 AND used_at IS NULL
-             RETURNING user_id, device_id",
+        match Self::refresh_fresh(&mut tx, old_refresh_hash, next, now).await? {
+            Fresh::Done(session) => {
+                tx.commit().await?;
+                return Ok(Refreshed::Done(session));
+            }
+            Fresh::Unknown => return Ok(Refreshed::Unknown),
+            Fresh::Spent => {}
+        }
+        let spent = sqlx::query(
+            "SELECT user_id, device_id, successor_hash, used_at FROM refresh_tokens WHERE token_hash = $1",
         )
-        .bind(now)
         .bind(old_refresh_hash)
-        .bind(next_hash)
         .fetch_optional(&mut *tx)
         .await?;
-        let row = match row {
-            Some(row) => row,
-            None => {
-                let spent = sqlx::query(
-                    "SELECT user_id, device_id, successor_hash, used_at FROM refresh_tokens WHERE token_hash = $1",
+        let Some(r) = spent else {
+            return Ok(Refreshed::Unknown);
+        };
+        let user_id: String = r.try_get("user_id")?;
+        let device_id: String = r.try_get("device_id")?;
+        let successor: Option<String> = r.try_get("successor_hash")?;
+        let spent_at: Option<i64> = r.try_get("used_at")?;
+        let recent = spent_at.is_some_and(|at| at > now - REFRESH_RETRY_MS);
+        if let (true, true, Some(successor)) = (retry, recent, successor) {
+            // The successor is spent here (a row lock: a request refreshing with it
+            // at the same moment waits, then finds it spent), then replaced, only
+            // if it was still unspent and still this token's.
+            let taken = sqlx::query(
+                "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
+            )
+            .bind(now)
+            .bind(&successor)
+            .execute(&mut *tx)
+            .await?;
+            let replaced = if taken.rows_affected() == 1 {
+                sqlx::query(
+                    "UPDATE refresh_tokens SET successor_hash = $1
+                     WHERE token_hash = $2 AND successor_hash = $3",
                 )
+                .bind(next_hash)
                 .bind(old_refresh_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(r) = spent else {
-                    return Ok(Refreshed::Unknown);
-                };
-                let user_id: String = r.try_get("user_id")?;
-                let device_id: String = r.try_get("device_id")?;
-                let successor: Option<String> = r.try_get("successor_hash")?;
-                let spent_at: Option<i64> = r.try_get("used_at")?;
-                let recent = spent_at.is_some_and(|at| at > now - REFRESH_RETRY_MS);
-                if let (true, true, Some(successor)) = (retry, recent, successor) {
-                    // The successor is spent here (a row lock: a request refreshing with it
-                    // at the same moment waits, then finds it spent), then replaced, only
-                    // if it was still unspent and still this token's.
-                    let taken = sqlx::query(
-                        "UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL",
-                    )
-                    .bind(now)
+                .bind(&successor)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1
+            } else {
+                false
+            };
+            if replaced {
+                sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
                     .bind(&successor)
                     .execute(&mut *tx)
                     .await?;
-                    let replaced = if taken.rows_affected() == 1 {
-                        sqlx::query(
-                            "UPDATE refresh_tokens SET successor_hash = $1
-                             WHERE token_hash = $2 AND successor_hash = $3",
-                        )
-                        .bind(next_hash)
-                        .bind(old_refresh_hash)
-                        .bind(&successor)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected()
-                            == 1
-                    } else {
-                        false
-                    };
-                    if replaced {
-                        sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
-                            .bind(&successor)
-                            .execute(&mut *tx)
-                            .await?;
-                        let session = RefreshedSession { user_id, device_id };
-                        Self::insert_next(&mut tx, &session, next, now).await?;
-                        tx.commit().await?;
-                        return Ok(Refreshed::Done(session));
-                    }
-                }
-                end_devices(
-                    &mut tx,
-                    &user_id,
-                    Which::These(std::slice::from_ref(&device_id)),
-                    ending,
-                )
-                .await?;
+                let session = RefreshedSession { user_id, device_id };
+                Self::insert_next(&mut tx, &session, next, now).await?;
                 tx.commit().await?;
-                tracing::warn!(
-                    user_id,
-                    device_id,
-                    "a spent refresh token was presented again; the device was logged out"
-                );
-                return Ok(Refreshed::Reused(RefreshedSession { user_id, device_id }));
+                return Ok(Refreshed::Done(session));
             }
-        };
-        let session = RefreshedSession {
-            user_id: row.try_get("user_id")?,
-            device_id: row.try_get("device_id")?,
-        };
-        sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
-            .bind(old_refresh_hash)
-            .execute(&mut *tx)
-            .await?;
-        Self::insert_next(&mut tx, &session, next, now).await?;
+        }
+        end_devices(
+            &mut tx,
+            &user_id,
+            Which::These(std::slice::from_ref(&device_id)),
+            ending,
+        )
+        .await?;
         tx.commit().await?;
-        Ok(Refreshed::Done(session))
+        tracing::warn!(
+            user_id,
+            device_id,
+            "a spent refresh token was presented again; the device was logged out"
+        );
+        Ok(Refreshed::Reused(RefreshedSession { user_id, device_id }))
     }
 
     /// Spends `old_refresh_hash` if it is unspent and writes the next pair; a spent token is

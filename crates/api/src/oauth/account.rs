@@ -166,6 +166,24 @@ pub(super) async fn overview(
     render(state, StatusCode::OK, "account", &ctx, None, &v.cookies)
 }
 
+/// Speaks the account's own language on `v`'s pages, where it chose one (the overview
+/// reads it with the rest of the account).
+pub(super) async fn in_account_language(
+    state: &AppState,
+    session: &BrowserSession,
+    v: &mut Visit,
+) -> Result<(), Response> {
+    let user = state
+        .db
+        .user(&session.user_id)
+        .await
+        .map_err(|e| ApiError::from(e).into_response())?;
+    if let Some(lang) = user.and_then(|u| u.language) {
+        v.lang = lang;
+    }
+    Ok(())
+}
+
 /// # `GET /_vouch/account`
 pub async fn account_route(
     State(state): State<AppState>,
@@ -245,23 +263,12 @@ pub(super) async fn acting(
     headers: &HeaderMap,
     csrf_field: &str,
 ) -> Result<(BrowserSession, Visit), Response> {
-    let mut v = visit(state, headers);
+    let v = visit(state, headers);
     let session = browser::session(state, headers)
         .await
         .map_err(IntoResponse::into_response)?;
     match session {
-        Some(s) if browser::csrf_ok(state, headers, csrf_field) => {
-            // The account's own choice of language, where it made one.
-            let user = state
-                .db
-                .user(&s.user_id)
-                .await
-                .map_err(|e| ApiError::from(e).into_response())?;
-            if let Some(lang) = user.and_then(|u| u.language) {
-                v.lang = lang;
-            }
-            Ok((s, v))
-        }
+        Some(s) if browser::csrf_ok(state, headers, csrf_field) => Ok((s, v)),
         _ => Err(sign_in(
             state,
             StatusCode::FORBIDDEN,

@@ -15,7 +15,7 @@ use vouch_core::threepid::{Medium, ThirdPartyId};
 use vouch_core::validation::Purpose;
 use vouch_storage::{BrowserSession, PageCode};
 
-use super::account::{ActionQuery, Visit, acting, context, overview};
+use super::account::{ActionQuery, Visit, acting, context, in_account_language, overview};
 use super::browser::{self, render, said};
 use crate::accounts::{AccountError, LoginId};
 use crate::error::ApiError;
@@ -53,6 +53,10 @@ pub async fn add_route(
         Ok(x) => x,
         Err(res) => return res,
     };
+    // The mail and the code page speak the account's language.
+    if let Err(res) = in_account_language(&state, &session, &mut v).await {
+        return res;
+    }
     let sent = send_code(&state, &session, ip, &v.lang, &form).await;
     match sent {
         Ok((code, token)) => {
@@ -157,10 +161,13 @@ pub async fn verify_route(
     headers: HeaderMap,
     Form(form): Form<CodeForm>,
 ) -> Response {
-    let (session, v) = match acting(&state, &headers, &form.csrf).await {
+    let (session, mut v) = match acting(&state, &headers, &form.csrf).await {
         Ok(x) => x,
         Err(res) => return res,
     };
+    if let Err(res) = in_account_language(&state, &session, &mut v).await {
+        return res;
+    }
     let pending = match browser::cookie(&state, &headers, ADD_COOKIE) {
         Some(token) => match state.db.page_code(&token_hash(token), state.now()).await {
             Ok(code) => code,
