@@ -27,7 +27,9 @@ argon2_m_cost_kib = 1024
 argon2_t_cost = 1
 TOML
 "$bin" admin --config "$work/vouch.toml" create-user tester --password "tester battery staple" >/dev/null
-(cd "$work" && "$bin" serve --config "$work/vouch.toml" >"$work/log" 2>&1 & echo $! >"$work/pid")
+# `exec`: the recorded PID is Vouch's own, so the trap above stops it (not only a subshell).
+(cd "$work" && exec "$bin" serve --config "$work/vouch.toml" >"$work/log" 2>&1) &
+echo $! >"$work/pid"
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/_matrix/client/versions" >/dev/null 2>&1 && break; sleep 0.1; done
 token=$(curl -fsS -XPOST "http://127.0.0.1:$port/_matrix/client/v3/login" \
     -d '{"type":"m.login.password","identifier":{"type":"m.id.user","user":"tester"},"password":"tester battery staple"}' |

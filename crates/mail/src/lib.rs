@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod locales;
+pub mod smtp_pool;
 pub mod templates;
 pub mod transport;
 

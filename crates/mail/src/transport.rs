@@ -4,16 +4,18 @@ use std::path::PathBuf;
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use vouch_config::{EmailConfig, EmailTransport, SmtpTls};
+use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
+use vouch_config::{EmailConfig, EmailTransport};
+
+use crate::smtp_pool;
 
 pub use vouch_core::delivery::SendError;
 
 /// A configured transport.
 #[derive(Clone)]
 pub enum Transport {
-    /// SMTP, with the server's description for logs.
-    Smtp(AsyncSmtpTransport<Tokio1Executor>, String),
+    /// SMTP (a pool of connections), with the server's description for logs.
+    Smtp(smtp_pool::Pool, String),
     /// `.eml` files.
     File(AsyncFileTransport<Tokio1Executor>, PathBuf),
     /// Print to the log.
@@ -33,20 +35,7 @@ impl Transport {
             }
             EmailTransport::Smtp => {
                 let s = &config.smtp;
-                let builder = match s.tls {
-                    SmtpTls::None => {
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
-                    }
-                    SmtpTls::Starttls => {
-                        AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
-                            .map_err(|e| format!("[email.smtp] {e}"))?
-                    }
-                    SmtpTls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)
-                        .map_err(|e| format!("[email.smtp] {e}"))?,
-                };
-                let mut builder = builder.port(s.port).timeout(Some(s.timeout)).pool_config(
-                    lettre::transport::smtp::PoolConfig::new().max_size(s.max_connections.max(1)),
-                );
+                let mut credentials = None;
                 if !s.username.is_empty() {
                     let password = if s.password_file.is_empty() {
                         s.password.expose().to_owned()
@@ -58,10 +47,18 @@ impl Transport {
                             .trim_end_matches(['\r', '\n'])
                             .to_owned()
                     };
-                    builder = builder.credentials(Credentials::new(s.username.clone(), password));
+                    credentials = Some(Credentials::new(s.username.clone(), password));
                 }
+                let connector =
+                    smtp_pool::Connector::new(&s.host, s.port, s.tls, s.timeout, credentials)
+                        .map_err(|e| format!("[email.smtp] {e}"))?;
+                let pool = smtp_pool::pool(
+                    connector,
+                    usize::try_from(s.max_connections).unwrap_or(usize::MAX),
+                )
+                .map_err(|e| format!("[email.smtp] {e}"))?;
                 let describe = format!("smtp://{}:{} ({:?})", s.host, s.port, s.tls).to_lowercase();
-                Ok(Transport::Smtp(builder.build(), describe))
+                Ok(Transport::Smtp(pool, describe))
             }
         }
     }
@@ -78,9 +75,11 @@ impl Transport {
     /// Checks that the SMTP server answers (other transports always do).
     pub async fn check(&self) -> Result<(), String> {
         match self {
-            Transport::Smtp(t, d) => match t.test_connection().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(format!("{d} did not accept a connection")),
+            Transport::Smtp(pool, d) => match pool.manager().connect().await {
+                Ok(mut conn) => {
+                    let _ = conn.quit().await;
+                    Ok(())
+                }
                 Err(e) => Err(format!("{d}: {e}")),
             },
             _ => Ok(()),
@@ -104,11 +103,18 @@ impl Transport {
         let envelope =
             Envelope::new(Some(from), vec![to]).map_err(|e| fail(e.to_string(), true))?;
         match self {
-            Transport::Smtp(t, d) => t
-                .send_raw(&envelope, message.as_bytes())
-                .await
-                .map(|_| ())
-                .map_err(|e| fail(format!("{d}: {e}"), e.is_permanent())),
+            Transport::Smtp(pool, d) => {
+                let mut conn = pool.get().await.map_err(|e| match e {
+                    deadpool::managed::PoolError::Backend(e) => {
+                        fail(format!("{d}: {e}"), e.is_permanent())
+                    }
+                    other => fail(format!("{d}: {other}"), false),
+                })?;
+                conn.send(&envelope, message.as_bytes())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| fail(format!("{d}: {e}"), e.is_permanent()))
+            }
             Transport::File(t, dir) => t
                 .send_raw(&envelope, message.as_bytes())
                 .await

@@ -237,7 +237,48 @@ impl Db {
         max_devices: i64,
         now: i64,
     ) -> Result<LoginWritten, StorageError> {
+        // SQLite: committed with the writes that arrive meanwhile (`group.rs`); a batch's
+        // logins for one account count each other's devices.
+        if let Some(group) = &self.group {
+            let (user_id, password_hash, login) =
+                (user_id.to_owned(), password_hash.to_owned(), login.clone());
+            return group
+                .write(move |conn| {
+                    let (user_id, password_hash, login) =
+                        (user_id.clone(), password_hash.clone(), login.clone());
+                    Box::pin(async move {
+                        Self::create_login_in(
+                            conn,
+                            &user_id,
+                            &password_hash,
+                            &login,
+                            max_devices,
+                            now,
+                        )
+                        .await
+                    })
+                })
+                .await;
+        }
         let mut tx = self.begin_write().await?;
+        let written =
+            Self::create_login_in(&mut tx, user_id, password_hash, login, max_devices, now).await?;
+        if written == LoginWritten::Done {
+            tx.commit().await?;
+        }
+        Ok(written)
+    }
+
+    /// [`Self::create_login`]'s statements, in `tx`: nothing is written unless the answer
+    /// is [`LoginWritten::Done`] (the first statement changes no value).
+    async fn create_login_in(
+        tx: &mut sqlx::AnyConnection,
+        user_id: &str,
+        password_hash: &str,
+        login: &NewLogin,
+        max_devices: i64,
+        now: i64,
+    ) -> Result<LoginWritten, sqlx::Error> {
         let still = sqlx::query(
             "UPDATE users SET password_hash = password_hash
              WHERE user_id = $1 AND password_hash = $2 AND deactivated_at IS NULL",
@@ -259,8 +300,7 @@ impl Db {
         if others >= max_devices {
             return Ok(LoginWritten::TooManyDevices);
         }
-        Self::insert_login(&mut tx, user_id, login, now).await?;
-        tx.commit().await?;
+        Self::insert_login(tx, user_id, login, now).await?;
         Ok(LoginWritten::Done)
     }
 

@@ -2,10 +2,12 @@
 //! together in the next one, each still all-or-nothing and answered with its own result.
 //!
 //! SQLite runs one writer at a time, and each transaction costs its `BEGIN IMMEDIATE` and
-//! `COMMIT` round trips to the connection's worker thread, a pooled connection's checkout
-//! and the hand-over of the writer's turn. One writer task takes every queued job, runs
-//! them one after another in one transaction and commits once: those costs are paid once
-//! per batch. If any job fails (a database error, not a "no such token" answer, which is
+//! `COMMIT` round trips to the connection's worker thread and the hand-over of the
+//! writer's turn. One writer task takes every queued job, runs them one after another in
+//! one transaction on a connection of its own (taken out of the pool once, so no batch
+//! pays a checkout and the ping sqlx sends when a connection goes back) and commits once:
+//! those costs are paid once per batch. Requests' tokens, sessions and outbox rows, and
+//! the outbox worker's claims and delivery marks all go through it. If any job fails (a database error, not a "no such token" answer, which is
 //! a result), the batch is rolled back and every job of it is run again in a transaction
 //! of its own, so one bad job never takes the others down with it; a job must therefore
 //! be safe to run twice from the start, which a rolled-back transaction guarantees.
@@ -60,6 +62,9 @@ impl Group {
     pub(crate) fn start(db: Db) -> Self {
         let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
         tokio::spawn(async move {
+            // The writer's own connection, taken out of the pool once: a pooled one would
+            // be checked out and pinged on its return for every batch.
+            let mut conn: Option<AnyConnection> = None;
             while let Some(first) = jobs.recv().await {
                 let mut batch = vec![first];
                 while batch.len() < MAX_BATCH {
@@ -68,11 +73,26 @@ impl Group {
                         Err(_) => break,
                     }
                 }
+                let c = match conn.take() {
+                    Some(c) => c,
+                    None => match db.pool.acquire().await {
+                        Ok(c) => c.detach(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the group writer has no database connection");
+                            for job in batch {
+                                (job.fail)(sqlx::Error::PoolTimedOut);
+                            }
+                            continue;
+                        }
+                    },
+                };
                 // A batch runs in a task of its own: a panic in one loses that batch's
-                // answers (their callers get an error), never the writer.
-                let db = db.clone();
-                if let Err(e) = tokio::spawn(run_batch(db, batch)).await {
-                    tracing::error!(error = %e, "a group-commit batch failed; its writes were not made");
+                // answers (their callers get an error) and its connection, never the writer.
+                match tokio::spawn(run_batch(db.clone(), c, batch)).await {
+                    Ok(kept) => conn = kept,
+                    Err(e) => {
+                        tracing::error!(error = %e, "a group-commit batch failed; its writes were not made");
+                    }
                 }
             }
         });
@@ -124,31 +144,52 @@ impl Group {
     }
 }
 
-/// Runs `batch` in one transaction; on any failure, each job alone.
-async fn run_batch(db: Db, batch: Vec<Job>) {
+/// Runs `batch` in one transaction on `conn`; on any failure, each job alone. Gives the
+/// connection back unless it broke.
+async fn run_batch(db: Db, mut conn: AnyConnection, batch: Vec<Job>) -> Option<AnyConnection> {
     if batch.len() > 1 {
-        match together(&db, &batch).await {
+        match together(&db, &mut conn, &batch).await {
             Ok(delivers) => {
                 for deliver in delivers {
                     deliver();
                 }
-                return;
+                return Some(conn);
             }
             Err(e) => {
                 tracing::debug!(error = %e, jobs = batch.len(), "group commit failed; running its jobs one by one");
             }
         }
     }
+    let mut conn = Some(conn);
     for job in batch {
-        match alone(&db, &job.run).await {
+        // A connection that failed other than with a database error is replaced.
+        if conn.is_none() {
+            conn = db.pool.acquire().await.ok().map(|c| c.detach());
+        }
+        let Some(c) = conn.as_mut() else {
+            (job.fail)(sqlx::Error::PoolTimedOut);
+            continue;
+        };
+        match alone(&db, c, &job.run).await {
             Ok(deliver) => deliver(),
-            Err(e) => (job.fail)(e),
+            Err(e) => {
+                if !matches!(e, sqlx::Error::Database(_)) {
+                    conn = None;
+                }
+                (job.fail)(e);
+            }
         }
     }
+    conn
 }
 
-async fn together(db: &Db, batch: &[Job]) -> Result<Vec<Deliver>, sqlx::Error> {
-    let mut tx = db.begin_write().await.map_err(into_sqlx)?;
+async fn together(
+    db: &Db,
+    conn: &mut AnyConnection,
+    batch: &[Job],
+) -> Result<Vec<Deliver>, sqlx::Error> {
+    let _turn = db.write_turn().await;
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
     let mut delivers = Vec::with_capacity(batch.len());
     for job in batch {
         delivers.push((job.run)(&mut tx).await?);
@@ -157,16 +198,10 @@ async fn together(db: &Db, batch: &[Job]) -> Result<Vec<Deliver>, sqlx::Error> {
     Ok(delivers)
 }
 
-async fn alone(db: &Db, run: &Run) -> Result<Deliver, sqlx::Error> {
-    let mut tx = db.begin_write().await.map_err(into_sqlx)?;
+async fn alone(db: &Db, conn: &mut AnyConnection, run: &Run) -> Result<Deliver, sqlx::Error> {
+    let _turn = db.write_turn().await;
+    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
     let deliver = run(&mut tx).await?;
     tx.commit().await?;
     Ok(deliver)
-}
-
-fn into_sqlx(e: StorageError) -> sqlx::Error {
-    match e {
-        StorageError::Database(e) => e,
-        other => sqlx::Error::Protocol(other.to_string()),
-    }
 }

@@ -30,7 +30,9 @@ pub use oidc::{OidcKey, OidcToken};
 pub use outbox::{DELIVERY_LEASE_MS, NewMessage, Pending, QueuedMessage};
 pub use send_limits::{LimitHit, Limited, SendLimits, SendWindow};
 pub use uia::StoredUiaSession;
-pub use validation::{Claim, NewValidation, Queued, StoredValidation, WrongToken};
+pub use validation::{
+    AddressOwner, Claim, NewValidation, Queued, StoredValidation, TokenRequestReads, WrongToken,
+};
 
 use std::path::Path;
 use std::str::FromStr;

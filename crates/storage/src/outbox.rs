@@ -75,23 +75,36 @@ pub(crate) async fn insert_message(
     mail: &NewMessage,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country, sent_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    bind_message(
+        sqlx::query(
+            "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country, sent_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        ),
+        mail,
+        now,
     )
-    .bind(&mail.id)
-    .bind(mail.channel)
-    .bind(&mail.recipient)
-    .bind(&mail.sid)
-    .bind(&mail.envelope_from)
-    .bind(if mail.stand_in { "" } else { &mail.message })
-    .bind(now)
-    .bind((!mail.held && !mail.stand_in).then_some(now))
-    .bind(&mail.country)
-    .bind(mail.stand_in.then_some(now))
     .execute(&mut *tx)
     .await?;
     Ok(())
+}
+
+/// Binds an outbox row's ten values, as $1..$10 in the order of the insert's columns.
+pub(crate) fn bind_message<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    mail: &'q NewMessage,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(&mail.id)
+        .bind(mail.channel)
+        .bind(&mail.recipient)
+        .bind(&mail.sid)
+        .bind(&mail.envelope_from)
+        .bind(if mail.stand_in { "" } else { &mail.message })
+        .bind(now)
+        .bind((!mail.held && !mail.stand_in).then_some(now))
+        .bind(&mail.country)
+        .bind(mail.stand_in.then_some(now))
 }
 
 impl Db {
@@ -127,37 +140,19 @@ impl Db {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<QueuedMessage>, StorageError> {
-        let skip_locked = match self.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            // SQLite serialises writers; BEGIN IMMEDIATE already excludes other claimers.
-            Backend::Sqlite => "",
-        };
+        if let Some(group) = &self.group {
+            // SQLite: the claim shares the commit of the writes queued with it.
+            return group
+                .write(move |conn| {
+                    Box::pin(
+                        async move { claim_due(conn, Backend::Sqlite, now, lease_ms, limit).await },
+                    )
+                })
+                .await;
+        }
         let mut tx = self.begin_write().await?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE outbox SET locked_until = $1
-             WHERE id IN (
-                 SELECT id FROM outbox
-                 WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at IS NOT NULL
-                   AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2)
-                   AND NOT (channel = 'homeserver' AND EXISTS (
-                       SELECT 1 FROM outbox earlier
-                       WHERE earlier.channel = 'homeserver' AND earlier.recipient = outbox.recipient
-                         AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL
-                         AND (earlier.created_at < outbox.created_at
-                              OR (earlier.created_at = outbox.created_at AND earlier.id < outbox.id))))
-                 ORDER BY next_attempt_at LIMIT $3 {skip_locked})
-             RETURNING id, channel, sid, recipient, envelope_from, message, attempts, created_at"
-        )))
-        .bind(now.saturating_add(lease_ms))
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
+        let out = claim_due(&mut tx, self.backend, now, lease_ms, limit).await?;
         tx.commit().await?;
-        let out = rows
-            .iter()
-            .map(queued_message)
-            .collect::<Result<Vec<_>, _>>()?;
         Ok(out)
     }
 
@@ -246,19 +241,19 @@ impl Db {
         if ids.is_empty() {
             return Ok(());
         }
-        let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            // The body goes: a sent mail's link or an SMS's code must not outlive its
-            // delivery in the database (the row stays for the send limits and statistics).
-            "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL, message = '' WHERE id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-        for id in ids {
-            query = query.bind(id);
+        if let Some(group) = &self.group {
+            // SQLite: recorded in the commit of the writes queued with it.
+            let ids = ids.to_vec();
+            return group
+                .write(move |conn| {
+                    let ids = ids.clone();
+                    Box::pin(async move { mark_sent(conn, &ids, now).await })
+                })
+                .await;
         }
         let _turn = self.write_turn().await;
-        query.execute(&self.pool).await?;
+        let mut conn = self.pool.acquire().await?;
+        mark_sent(&mut conn, ids, now).await?;
         Ok(())
     }
 
@@ -270,20 +265,20 @@ impl Db {
         next_attempt_at: Option<i64>,
         now: i64,
     ) -> Result<(), StorageError> {
+        if let Some(group) = &self.group {
+            let (id, error) = (id.to_owned(), error.to_owned());
+            return group
+                .write(move |conn| {
+                    let (id, error) = (id.clone(), error.clone());
+                    Box::pin(
+                        async move { mark_failed(conn, &id, &error, next_attempt_at, now).await },
+                    )
+                })
+                .await;
+        }
         let _turn = self.write_turn().await;
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, locked_until = NULL, last_error = $1,
-                 next_attempt_at = COALESCE($2, next_attempt_at),
-                 failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END,
-                 message = CASE WHEN $2 IS NULL THEN '' ELSE message END
-             WHERE id = $4",
-        )
-        .bind(error)
-        .bind(next_attempt_at)
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        mark_failed(&mut conn, id, error, next_attempt_at, now).await?;
         Ok(())
     }
 
@@ -328,4 +323,85 @@ impl Db {
         }
         Ok(out)
     }
+}
+
+/// Claims up to `limit` due messages for `lease_ms` (see [`Db::claim_due_messages`]).
+async fn claim_due(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<QueuedMessage>, sqlx::Error> {
+    let skip_locked = match backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        // SQLite serialises writers; BEGIN IMMEDIATE already excludes other claimers.
+        Backend::Sqlite => "",
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE outbox SET locked_until = $1
+         WHERE id IN (
+             SELECT id FROM outbox
+             WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at IS NOT NULL
+               AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until <= $2)
+               AND NOT (channel = 'homeserver' AND EXISTS (
+                   SELECT 1 FROM outbox earlier
+                   WHERE earlier.channel = 'homeserver' AND earlier.recipient = outbox.recipient
+                     AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL
+                     AND (earlier.created_at < outbox.created_at
+                          OR (earlier.created_at = outbox.created_at AND earlier.id < outbox.id))))
+             ORDER BY next_attempt_at LIMIT $3 {skip_locked})
+         RETURNING id, channel, sid, recipient, envelope_from, message, attempts, created_at"
+    )))
+    .bind(now.saturating_add(lease_ms))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(queued_message).collect()
+}
+
+/// Records the delivery of `ids` in one statement.
+async fn mark_sent(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[String],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        // The body goes: a sent mail's link or an SMS's code must not outlive its
+        // delivery in the database (the row stays for the send limits and statistics).
+        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL, message = '' WHERE id IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+    for id in ids {
+        query = query.bind(id);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Records a failed attempt of `id` (see [`Db::mark_message_failed`]).
+async fn mark_failed(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+    error: &str,
+    next_attempt_at: Option<i64>,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1, locked_until = NULL, last_error = $1,
+             next_attempt_at = COALESCE($2, next_attempt_at),
+             failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END,
+             message = CASE WHEN $2 IS NULL THEN '' ELSE message END
+         WHERE id = $4",
+    )
+    .bind(error)
+    .bind(next_attempt_at)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -72,16 +72,7 @@ pub(crate) async fn check(
     if !limits.any() {
         return Ok(None);
     }
-    if backend == Backend::Postgres {
-        let key = match &message.country {
-            Some(country) if message.channel == "sms" => format!("send:sms:{country}"),
-            _ => format!("send:{}:{}", message.channel, message.recipient),
-        };
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-    }
+    lock(tx, backend, message, limits).await?;
     if let Some(w) = limits.per_recipient {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox
@@ -123,6 +114,72 @@ pub(crate) async fn check(
         }
     }
     Ok(None)
+}
+
+/// On PostgreSQL, takes the transaction-scoped lock that serialises `message`'s limits
+/// (held until commit or rollback; taking it again in the transaction is free). SQLite's
+/// one writer already serialises them.
+pub(crate) async fn lock(
+    tx: &mut AnyConnection,
+    backend: Backend,
+    message: &NewMessage,
+    limits: &SendLimits,
+) -> Result<(), sqlx::Error> {
+    if backend != Backend::Postgres || !limits.any() {
+        return Ok(());
+    }
+    let key = match &message.country {
+        Some(country) if message.channel == "sms" => format!("send:sms:{country}"),
+        _ => format!("send:{}:{}", message.channel, message.recipient),
+    };
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(key)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Queues `message` only if it fits `limits`, counting and inserting in one statement
+/// (the lock of [`lock`] taken before, on PostgreSQL). `false`: a limit was reached and
+/// nothing was written; [`check`] then tells which.
+pub(crate) async fn insert_within(
+    tx: &mut AnyConnection,
+    message: &NewMessage,
+    limits: &SendLimits,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    // $1..$10 are the row (`outbox::insert_message`'s order); each limit adds its window.
+    let mut conditions = Vec::new();
+    let mut windows = Vec::new();
+    if let Some(w) = limits.per_recipient {
+        conditions.push("recipient = $3");
+        windows.push(w);
+    }
+    if let (Some(w), Some(_)) = (limits.per_session, &message.sid) {
+        conditions.push("sid = $4");
+        windows.push(w);
+    }
+    if let (Some(w), Some(_)) = (limits.per_country, &message.country) {
+        conditions.push("channel = $2 AND country = $9");
+        windows.push(w);
+    }
+    let mut sql = String::from(
+        "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country, sent_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10",
+    );
+    for (i, condition) in conditions.iter().enumerate() {
+        let (since, max) = (11 + 2 * i, 12 + 2 * i);
+        sql.push_str(if i == 0 { " WHERE " } else { " AND " });
+        sql.push_str(&format!(
+            "(SELECT COUNT(*) FROM outbox WHERE {condition} AND created_at > ${since}) < ${max}"
+        ));
+    }
+    let mut query =
+        crate::outbox::bind_message(sqlx::query(sqlx::AssertSqlSafe(sql)), message, now);
+    for w in &windows {
+        query = query.bind(w.since).bind(w.max);
+    }
+    Ok(query.execute(&mut *tx).await?.rows_affected() == 1)
 }
 
 fn over(

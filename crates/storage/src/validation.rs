@@ -6,7 +6,7 @@ use vouch_core::validation::{Purpose, ValidationSession};
 
 use crate::outbox::{NewMessage, insert_message};
 use crate::send_limits::{self, Limited, SendLimits};
-use crate::{Db, StorageError, is_unique_violation, parse_col};
+use crate::{Db, StorageError, parse_col};
 
 /// A stored session with the fields the rules do not need to see.
 #[derive(Debug, Clone)]
@@ -104,7 +104,76 @@ pub enum Claim {
     Taken,
 }
 
+/// The account holding an address, as a requestToken needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressOwner {
+    /// Its user ID.
+    pub user_id: String,
+    /// The language it chose for its mail, if it chose one.
+    pub language: Option<String>,
+}
+
+/// What a requestToken reads before it writes: who holds the address, and the session
+/// this client already has for it.
+#[derive(Debug, Clone)]
+pub struct TokenRequestReads {
+    /// The account holding the address.
+    pub owner: Option<AddressOwner>,
+    /// The session for (medium, address, client secret, purpose).
+    pub existing: Option<StoredValidation>,
+}
+
+/// [`Db::token_request_reads`]'s statement: both lookups in one round trip (each is a
+/// unique-index probe; the constant row keeps the answer when neither finds anything).
+static TOKEN_REQUEST_READS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let columns: Vec<String> = COLUMNS
+        .split(", ")
+        .map(|c| format!("v.{}", c.trim()))
+        .collect();
+    format!(
+        "SELECT o.user_id AS owner_id, o.language AS owner_language, {}
+         FROM (SELECT 1 AS one) AS k
+         LEFT JOIN (SELECT t.user_id, u.language FROM user_threepids t
+                    LEFT JOIN users u ON u.user_id = t.user_id
+                    WHERE t.medium = $1 AND t.address = $2) AS o ON 1 = 1
+         LEFT JOIN validation_sessions v
+           ON v.medium = $1 AND v.address = $2 AND v.client_secret = $3 AND v.purpose = $4",
+        columns.join(", ")
+    )
+});
+
 impl Db {
+    /// Who holds (medium, address) and this client's session for it, in one statement.
+    pub async fn token_request_reads(
+        &self,
+        medium: &str,
+        address: &str,
+        client_secret: &str,
+        purpose: Purpose,
+    ) -> Result<TokenRequestReads, StorageError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(TOKEN_REQUEST_READS.as_str()))
+            .bind(medium)
+            .bind(address)
+            .bind(client_secret)
+            .bind(purpose.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        let owner = row
+            .try_get::<Option<String>, _>("owner_id")?
+            .map(|user_id| -> Result<AddressOwner, sqlx::Error> {
+                Ok(AddressOwner {
+                    user_id,
+                    language: row.try_get("owner_language")?,
+                })
+            })
+            .transpose()?;
+        let existing = match row.try_get::<Option<String>, _>("sid")? {
+            Some(_) => Some(from_row(&row)?),
+            None => None,
+        };
+        Ok(TokenRequestReads { owner, existing })
+    }
+
     /// The session for (medium, address, client_secret, purpose), if any.
     pub async fn find_validation(
         &self,
@@ -180,13 +249,14 @@ impl Db {
         limits: &SendLimits,
         now: i64,
     ) -> Result<Queued, sqlx::Error> {
-        if let Some(limited) = send_limits::check(tx, backend, message, limits).await? {
-            return Ok(Queued::Limited(limited));
-        }
+        // Two statements when the message fits: the session (unless a concurrent twin
+        // made it) and the message, counted against the limits as it is inserted.
+        send_limits::lock(tx, backend, message, limits).await?;
         let inserted = sqlx::query(
             "INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose, token_hash,
                  token_expires_at, send_attempt, next_link, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+             ON CONFLICT DO NOTHING",
         )
         .bind(&new.sid)
         .bind(&new.medium)
@@ -199,15 +269,22 @@ impl Db {
         .bind(&new.next_link)
         .bind(now)
         .execute(&mut *tx)
-        .await;
-        match inserted {
-            // SQLite undoes the one statement; on PostgreSQL the transaction is not
-            // committed.
-            Err(e) if is_unique_violation(&e) => return Ok(Queued::Raced),
-            other => other?,
-        };
-        insert_message(tx, message, now).await?;
-        Ok(Queued::Done)
+        .await?;
+        if inserted.rows_affected() != 1 {
+            return Ok(Queued::Raced);
+        }
+        if send_limits::insert_within(tx, message, limits, now).await? {
+            return Ok(Queued::Done);
+        }
+        // A limit was reached: the session goes too, and the counts say which limit.
+        sqlx::query("DELETE FROM validation_sessions WHERE sid = $1")
+            .bind(&new.sid)
+            .execute(&mut *tx)
+            .await?;
+        let limited = send_limits::check(tx, backend, message, limits)
+            .await?
+            .ok_or_else(|| sqlx::Error::Protocol("a send limit refused, then passed".into()))?;
+        Ok(Queued::Limited(limited))
     }
 
     /// Puts a fresh token on a session for a higher `send_attempt` and queues its message, in

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 use vouch_core::clock::duration_ms;
-use vouch_core::secrets::{new_opaque_id, random_string};
+use vouch_core::secrets::{new_ordered_id, random_string};
 use vouch_core::threepid::Msisdn;
 use vouch_core::validation::Purpose;
 use vouch_storage::NewMessage;
@@ -66,7 +66,7 @@ pub(super) fn mail(
         .compose(kind, &ctx, state.now(), state.secrets.as_ref())
         .map_err(|e| ApiError::internal(format!("composing {kind} mail: {e}")))?;
     Ok(NewMessage {
-        id: new_opaque_id(state.secrets.as_ref()),
+        id: new_ordered_id(state.secrets.as_ref(), state.now()),
         channel: "email",
         country: None,
         recipient: composed.recipient,
@@ -102,7 +102,7 @@ pub(super) fn sms(
             .map_err(|e| ApiError::internal(format!("rendering the SMS: {e}")))?,
     };
     Ok(NewMessage {
-        id: new_opaque_id(state.secrets.as_ref()),
+        id: new_ordered_id(state.secrets.as_ref(), state.now()),
         channel: "sms",
         country: Some(msisdn.country().to_owned()),
         recipient: msisdn.as_str().to_owned(),

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ruma::api::error::ErrorKind;
 use serde_json::{Map, Value};
-use vouch_core::secrets::new_opaque_id;
+use vouch_core::secrets::new_ordered_id;
 use vouch_core::threepid::check_next_link;
 use vouch_core::validation::{Purpose, SendDecision};
 use vouch_storage::{NewValidation, Queued};
@@ -219,10 +219,13 @@ pub(super) async fn start_session(
         Target::Msisdn(_) => state.limits.sms_per_ip.check_ip(req.ip)?,
     }
 
-    let owner = state.db.threepid_owner(medium, target.address()).await?;
-    if owner.is_some()
-        && let Some(chosen) = state.db.owner_language(medium, target.address()).await?
-    {
+    // Who holds the address and this client's session for it: one read.
+    let reads = state
+        .db
+        .token_request_reads(medium, target.address(), req.client_secret, req.purpose)
+        .await?;
+    let owner = reads.owner;
+    if let Some(chosen) = owner.as_ref().and_then(|o| o.language.clone()) {
         req.lang = chosen;
     }
     let refusal = match (req.purpose, &owner) {
@@ -243,7 +246,7 @@ pub(super) async fn start_session(
         let decoy = Carry::Decoy {
             in_use: owner.is_some(),
         };
-        return issue(state, &req, &target, decoy, None)
+        return issue(state, &req, &target, decoy, None, reads.existing)
             .await
             .map(Requested::local);
     }
@@ -254,29 +257,34 @@ pub(super) async fn start_session(
 
     let held =
         req.purpose == Purpose::Register && !req.from_pages && policy::registration_gated(state);
-    issue(state, &req, &target, Carry::Secret { held }, next_link)
-        .await
-        .map(Requested::local)
+    issue(
+        state,
+        &req,
+        &target,
+        Carry::Secret { held },
+        next_link,
+        reads.existing,
+    )
+    .await
+    .map(Requested::local)
 }
 
 /// Creates the session for (address, client secret, purpose), or puts a fresh secret on
 /// it for a higher `send_attempt`, and queues its message within the send limits, in one
 /// transaction. A decoy takes exactly the same path, so retries, resends, expiry, attempt
-/// caps and 429s answer alike; it only never has a token. Returns the `sid`.
+/// caps and 429s answer alike; it only never has a token. `existing`: the session the
+/// client has for this address and purpose, as read before. Returns the `sid`.
 pub(super) async fn issue(
     state: &AppState,
     req: &TokenRequest<'_>,
     target: &Target,
     carry: Carry,
     next_link: Option<String>,
+    existing: Option<vouch_storage::StoredValidation>,
 ) -> ApiResult<String> {
     let medium = target.medium();
     let now = state.now();
     let limits = limits::send_limits(state, target);
-    let existing = state
-        .db
-        .find_validation(medium, target.address(), req.client_secret, req.purpose)
-        .await?;
     if let Some(existing) = existing {
         let sid = existing.session.sid.clone();
         if existing.session.on_request(req.send_attempt) == SendDecision::Resend {
@@ -302,7 +310,7 @@ pub(super) async fn issue(
         }
         return Ok(sid);
     }
-    let sid = new_opaque_id(state.secrets.as_ref());
+    let sid = new_ordered_id(state.secrets.as_ref(), now);
     let (hash, expires, message) = decoys::secret_and_message(state, req, target, carry, &sid)?;
     let new = NewValidation {
         sid: sid.clone(),

@@ -26,6 +26,7 @@ on_both_databases!(
     required_email_and_gated_registration_mail,
     smtp_down_then_up_delivers_every_mail_once,
     queued_mail_survives_a_restart,
+    the_outbox_keeps_to_max_connections_and_reuses_them,
     deactivation_removes_addresses,
 );
 
@@ -867,6 +868,36 @@ async fn smtp_down_then_up_delivers_every_mail_once(db: Backend) {
     );
     app.clock.advance(Duration::from_secs(3600));
     sink.assert_total(4).await;
+}
+
+/// An operator's relay sees at most `[email.smtp] max_connections` connections at once,
+/// and a burst of mail reuses them rather than opening one per mail.
+async fn the_outbox_keeps_to_max_connections_and_reuses_them(db: Backend) {
+    let (app, sink) = spawn_with_mail(db, |c| {
+        c.email.smtp.max_connections = 2;
+        c.rate_limits.enabled = false;
+    })
+    .await;
+    let addresses: Vec<String> = (0..30).map(|i| format!("burst{i}@example.org")).collect();
+    let sends = addresses
+        .iter()
+        .map(|a| app.request_email_token("register", a, "s", 1));
+    for r in futures::future::join_all(sends).await {
+        r.ok();
+    }
+    let got = sink.wait_for(30).await;
+    let mut to: Vec<String> = got.iter().map(|m| m.to[0].clone()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), 30, "every address got its mail once: {to:?}");
+    let (accepted, most_open) = sink.connections();
+    assert!(most_open <= 2, "{most_open} connections were open at once");
+    // Two for the mail, and the one the startup check opens and closes.
+    assert!(
+        accepted <= 3,
+        "{accepted} connections were opened for 30 mails"
+    );
+    sink.assert_total(30).await;
 }
 
 async fn queued_mail_survives_a_restart(db: Backend) {

@@ -56,7 +56,7 @@ async fn enumeration_answers_look_alike(db: Backend) {
             assert_eq!(keys, vec!["sid"]);
             let sid = r.body["sid"].as_str().unwrap();
             assert!(
-                sid.len() == 24 && sid.chars().all(|c| c.is_ascii_alphanumeric()),
+                sid.len() == 25 && sid.chars().all(|c| c.is_ascii_alphanumeric()),
                 "{sid}"
             );
         }

@@ -2,7 +2,7 @@
 //! transport and keeps what it receives. It can be switched "down" (every connection gets
 //! `421` and is closed) to test the outbox's retries.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,10 @@ pub struct SmtpSink {
     received: Arc<Mutex<Vec<Received>>>,
     up: Arc<AtomicBool>,
     arrived: Arc<Notify>,
+    /// Connections accepted in all, open now, and open at most at once.
+    accepted: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
+    most_open: Arc<AtomicUsize>,
 }
 
 impl SmtpSink {
@@ -88,13 +92,20 @@ impl SmtpSink {
             received: Arc::default(),
             up: Arc::new(AtomicBool::new(true)),
             arrived: Arc::new(Notify::new()),
+            accepted: Arc::default(),
+            open: Arc::default(),
+            most_open: Arc::default(),
         };
         let s = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let s = s.clone();
+                s.accepted.fetch_add(1, Ordering::SeqCst);
+                let now_open = s.open.fetch_add(1, Ordering::SeqCst) + 1;
+                s.most_open.fetch_max(now_open, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _ = s.session(stream).await;
+                    s.open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -104,6 +115,14 @@ impl SmtpSink {
     /// Makes the server refuse (`false`) or accept (`true`) new connections.
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Connections accepted so far, and the most that were open at once.
+    pub fn connections(&self) -> (usize, usize) {
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.most_open.load(Ordering::SeqCst),
+        )
     }
 
     /// Everything received so far.
