@@ -137,7 +137,45 @@ impl Db {
         new: &NewAccount,
         now: i64,
     ) -> Result<(), CreateAccountError> {
+        if let Some(group) = &self.group {
+            // SQLite: committed with the writes that arrive meanwhile (`group.rs`), inside
+            // a savepoint of its own, so that a refused registration undoes only its own
+            // statements.
+            let new = new.clone();
+            return group
+                .write(move |conn| {
+                    let new = new.clone();
+                    Box::pin(async move {
+                        let mut own = sqlx::Connection::begin(&mut *conn).await?;
+                        match Self::create_account_in(&mut own, &new, now).await {
+                            Ok(()) => {
+                                own.commit().await?;
+                                Ok(Ok(()))
+                            }
+                            // A database error fails the batch (its jobs are then run
+                            // one by one); a refusal is this registration's answer.
+                            Err(CreateAccountError::Storage(StorageError::Database(e))) => Err(e),
+                            Err(refusal) => {
+                                own.rollback().await?;
+                                Ok(Err(refusal))
+                            }
+                        }
+                    })
+                })
+                .await?;
+        }
         let mut tx = self.begin_write().await?;
+        Self::create_account_in(&mut tx, new, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// [`Self::create_account`]'s statements, in `tx`; on an error the caller rolls back.
+    async fn create_account_in(
+        tx: &mut sqlx::AnyConnection,
+        new: &NewAccount,
+        now: i64,
+    ) -> Result<(), CreateAccountError> {
         let inserted = sqlx::query(
             "INSERT INTO users (user_id, localpart, password_hash, displayname, is_guest, is_admin, created_at, language)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -214,9 +252,8 @@ impl Db {
             };
         }
         if let Some(login) = &new.login {
-            Self::insert_login(&mut tx, &new.user_id, login, now).await?;
+            Self::insert_login(tx, &new.user_id, login, now).await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 
@@ -431,7 +468,7 @@ impl Db {
         password_hash: &str,
         logout_devices: bool,
         keep_device: Option<&str>,
-        ending: Option<&crate::devices::Ending<'_>>,
+        ending: Option<&crate::devices::Ending>,
     ) -> Result<Vec<String>, StorageError> {
         let mut tx = self.begin_write().await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE user_id = $2")
@@ -483,7 +520,7 @@ impl Db {
         user_id: &str,
         erase: bool,
         now: i64,
-        ending: Option<&crate::devices::Ending<'_>>,
+        ending: Option<&crate::devices::Ending>,
     ) -> Result<(), StorageError> {
         let mut tx = self.begin_write().await?;
         let sql = if erase {

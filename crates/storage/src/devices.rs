@@ -66,12 +66,16 @@ impl AccessTokenInfo {
 /// remembered as ended at `now` (`Db::device_ended_after`), and the message `notice`
 /// makes for it, if any, is queued in the outbox. A device deleted and its notice are one
 /// write: neither is ever without the other, and exactly the devices deleted get one.
-pub struct Ending<'a> {
+#[derive(Clone)]
+pub struct Ending {
     /// When.
     pub now: i64,
     /// The outbox message for an ended device (its ID given), if one is wanted.
-    pub notice: &'a (dyn Fn(&str) -> Option<crate::NewMessage> + Send + Sync),
+    pub notice: DeviceNotice,
 }
+
+/// What an ended device's notice is made by.
+pub type DeviceNotice = std::sync::Arc<dyn Fn(&str) -> Option<crate::NewMessage> + Send + Sync>;
 
 /// Which of a user's devices end.
 #[derive(Debug, Clone, Copy)]
@@ -88,7 +92,7 @@ pub(crate) async fn end_devices(
     tx: &mut sqlx::AnyConnection,
     user_id: &str,
     which: Which<'_>,
-    ending: Option<&Ending<'_>>,
+    ending: Option<&Ending>,
 ) -> Result<Vec<String>, sqlx::Error> {
     let mut ended: Vec<String> = Vec::new();
     match which {
@@ -224,7 +228,7 @@ impl Db {
         old_refresh_hash: &str,
         next: &NewLogin,
         now: i64,
-        ending: Option<&Ending<'_>>,
+        ending: Option<&Ending>,
         retry: bool,
     ) -> Result<Refreshed, StorageError> {
         // On SQLite the common case (a fresh token) is committed with the refreshes that
@@ -442,8 +446,23 @@ impl Db {
         &self,
         user_id: &str,
         device_ids: &[String],
-        ending: Option<&Ending<'_>>,
+        ending: Option<&Ending>,
     ) -> Result<Vec<String>, StorageError> {
+        if let Some(group) = &self.group {
+            // SQLite: committed with the writes that arrive meanwhile (`group.rs`).
+            let (user_id, device_ids, ending) =
+                (user_id.to_owned(), device_ids.to_vec(), ending.cloned());
+            return group
+                .write(move |conn| {
+                    let (user_id, device_ids, ending) =
+                        (user_id.clone(), device_ids.clone(), ending.clone());
+                    Box::pin(async move {
+                        end_devices(conn, &user_id, Which::These(&device_ids), ending.as_ref())
+                            .await
+                    })
+                })
+                .await;
+        }
         let mut tx = self.begin_write().await?;
         let ended = end_devices(&mut tx, user_id, Which::These(device_ids), ending).await?;
         tx.commit().await?;
@@ -454,8 +473,19 @@ impl Db {
     pub async fn delete_all_devices(
         &self,
         user_id: &str,
-        ending: Option<&Ending<'_>>,
+        ending: Option<&Ending>,
     ) -> Result<Vec<String>, StorageError> {
+        if let Some(group) = &self.group {
+            let (user_id, ending) = (user_id.to_owned(), ending.cloned());
+            return group
+                .write(move |conn| {
+                    let (user_id, ending) = (user_id.clone(), ending.clone());
+                    Box::pin(async move {
+                        end_devices(conn, &user_id, Which::AllBut(None), ending.as_ref()).await
+                    })
+                })
+                .await;
+        }
         let mut tx = self.begin_write().await?;
         let ended = end_devices(&mut tx, user_id, Which::AllBut(None), ending).await?;
         tx.commit().await?;

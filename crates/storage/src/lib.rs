@@ -45,7 +45,9 @@ pub use accounts::{
     CreateAccountError, ImportOutcome, ImportedDevice, ImportedToken, ImportedUser, LoginWritten,
     NewAccount, NewLogin, User, UserFilter,
 };
-pub use devices::{AccessTokenInfo, Device, Ending, HomeserverClaim, Refreshed, RefreshedSession};
+pub use devices::{
+    AccessTokenInfo, Device, DeviceNotice, Ending, HomeserverClaim, Refreshed, RefreshedSession,
+};
 pub use registration_tokens::RegistrationToken;
 pub use synapse::SynapseSource;
 pub use threepids::{AddThreepidError, Threepid};

@@ -2,6 +2,7 @@
 
 use vouch_homeserver::Call;
 
+use super::homeserver::DeviceNotice;
 use super::{AccountError, Accounts};
 
 impl Accounts<'_> {
@@ -14,7 +15,7 @@ impl Accounts<'_> {
         })
         .await?;
         // The homeserver deletes the devices itself with the user: they are only remembered.
-        let no_notice = |_: &str| None;
+        let no_notice: DeviceNotice = std::sync::Arc::new(|_: &str| None);
         self.s
             .db
             .deactivate(

@@ -7,12 +7,10 @@
 use vouch_core::localpart::localpart_of;
 use vouch_core::secrets::new_opaque_id;
 use vouch_homeserver::{Answer, Call, CallError, Homeserver};
+pub(super) use vouch_storage::DeviceNotice;
 use vouch_storage::{Ending, NewMessage};
 
 use super::{AccountError, Accounts};
-
-/// Turns a deleted device's ID into its outbox notice.
-pub(super) type DeviceNotice = dyn Fn(&str) -> Option<NewMessage> + Send + Sync;
 
 /// `call` as an outbox row for the homeserver.
 fn call_message(secrets: &dyn vouch_core::SecretSource, call: &Call) -> Option<NewMessage> {
@@ -82,18 +80,18 @@ impl Accounts<'_> {
     /// deleted is remembered as ended and gets a queued `delete_device`, in the transaction
     /// that deletes it (so exactly the devices deleted are told, and a crash loses
     /// neither). `None` without a homeserver.
-    pub(super) fn ending<'a>(&self, notice: &'a DeviceNotice) -> Option<Ending<'a>> {
+    pub(super) fn ending(&self, notice: &DeviceNotice) -> Option<Ending> {
         self.s.homeserver.as_ref().map(|_| Ending {
             now: self.s.now(),
-            notice,
+            notice: notice.clone(),
         })
     }
 
     /// The notice for a deleted device of `user_id`: `delete_device` at the homeserver.
-    pub(super) fn device_notice(&self, user_id: &str) -> Box<DeviceNotice> {
+    pub(super) fn device_notice(&self, user_id: &str) -> DeviceNotice {
         let localpart = self.localpart(user_id);
         let secrets = self.s.secrets.clone();
-        Box::new(move |device_id: &str| {
+        std::sync::Arc::new(move |device_id: &str| {
             call_message(
                 secrets.as_ref(),
                 &Call::DeleteDevice {
