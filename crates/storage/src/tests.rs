@@ -615,3 +615,42 @@ async fn group_commit_answers_each_write_and_isolates_a_failing_one() {
         "every good write is kept"
     );
 }
+
+/// A registration refused inside a group-commit batch (here: its UIA session was already
+/// spent, found after its user row was written) leaves nothing behind, and the
+/// registrations batched with it are all kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_registration_in_a_batch_undoes_only_itself() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::connect(
+        &format!("sqlite://{}", dir.path().join("r.db").display()),
+        4,
+    )
+    .await
+    .expect("sqlite");
+    let mut registrations = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let db = db.clone();
+        registrations.spawn(async move {
+            let mut new = account(&format!("user{i}"), Vec::new());
+            if i % 3 == 0 {
+                new.uia_session = Some(format!("no-such-session-{i}"));
+            }
+            (i, db.create_account(&new, 1).await)
+        });
+    }
+    while let Some(done) = registrations.join_next().await {
+        let (i, result) = done.expect("a registration task");
+        let user = db.user(&format!("@user{i}:t.test")).await.unwrap();
+        if i % 3 == 0 {
+            assert!(
+                matches!(result, Err(CreateAccountError::SessionSpent)),
+                "{i}: {result:?}"
+            );
+            assert!(user.is_none(), "refused registration {i} left its user");
+        } else {
+            result.expect("a registration");
+            assert!(user.is_some(), "registration {i} was lost");
+        }
+    }
+}
