@@ -1023,7 +1023,6 @@ public_baseurl = "http://127.0.0.1:{port}/"
 listen = "127.0.0.1:{port}"
 [database]
 url = "{database}"
-max_connections = 16
 [rate_limits]
 enabled = false
 [password]
