@@ -81,6 +81,10 @@ struct Args {
     /// Table mode: that user's password.
     #[arg(long, default_value = "bench battery staple")]
     password: String,
+    /// Only serve the bare hyper server (the ceiling) and print its address, until killed:
+    /// for another load generator (e.g. `wrk -t1 -c16`) to measure it beside a server.
+    #[arg(long)]
+    serve_bare: bool,
     /// Scenarios to run (comma-separated); default: all.
     #[arg(
         long,
@@ -1001,6 +1005,10 @@ async fn preload(database: &str, n: u64) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.serve_bare {
+        println!("http://{}", bare_server().await?);
+        return std::future::pending().await;
+    }
     if let Some(target) = &args.target {
         return table(&args, target).await;
     }

@@ -128,11 +128,12 @@ pub struct SmtpConfig {
     pub password: Secret,
     /// File holding the password.
     pub password_file: String,
-    /// Timeout of one SMTP conversation.
+    /// How long connecting (TCP, TLS, greeting, login) may take, and then each mail; a
+    /// mail cut off is tried again later on a new connection.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Connections kept open to the server, each carrying one mail at a time: how many
-    /// mails the outbox delivers at once.
+    /// Connections kept open to the server, each carrying one mail at a time: at most
+    /// this many are open at once, and they are reused.
     pub max_connections: u32,
 }
 

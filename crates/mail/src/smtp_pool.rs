@@ -17,9 +17,18 @@ use lettre::transport::smtp::extension::ClientId;
 use tokio::net::TcpStream;
 use vouch_config::SmtpTls;
 
-/// A connection idle this long is asked `NOOP` before it carries a mail again (servers
-/// close idle connections after a few minutes).
-const IDLE_CHECK: Duration = Duration::from_secs(10);
+/// A connection idle this long since its last mail is asked `NOOP` before it carries
+/// another (some relays close idle connections after a few seconds); under load each is
+/// reused within milliseconds and pays no extra round trip.
+const IDLE_CHECK: Duration = Duration::from_secs(2);
+
+/// A pooled connection and when it last carried a mail.
+pub struct Pooled {
+    /// The SMTP connection.
+    pub conn: AsyncSmtpConnection,
+    /// When it was opened or last finished a mail.
+    pub last_used: std::time::Instant,
+}
 
 /// Why no connection could be had or a mail not be sent.
 #[derive(Debug, thiserror::Error)]
@@ -138,26 +147,69 @@ impl Connector {
 }
 
 impl managed::Manager for Connector {
-    type Type = AsyncSmtpConnection;
+    type Type = Pooled;
     type Error = SmtpFailure;
 
-    async fn create(&self) -> Result<AsyncSmtpConnection, SmtpFailure> {
-        self.connect().await
+    async fn create(&self) -> Result<Pooled, SmtpFailure> {
+        Ok(Pooled {
+            conn: self.connect().await?,
+            last_used: std::time::Instant::now(),
+        })
     }
 
-    async fn recycle(
-        &self,
-        conn: &mut AsyncSmtpConnection,
-        metrics: &Metrics,
-    ) -> RecycleResult<SmtpFailure> {
+    async fn recycle(&self, pooled: &mut Pooled, _: &Metrics) -> RecycleResult<SmtpFailure> {
         // A failed command leaves the connection marked broken (lettre sends QUIT then).
-        if conn.has_broken() {
+        if pooled.conn.has_broken() {
             return Err(RecycleError::message("the connection failed"));
         }
-        if metrics.last_used() > IDLE_CHECK && !conn.test_connected().await {
+        if pooled.last_used.elapsed() > IDLE_CHECK && !pooled.conn.test_connected().await {
             return Err(RecycleError::message("the server closed the connection"));
         }
         Ok(())
+    }
+}
+
+/// Sends one mail over a pooled connection within `timeout`. A connection whose exchange
+/// did not finish (cut off by the timeout, or the caller gave up on it) is closed, never
+/// pooled again: its next reply would be the unfinished mail's, one behind every command.
+pub async fn send(
+    pool: &Pool,
+    timeout: Duration,
+    envelope: &lettre::address::Envelope,
+    message: &[u8],
+) -> Result<(), SmtpFailure> {
+    let pooled = pool.get().await.map_err(|e| match e {
+        managed::PoolError::Backend(e) => e,
+        other => SmtpFailure::Connect(std::io::Error::other(other.to_string())),
+    })?;
+    let mut sending = Unfinished(Some(pooled));
+    let Some(pooled) = sending.0.as_mut() else {
+        return Ok(());
+    };
+    let sent = tokio::time::timeout(timeout, pooled.conn.send(envelope, message)).await;
+    match sent {
+        Ok(answer) => {
+            pooled.last_used = std::time::Instant::now();
+            // Finished (sent, or refused with the connection marked broken if it must
+            // go): back to the pool, whose check closes a broken one.
+            drop(sending.0.take());
+            answer.map(|_| ()).map_err(SmtpFailure::from)
+        }
+        Err(_) => Err(SmtpFailure::Connect(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the SMTP server did not take the mail within {timeout:?}"),
+        ))),
+    }
+}
+
+/// A pooled connection in the middle of a mail: dropped unfinished, it is closed.
+struct Unfinished(Option<managed::Object<Connector>>);
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(pooled) = self.0.take() {
+            drop(managed::Object::take(pooled));
+        }
     }
 }
 

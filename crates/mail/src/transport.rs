@@ -14,8 +14,9 @@ pub use vouch_core::delivery::SendError;
 /// A configured transport.
 #[derive(Clone)]
 pub enum Transport {
-    /// SMTP (a pool of connections), with the server's description for logs.
-    Smtp(smtp_pool::Pool, String),
+    /// SMTP (a pool of connections), with the server's description for logs and how long
+    /// one mail may take.
+    Smtp(smtp_pool::Pool, String, std::time::Duration),
     /// `.eml` files.
     File(AsyncFileTransport<Tokio1Executor>, PathBuf),
     /// Print to the log.
@@ -58,7 +59,7 @@ impl Transport {
                 )
                 .map_err(|e| format!("[email.smtp] {e}"))?;
                 let describe = format!("smtp://{}:{} ({:?})", s.host, s.port, s.tls).to_lowercase();
-                Ok(Transport::Smtp(pool, describe))
+                Ok(Transport::Smtp(pool, describe, s.timeout))
             }
         }
     }
@@ -66,7 +67,7 @@ impl Transport {
     /// A description for logs ("smtp://host:port (starttls)", "file:…", "log").
     pub fn describe(&self) -> String {
         match self {
-            Transport::Smtp(_, d) => d.clone(),
+            Transport::Smtp(_, d, _) => d.clone(),
             Transport::File(_, dir) => format!("file:{}", dir.display()),
             Transport::Log => "log".into(),
         }
@@ -75,11 +76,10 @@ impl Transport {
     /// Checks that the SMTP server answers (other transports always do).
     pub async fn check(&self) -> Result<(), String> {
         match self {
-            Transport::Smtp(pool, d) => match pool.manager().connect().await {
-                Ok(mut conn) => {
-                    let _ = conn.quit().await;
-                    Ok(())
-                }
+            // A connection of the pool, kept there for the first mails: the server never
+            // sees more than `max_connections` at once.
+            Transport::Smtp(pool, d, _) => match pool.get().await {
+                Ok(_) => Ok(()),
                 Err(e) => Err(format!("{d}: {e}")),
             },
             _ => Ok(()),
@@ -103,16 +103,9 @@ impl Transport {
         let envelope =
             Envelope::new(Some(from), vec![to]).map_err(|e| fail(e.to_string(), true))?;
         match self {
-            Transport::Smtp(pool, d) => {
-                let mut conn = pool.get().await.map_err(|e| match e {
-                    deadpool::managed::PoolError::Backend(e) => {
-                        fail(format!("{d}: {e}"), e.is_permanent())
-                    }
-                    other => fail(format!("{d}: {other}"), false),
-                })?;
-                conn.send(&envelope, message.as_bytes())
+            Transport::Smtp(pool, d, timeout) => {
+                smtp_pool::send(pool, *timeout, &envelope, message.as_bytes())
                     .await
-                    .map(|_| ())
                     .map_err(|e| fail(format!("{d}: {e}"), e.is_permanent()))
             }
             Transport::File(t, dir) => t

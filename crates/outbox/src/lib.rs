@@ -86,20 +86,24 @@ impl Worker {
             // out, the next may be due at once.
             let chained = claimed.iter().any(|m| m.channel == "homeserver");
             // The batch goes out concurrently (over the SMTP pool's connections); one slow
-            // recipient server or gateway call does not hold up the rest.
-            let sent: Vec<String> = futures::future::join_all(
-                claimed.into_iter().map(|mail| self.deliver_in_time(mail)),
-            )
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-            // One write records the whole batch's deliveries.
-            if let Err(e) = self.db.mark_messages_sent(&sent, self.clock.now_ms()).await {
-                // The leases run out and the messages are tried again: at worst sent twice,
-                // never lost.
-                tracing::warn!(error = %e, count = sent.len(), "outbox: cannot record deliveries");
-            }
+            // recipient server or gateway call does not hold up the rest. Each delivery is
+            // recorded as soon as it is made (on SQLite the marks that arrive together
+            // share one commit), so a crash in the middle of a round sends again only what
+            // was in flight.
+            let worker = &self;
+            futures::future::join_all(claimed.into_iter().map(|mail| async move {
+                if let Some(id) = worker.deliver_in_time(mail).await
+                    && let Err(e) = worker
+                        .db
+                        .mark_message_sent(&id, worker.clock.now_ms())
+                        .await
+                {
+                    // The lease runs out and the message is tried again: at worst sent
+                    // twice, never lost.
+                    tracing::warn!(error = %e, id, "outbox: cannot record a delivery");
+                }
+            }))
+            .await;
             vouch_metrics::OUTBOX_HEARTBEAT.set(self.clock.now_ms() / 1000);
             if full || chained {
                 continue;

@@ -2,7 +2,7 @@
 //! transport and keeps what it receives. It can be switched "down" (every connection gets
 //! `421` and is closed) to test the outbox's retries.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -79,6 +79,10 @@ pub struct SmtpSink {
     accepted: Arc<AtomicUsize>,
     open: Arc<AtomicUsize>,
     most_open: Arc<AtomicUsize>,
+    /// Milliseconds the next mail's final reply is held back (once).
+    stall_next_ms: Arc<AtomicU64>,
+    /// Mails are refused at the final dot with a 451.
+    refuse_mail: Arc<AtomicBool>,
 }
 
 impl SmtpSink {
@@ -95,6 +99,8 @@ impl SmtpSink {
             accepted: Arc::default(),
             open: Arc::default(),
             most_open: Arc::default(),
+            stall_next_ms: Arc::default(),
+            refuse_mail: Arc::default(),
         };
         let s = sink.clone();
         tokio::spawn(async move {
@@ -115,6 +121,16 @@ impl SmtpSink {
     /// Makes the server refuse (`false`) or accept (`true`) new connections.
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::SeqCst);
+    }
+
+    /// Holds back the reply to the next mail's final dot for `ms` (the mail is kept).
+    pub fn stall_next_mail(&self, ms: u64) {
+        self.stall_next_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Refuses (`true`) every mail at its final dot with `451`, or accepts them again.
+    pub fn refuse_mail(&self, refuse: bool) {
+        self.refuse_mail.store(refuse, Ordering::SeqCst);
     }
 
     /// Connections accepted so far, and the most that were open at once.
@@ -215,6 +231,15 @@ impl SmtpSink {
                         break;
                     }
                     raw.push_str(line.strip_prefix('.').unwrap_or(&line));
+                }
+                if self.refuse_mail.load(Ordering::SeqCst) {
+                    to.clear();
+                    write.write_all(b"451 4.3.0 try again later\r\n").await?;
+                    continue;
+                }
+                let stall = self.stall_next_ms.swap(0, Ordering::SeqCst);
+                if stall > 0 {
+                    tokio::time::sleep(Duration::from_millis(stall)).await;
                 }
                 self.received.lock().unwrap().push(Received {
                     to: std::mem::take(&mut to),
