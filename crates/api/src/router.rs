@@ -380,9 +380,9 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             ApiError::internal("a request handler panicked").into_response()
         }))
-        .layer(middleware::from_fn(cors))
-        .layer(middleware::from_fn(no_store))
-        .layer(middleware::from_fn(record_metrics))
+        // One layer for what every answer gets (CORS, `no-store`, the metrics): each
+        // layer of its own costs every request a boxed future and a service clone.
+        .layer(middleware::from_fn(every_answer))
         .layer(
             TraceLayer::new_for_http()
                 // The path only: the query may hold an access token.
@@ -417,6 +417,13 @@ async fn read_whole_body(
         (Some(n), false) => n.min(limit),
         (None, false) => 0,
     };
+    if declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // No Content-Length and no Transfer-Encoding: an HTTP/1.1 request without a body
+        // (most GETs); nothing to wait for, no timer to set.
+        return next
+            .run(Request::from_parts(parts, axum::body::Body::empty()))
+            .await;
+    }
     let _room = if expected == 0 {
         None
     } else {
@@ -506,21 +513,35 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Counts requests and their latency by route pattern (not by concrete path, so user IDs
-/// and tokens never become label values).
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let endpoint = req
+/// What every answer gets: CORS as the spec recommends (`OPTIONS` is answered here
+/// without running any endpoint), `Cache-Control: no-store` unless the handler said
+/// otherwise, and the request counted with its latency by route pattern (not by concrete
+/// path, so user IDs and tokens never become label values).
+async fn every_answer(req: Request, next: Next) -> Response {
+    // A matched path is shared (cloning it copies no text).
+    let matched = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .cloned();
+    let endpoint = matched.as_ref().map_or("unmatched", |p| p.as_str());
     let method = method_label(req.method());
     let started = std::time::Instant::now();
-    let res = next.run(req).await;
+    let mut res = if req.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    cors(&mut res);
+    // Answers may carry tokens (`/login`, `/register`, `/refresh`) or account data: no
+    // cache keeps them, unless a handler said otherwise.
+    res.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     vouch_metrics::HTTP_DURATION
-        .with_label_values(&[endpoint.as_str(), method])
+        .with_label_values(&[endpoint, method])
         .observe(started.elapsed().as_secs_f64());
     vouch_metrics::HTTP_REQUESTS
-        .with_label_values(&[endpoint.as_str(), method, res.status().as_str()])
+        .with_label_values(&[endpoint, method, res.status().as_str()])
         .inc();
     res
 }
@@ -540,25 +561,8 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Answers may carry tokens (`/login`, `/register`, `/refresh`) or account data: no cache
-/// keeps them, unless a handler said otherwise (the spec's cacheable `/versions`-style
-/// answers set their own header).
-async fn no_store(req: Request, next: Next) -> Response {
-    let mut res = next.run(req).await;
-    res.headers_mut()
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    res
-}
-
-/// CORS as the spec recommends, on every response; `OPTIONS` is answered here without
-/// running any endpoint.
-async fn cors(req: Request, next: Next) -> Response {
-    let mut res = if req.method() == Method::OPTIONS {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(req).await
-    };
+/// The CORS headers the spec recommends, on every answer.
+fn cors(res: &mut Response) {
     let h = res.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -572,5 +576,4 @@ async fn cors(req: Request, next: Next) -> Response {
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
     );
-    res
 }
