@@ -779,7 +779,10 @@ async fn run_once(
             Ok(call(http, "POST", &url, Some(&b)).await?.0 == 200)
         }
         "request_token" => {
-            let body = json!({ "email": format!("rt{n}@bench.example"), "client_secret": format!("cs{n}"), "send_attempt": 1 });
+            // Fresh in every run, also against a server an earlier run used (table mode):
+            // a repeated address and secret would only get the existing session back.
+            let id = std::process::id();
+            let body = json!({ "email": format!("rt{n}x{id}@bench.example"), "client_secret": format!("cs{n}x{id}"), "send_attempt": 1 });
             Ok(call(
                 http,
                 "POST",
