@@ -41,6 +41,11 @@ pub fn check_new_device(device_id: Option<&str>, display_name: Option<&str>) -> 
             "A device display name is at most {MAX_DEVICE_DISPLAY_NAME} characters"
         )));
     }
+    if display_name.is_some_and(|n| n.contains('\0')) {
+        return Err(ApiError::invalid_param(
+            "A device display name must not contain NUL characters",
+        ));
+    }
     Ok(())
 }
 

@@ -522,6 +522,10 @@ async fn device_fields_are_bounded(db: Backend) {
     login("DEV1".into(), "n".repeat(101))
         .await
         .assert_error(400, "M_INVALID_PARAM");
+    // A NUL is refused alike on both databases (PostgreSQL cannot store it).
+    login("DEV1".into(), "my\u{0}phone".into())
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     login("DEV1".into(), "n".repeat(100)).await.ok();
     // Two devices here (registration's and DEV1): a third is one too many; logging in
     // again on a device the account has is fine.
