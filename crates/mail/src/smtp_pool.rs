@@ -53,7 +53,6 @@ impl SmtpFailure {
 pub struct Connector {
     host: String,
     port: u16,
-    tls: SmtpTls,
     timeout: Duration,
     hello: ClientId,
     credentials: Option<Credentials>,
@@ -100,7 +99,6 @@ impl Connector {
         Ok(Self {
             host: host.to_owned(),
             port,
-            tls,
             timeout,
             hello: ClientId::default(),
             credentials,
@@ -136,7 +134,7 @@ impl Connector {
             None => Box::new(tcp),
         };
         let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello).await?;
-        if let (SmtpTls::Starttls, Some(params)) = (self.tls, &self.starttls) {
+        if let Some(params) = &self.starttls {
             conn.starttls(params.clone(), &self.hello).await?;
         }
         if let Some(credentials) = &self.credentials {
@@ -183,16 +181,19 @@ pub async fn send(
         other => SmtpFailure::Connect(std::io::Error::other(other.to_string())),
     })?;
     let mut sending = Unfinished(Some(pooled));
-    let Some(pooled) = sending.0.as_mut() else {
-        return Ok(());
+    let Some(held) = sending.0.as_mut() else {
+        return Err(SmtpFailure::Connect(std::io::Error::other(
+            "no pooled connection",
+        )));
     };
-    let sent = tokio::time::timeout(timeout, pooled.conn.send(envelope, message)).await;
+    let sent = tokio::time::timeout(timeout, held.conn.send(envelope, message)).await;
     match sent {
         Ok(answer) => {
-            pooled.last_used = std::time::Instant::now();
             // Finished (sent, or refused with the connection marked broken if it must
             // go): back to the pool, whose check closes a broken one.
-            drop(sending.0.take());
+            if let Some(mut pooled) = sending.0.take() {
+                pooled.last_used = std::time::Instant::now();
+            }
             answer.map(|_| ()).map_err(SmtpFailure::from)
         }
         Err(_) => Err(SmtpFailure::Connect(std::io::Error::new(

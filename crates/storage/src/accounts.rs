@@ -431,26 +431,6 @@ impl Db {
         Ok(())
     }
 
-    /// The language of the account holding an address, if it chose one.
-    pub async fn owner_language(
-        &self,
-        medium: &str,
-        address: &str,
-    ) -> Result<Option<String>, StorageError> {
-        let row = sqlx::query(
-            "SELECT u.language FROM user_threepids t JOIN users u ON u.user_id = t.user_id
-             WHERE t.medium = $1 AND t.address = $2",
-        )
-        .bind(medium)
-        .bind(address)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            Some(r) => r.try_get("language")?,
-            None => None,
-        })
-    }
-
     /// Whether an account (active or deactivated) holds this localpart.
     pub async fn localpart_taken(&self, localpart: &str) -> Result<bool, StorageError> {
         let row = sqlx::query("SELECT 1 AS one FROM users WHERE localpart = $1")

@@ -76,10 +76,9 @@ pub(crate) async fn insert_message(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     bind_message(
-        sqlx::query(
-            "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country, sent_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        ),
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO outbox {OUTBOX_ROW} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))),
         mail,
         now,
     )
@@ -88,7 +87,10 @@ pub(crate) async fn insert_message(
     Ok(())
 }
 
-/// Binds an outbox row's ten values, as $1..$10 in the order of the insert's columns.
+/// The columns of a new outbox row, in the order [`bind_message`] binds them.
+pub(crate) const OUTBOX_ROW: &str = "(id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country, sent_at)";
+
+/// Binds an outbox row's ten values, as $1..$10 in the order of [`OUTBOX_ROW`].
 pub(crate) fn bind_message<'q>(
     query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
     mail: &'q NewMessage,
@@ -233,27 +235,19 @@ impl Db {
 
     /// Records a delivery.
     pub async fn mark_message_sent(&self, id: &str, now: i64) -> Result<(), StorageError> {
-        self.mark_messages_sent(&[id.to_owned()], now).await
-    }
-
-    /// Records the delivery of several messages in one statement (a worker's batch).
-    pub async fn mark_messages_sent(&self, ids: &[String], now: i64) -> Result<(), StorageError> {
-        if ids.is_empty() {
-            return Ok(());
-        }
         if let Some(group) = &self.group {
             // SQLite: recorded in the commit of the writes queued with it.
-            let ids = ids.to_vec();
+            let id = id.to_owned();
             return group
                 .write(move |conn| {
-                    let ids = ids.clone();
-                    Box::pin(async move { mark_sent(conn, &ids, now).await })
+                    let id = id.clone();
+                    Box::pin(async move { mark_sent(conn, &id, now).await })
                 })
                 .await;
         }
         let _turn = self.write_turn().await;
         let mut conn = self.pool.acquire().await?;
-        mark_sent(&mut conn, ids, now).await?;
+        mark_sent(&mut conn, id, now).await?;
         Ok(())
     }
 
@@ -361,24 +355,17 @@ async fn claim_due(
     rows.iter().map(queued_message).collect()
 }
 
-/// Records the delivery of `ids` in one statement.
-async fn mark_sent(
-    conn: &mut sqlx::AnyConnection,
-    ids: &[String],
-    now: i64,
-) -> Result<(), sqlx::Error> {
-    let placeholders: Vec<String> = (2..ids.len() + 2).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        // The body goes: a sent mail's link or an SMS's code must not outlive its
-        // delivery in the database (the row stays for the send limits and statistics).
-        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL, message = '' WHERE id IN ({})",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-    for id in ids {
-        query = query.bind(id);
-    }
-    query.execute(&mut *conn).await?;
+/// Records the delivery of `id`.
+async fn mark_sent(conn: &mut sqlx::AnyConnection, id: &str, now: i64) -> Result<(), sqlx::Error> {
+    // The body goes: a sent mail's link or an SMS's code must not outlive its delivery in
+    // the database (the row stays for the send limits and statistics).
+    sqlx::query(
+        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL, message = '' WHERE id = $2",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -163,9 +163,9 @@ pub(crate) async fn insert_within(
         conditions.push("channel = $2 AND country = $9");
         windows.push(w);
     }
-    let mut sql = String::from(
-        "INSERT INTO outbox (id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country, sent_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10",
+    let mut sql = format!(
+        "INSERT INTO outbox {} SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10",
+        crate::outbox::OUTBOX_ROW
     );
     for (i, condition) in conditions.iter().enumerate() {
         let (since, max) = (11 + 2 * i, 12 + 2 * i);

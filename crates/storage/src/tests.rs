@@ -388,7 +388,7 @@ async fn waiting_messages_for_one_recipient_are_claimed_oldest_first_and_once() 
             .await;
         assert!(other.unwrap().unwrap().is_empty());
         // Delivered in order, the worker moves on to the next one only.
-        db.mark_messages_sent(&["c".to_owned()], 400).await.unwrap();
+        db.mark_message_sent("c", 400).await.unwrap();
         db.release_messages(&["a".to_owned(), "b".to_owned()])
             .await
             .unwrap();
