@@ -88,7 +88,7 @@ struct Args {
     /// Scenarios to run (comma-separated); default: all.
     #[arg(
         long,
-        default_value = "bare,versions,login,register,request_token,email_registration,oauth_refresh,oauth_page"
+        default_value = "bare,versions,login,register,request_token,request_token_again,email_registration,oauth_refresh,oauth_page"
     )]
     scenarios: String,
 }
@@ -709,6 +709,10 @@ async fn form(http: &HttpClient, url: &str, fields: &[(&str, &str)]) -> anyhow::
     Ok(status)
 }
 
+/// How many requestTokens the `request_token` scenario numbered (`request_token_again`
+/// repeats them).
+static REQUEST_TOKENS_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One unit of work of a scenario: `Ok(true)` counts, `Ok(false)` is an error answer.
 async fn run_once(
     scenario: &str,
@@ -783,6 +787,28 @@ async fn run_once(
             // a repeated address and secret would only get the existing session back.
             let id = std::process::id();
             let body = json!({ "email": format!("rt{n}x{id}@bench.example"), "client_secret": format!("cs{n}x{id}"), "send_attempt": 1 });
+            let ok = call(
+                http,
+                "POST",
+                &format!("{base}/_matrix/client/v3/account/3pid/email/requestToken"),
+                Some(&body),
+            )
+            .await?
+            .0 == 200;
+            // `request_token_again` asks for the first ones again.
+            if ok {
+                REQUEST_TOKENS_MADE.fetch_max(n + 1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(ok)
+        }
+        "request_token_again" => {
+            // Read-heavy: the addresses and secrets the `request_token` scenario used, asked
+            // for again, so each request only reads its existing session (no mail); without
+            // that scenario before it, 10,000 addresses are made first.
+            let made = REQUEST_TOKENS_MADE.load(std::sync::atomic::Ordering::Relaxed);
+            let k = n % if made > 0 { made } else { 10_000 };
+            let id = std::process::id();
+            let body = json!({ "email": format!("rt{k}x{id}@bench.example"), "client_secret": format!("cs{k}x{id}"), "send_attempt": 1 });
             Ok(call(
                 http,
                 "POST",
