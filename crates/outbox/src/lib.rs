@@ -20,8 +20,10 @@ pub const LEASE_MS: i64 = vouch_storage::DELIVERY_LEASE_MS;
 /// The longest one delivery may take, whatever the transport's own timeouts (which do
 /// not cover every way a server can stall).
 pub const DELIVERY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
-/// Mails claimed per round.
-const BATCH: i64 = 32;
+/// Messages claimed at most at once.
+const BATCH: usize = 32;
+/// Deliveries in flight at most (each also waits for a connection of the SMTP pool).
+const MAX_IN_FLIGHT: usize = 2 * BATCH;
 /// First retry delay; doubles per failed attempt.
 const FIRST_RETRY_MS: i64 = 5_000;
 /// Longest retry delay.
@@ -60,61 +62,89 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Runs until `shutdown` turns true.
+    /// Runs until `shutdown` turns true, then lets the deliveries in flight finish.
+    ///
+    /// Deliveries run side by side as tasks of their own (over the SMTP pool's
+    /// connections), at most [`MAX_IN_FLIGHT`] at a time: one slow recipient server or
+    /// gateway call holds up no other message, and the next claim is made while the last
+    /// ones are still going out rather than after the slowest of a round. Each delivery is
+    /// recorded as soon as it is made (on SQLite the marks that arrive together share one
+    /// commit), so a crash sends again only what was in flight.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(
             transport = self.transport.describe(),
             "mail outbox worker started"
         );
+        let worker = Arc::new(self);
+        let mut flying = tokio::task::JoinSet::new();
+        // Whether the last claim took all it asked for (more is waiting), and whether
+        // something may have become due since (a mail queued, the poll interval passed, a
+        // user's homeserver call made, after which the next one is due).
+        let (mut more, mut due) = (true, true);
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let claimed = match self
-                .db
-                .claim_due_messages(self.clock.now_ms(), LEASE_MS, BATCH)
-                .await
-            {
-                Ok(mails) => mails,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox: cannot read the queue; retrying");
-                    Vec::new()
-                }
-            };
-            let full = i64::try_from(claimed.len()).unwrap_or(0) >= BATCH;
-            // A user's homeserver calls go one per round (oldest first): after one went
-            // out, the next may be due at once.
-            let chained = claimed.iter().any(|m| m.channel == "homeserver");
-            // The batch goes out concurrently (over the SMTP pool's connections); one slow
-            // recipient server or gateway call does not hold up the rest. Each delivery is
-            // recorded as soon as it is made (on SQLite the marks that arrive together
-            // share one commit), so a crash in the middle of a round sends again only what
-            // was in flight.
-            let worker = &self;
-            futures::future::join_all(claimed.into_iter().map(|mail| async move {
-                if let Some(id) = worker.deliver_in_time(mail).await
-                    && let Err(e) = worker
-                        .db
-                        .mark_message_sent(&id, worker.clock.now_ms())
-                        .await
+            let room = MAX_IN_FLIGHT - flying.len().min(MAX_IN_FLIGHT);
+            // While the queue is long, a claim waits for a full batch's room (few claims,
+            // each taking many); once it is drained, anything that became due goes out at
+            // once, whatever slower deliveries are still under way.
+            if room > 0 && (if more { room >= BATCH } else { due }) {
+                let ask = room.min(BATCH);
+                let claimed = match worker
+                    .db
+                    .claim_due_messages(
+                        worker.clock.now_ms(),
+                        LEASE_MS,
+                        i64::try_from(ask).unwrap_or(1),
+                    )
+                    .await
                 {
-                    // The lease runs out and the message is tried again: at worst sent
-                    // twice, never lost.
-                    tracing::warn!(error = %e, id, "outbox: cannot record a delivery");
+                    Ok(mails) => mails,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "outbox: cannot read the queue; retrying");
+                        Vec::new()
+                    }
+                };
+                (more, due) = (claimed.len() >= ask, false);
+                for mail in claimed {
+                    let worker = worker.clone();
+                    flying.spawn(async move { worker.deliver_and_record(mail).await });
                 }
-            }))
-            .await;
-            vouch_metrics::OUTBOX_HEARTBEAT.set(self.clock.now_ms() / 1000);
-            if full || chained {
-                continue;
+                vouch_metrics::OUTBOX_HEARTBEAT.set(worker.clock.now_ms() / 1000);
+                if more && flying.len() + BATCH <= MAX_IN_FLIGHT {
+                    continue;
+                }
             }
             tokio::select! {
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.poll) => {}
+                Some(done) = flying.join_next(), if !flying.is_empty() => {
+                    // Room was made; a homeserver call made may have made the user's next
+                    // one due.
+                    due |= log_task_end(done);
+                }
+                () = worker.wake.notified() => due = true,
+                () = tokio::time::sleep(worker.poll) => due = true,
                 _ = shutdown.changed() => {}
             }
         }
+        while let Some(done) = flying.join_next().await {
+            log_task_end(done);
+        }
         tracing::info!("outbox worker stopped");
+    }
+
+    /// Delivers `mail` and records a success (a failure is recorded where it happens).
+    /// `true` for a homeserver call (which the user's next one waited for).
+    async fn deliver_and_record(&self, mail: QueuedMessage) -> bool {
+        let homeserver = mail.channel == "homeserver";
+        if let Some(id) = self.deliver_in_time(mail).await
+            && let Err(e) = self.db.mark_message_sent(&id, self.clock.now_ms()).await
+        {
+            // The lease runs out and the message is tried again: at worst sent twice,
+            // never lost.
+            tracing::warn!(error = %e, id, "outbox: cannot record a delivery");
+        }
+        homeserver
     }
 
     /// [`Self::deliver_guarded`] within [`DELIVERY_DEADLINE`]: a server that takes the
@@ -198,7 +228,7 @@ impl Worker {
     }
 
     /// Sends one message. A failure is recorded here; a success returns the message's id,
-    /// for the caller to record with the rest of the batch.
+    /// for the caller to record.
     async fn deliver(&self, mail: QueuedMessage) -> Option<String> {
         let result = match mail.channel.as_str() {
             "sms" => {
@@ -230,15 +260,6 @@ impl Worker {
                 vouch_metrics::OUTBOX
                     .with_label_values(&[mail.channel.as_str(), "sent"])
                     .inc();
-                // A homeserver call is recorded at once, not with the batch: a slow mail in
-                // the same batch must not keep the user's next call (or a login waiting for
-                // it) behind.
-                if mail.channel == "homeserver" {
-                    if let Err(e) = self.db.mark_message_sent(&mail.id, now).await {
-                        tracing::warn!(id = mail.id, error = %e, "outbox: cannot record the delivery");
-                    }
-                    return None;
-                }
                 return Some(mail.id);
             }
             Err((message, permanent)) => {
@@ -269,6 +290,16 @@ impl Worker {
         }
         None
     }
+}
+
+/// Logs a delivery task that ended other than by returning (a panic outside the guard,
+/// which [`Worker::deliver_guarded`] should make impossible): never silently.
+/// `true` when the task made a homeserver call.
+fn log_task_end(done: Result<bool, tokio::task::JoinError>) -> bool {
+    done.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "outbox: a delivery task failed; the message is retried when its lease runs out");
+        false
+    })
 }
 
 #[cfg(test)]
