@@ -125,18 +125,38 @@ pub(crate) async fn lock(
     message: &NewMessage,
     limits: &SendLimits,
 ) -> Result<(), sqlx::Error> {
-    if backend != Backend::Postgres || !limits.any() {
+    if backend != Backend::Postgres {
         return Ok(());
     }
-    let key = match &message.country {
-        Some(country) if message.channel == "sms" => format!("send:sms:{country}"),
-        _ => format!("send:{}:{}", message.channel, message.recipient),
+    let Some(key) = lock_key(message, limits) else {
+        return Ok(());
     };
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(key)
         .execute(&mut *tx)
         .await?;
     Ok(())
+}
+
+/// The PostgreSQL advisory-lock key that serialises `message`'s limits, `None` when no
+/// limit applies: one key per transaction (the recipient for mail; the country for SMS,
+/// which covers the number and its sessions too), so two transactions never wait on each
+/// other in a cycle. The first eight bytes of the SHA-256 of the key's name: the same on
+/// every instance, and an integer, so it can be written into a `BEGIN` (see
+/// `Db::create_validation`).
+pub(crate) fn lock_key(message: &NewMessage, limits: &SendLimits) -> Option<i64> {
+    use sha2::{Digest, Sha256};
+    if !limits.any() {
+        return None;
+    }
+    let name = match &message.country {
+        Some(country) if message.channel == "sms" => format!("send:sms:{country}"),
+        _ => format!("send:{}:{}", message.channel, message.recipient),
+    };
+    let digest = Sha256::digest(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    Some(i64::from_be_bytes(first))
 }
 
 /// Queues `message` only if it fits `limits`, counting and inserting in one statement
@@ -148,38 +168,72 @@ pub(crate) async fn insert_within(
     limits: &SendLimits,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    // $1..$10 are the row (`outbox::insert_message`'s order); each limit adds its window.
+    let (select, windows) = select_within(message, limits, 1, "");
+    let sql = format!("INSERT INTO outbox {} {select}", crate::outbox::OUTBOX_ROW);
+    let query = crate::outbox::bind_message(sqlx::query(sqlx::AssertSqlSafe(sql)), message, now);
+    Ok(bind_windows(query, &windows)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// The `SELECT` that gives `message`'s outbox row only if it fits `limits`: the row's ten
+/// values are `$first`…`$first+9` (`outbox::bind_message`'s order), each limit's window the
+/// two parameters after them ([`bind_windows`]), and `extra` a further condition.
+pub(crate) fn select_within(
+    message: &NewMessage,
+    limits: &SendLimits,
+    first: usize,
+    extra: &str,
+) -> (String, Vec<SendWindow>) {
+    let p = |i: usize| format!("${}", first + i);
     let mut conditions = Vec::new();
     let mut windows = Vec::new();
     if let Some(w) = limits.per_recipient {
-        conditions.push("recipient = $3");
+        conditions.push(format!("recipient = {}", p(2)));
         windows.push(w);
     }
     if let (Some(w), Some(_)) = (limits.per_session, &message.sid) {
-        conditions.push("sid = $4");
+        conditions.push(format!("sid = {}", p(3)));
         windows.push(w);
     }
     if let (Some(w), Some(_)) = (limits.per_country, &message.country) {
-        conditions.push("channel = $2 AND country = $9");
+        conditions.push(format!("channel = {} AND country = {}", p(1), p(8)));
         windows.push(w);
     }
-    let mut sql = format!(
-        "INSERT INTO outbox {} SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10",
-        crate::outbox::OUTBOX_ROW
-    );
-    for (i, condition) in conditions.iter().enumerate() {
-        let (since, max) = (11 + 2 * i, 12 + 2 * i);
-        sql.push_str(if i == 0 { " WHERE " } else { " AND " });
-        sql.push_str(&format!(
-            "(SELECT COUNT(*) FROM outbox WHERE {condition} AND created_at > ${since}) < ${max}"
-        ));
+    let values: Vec<String> = (0..10).map(p).collect();
+    let mut sql = format!("SELECT {}", values.join(", "));
+    let mut clauses: Vec<String> = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, condition)| {
+            format!(
+                "(SELECT COUNT(*) FROM outbox WHERE {condition} AND created_at > {}) < {}",
+                p(10 + 2 * i),
+                p(11 + 2 * i)
+            )
+        })
+        .collect();
+    if !extra.is_empty() {
+        clauses.push(extra.to_owned());
     }
-    let mut query =
-        crate::outbox::bind_message(sqlx::query(sqlx::AssertSqlSafe(sql)), message, now);
-    for w in &windows {
+    if !clauses.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&clauses.join(" AND "));
+    }
+    (sql, windows)
+}
+
+/// Binds the windows of [`select_within`], in its order.
+pub(crate) fn bind_windows<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    windows: &[SendWindow],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    for w in windows {
         query = query.bind(w.since).bind(w.max);
     }
-    Ok(query.execute(&mut *tx).await?.rows_affected() == 1)
+    query
 }
 
 fn over(

@@ -230,6 +230,9 @@ impl Db {
                 })
                 .await;
         }
+        if self.backend == crate::Backend::Postgres {
+            return self.create_validation_pg(new, message, limits, now).await;
+        }
         let mut tx = self.begin_write().await?;
         let queued =
             Self::create_validation_in(&mut tx, self.backend, new, message, limits, now).await?;
@@ -237,6 +240,74 @@ impl Db {
             tx.commit().await?;
         }
         Ok(queued)
+    }
+
+    /// [`Self::create_validation`] on PostgreSQL in three round trips: `BEGIN` with the
+    /// limits' advisory lock in the same message, then one statement that inserts the session
+    /// (unless a concurrent twin made it) and, only if it did and the message fits the limits,
+    /// the outbox row, then `COMMIT`. The lock must be taken by a statement before the one
+    /// that counts: a statement counts what was committed when it started.
+    async fn create_validation_pg(
+        &self,
+        new: &NewValidation,
+        message: &NewMessage,
+        limits: &SendLimits,
+        now: i64,
+    ) -> Result<Queued, StorageError> {
+        let mut tx = match send_limits::lock_key(message, limits) {
+            // An integer the server did not get from the client: nothing to escape.
+            Some(key) => {
+                self.pool
+                    .begin_with(sqlx::AssertSqlSafe(format!(
+                        "BEGIN; SELECT pg_advisory_xact_lock({key})"
+                    )))
+                    .await?
+            }
+            None => self.pool.begin().await?,
+        };
+        let (select, windows) =
+            send_limits::select_within(message, limits, 11, "EXISTS (SELECT 1 FROM s)");
+        let sql = format!(
+            "WITH s AS (INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose,
+                     token_hash, token_expires_at, send_attempt, next_link, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+                 ON CONFLICT DO NOTHING RETURNING sid),
+             o AS (INSERT INTO outbox {} {select} RETURNING id)
+             SELECT (SELECT COUNT(*) FROM s) AS sessions, (SELECT COUNT(*) FROM o) AS queued",
+            crate::outbox::OUTBOX_ROW
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&new.sid)
+            .bind(&new.medium)
+            .bind(&new.address)
+            .bind(&new.client_secret)
+            .bind(new.purpose.as_str())
+            .bind(&new.token_hash)
+            .bind(new.token_expires_at)
+            .bind(new.send_attempt)
+            .bind(&new.next_link)
+            .bind(now);
+        let query = crate::outbox::bind_message(query, message, now);
+        let row = send_limits::bind_windows(query, &windows)
+            .fetch_one(&mut *tx)
+            .await?;
+        if row.try_get::<i64, _>("sessions")? != 1 {
+            return Ok(Queued::Raced);
+        }
+        if row.try_get::<i64, _>("queued")? == 1 {
+            tx.commit().await?;
+            return Ok(Queued::Done);
+        }
+        // A limit was reached: the transaction (and its session row) is rolled back when
+        // `tx` drops; the counts, under the same lock, say which limit.
+        let limited = send_limits::check(&mut tx, self.backend, message, limits)
+            .await?
+            .ok_or_else(|| {
+                StorageError::Database(sqlx::Error::Protocol(
+                    "a send limit refused, then passed".into(),
+                ))
+            })?;
+        Ok(Queued::Limited(limited))
     }
 
     /// [`Self::create_validation`]'s statements, in `tx`: nothing is written unless the

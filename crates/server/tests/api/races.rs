@@ -19,6 +19,7 @@ on_both_databases!(
     concurrent_sms_requests_hold_the_send_limits,
     concurrent_mail_requests_hold_the_send_limits,
     decoys_answer_like_real_sessions,
+    identical_requests_together_make_one_session,
 );
 
 /// The path part of a URL the server gave.
@@ -293,4 +294,27 @@ async fn decoys_answer_like_real_sessions(db: Backend) {
         ]
     );
     assert_eq!(unknown, known, "a decoy answers like a real session");
+}
+
+/// Twenty identical requestTokens (one address, one client secret, one `send_attempt`)
+/// released together make one session and one mail: every answer names the same session.
+async fn identical_requests_together_make_one_session(db: Backend) {
+    let (app, sink) = spawn_with_mail(db, generous_ip_limits).await;
+    let requests: Vec<Held> = (0..20)
+        .map(|_| {
+            Held::post_json(
+                "/_matrix/client/v3/register/email/requestToken",
+                &json!({ "email": "twin@example.org", "client_secret": "twins", "send_attempt": 1 }),
+            )
+        })
+        .collect();
+    let replies = release_together(&app.base, requests).await;
+    assert_eq!(count(&replies, 200, ""), 20);
+    let sids: std::collections::HashSet<String> = replies
+        .iter()
+        .map(|r| r.body["sid"].as_str().expect("a sid").to_owned())
+        .collect();
+    assert_eq!(sids.len(), 1, "{sids:?}");
+    sink.wait_for(1).await;
+    sink.assert_total(1).await;
 }
