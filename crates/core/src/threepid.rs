@@ -219,12 +219,28 @@ pub enum InvalidNextLink {
     /// The host is not on `[email] next_link_domain_allowlist`.
     #[error("next_link's domain is not on this server's allowlist")]
     NotAllowed,
+    /// Longer than [`MAX_NEXT_LINK`] bytes (it is stored with the session).
+    #[error("next_link is longer than 2048 bytes")]
+    TooLong,
+    /// A control character (NUL, a line break…), which a URL parser would drop silently.
+    #[error("next_link contains a control character")]
+    Control,
 }
+
+/// The longest `next_link` kept, in bytes: more than any link a client needs, and a bound on
+/// what a session row holds.
+pub const MAX_NEXT_LINK: usize = 2048;
 
 /// Checks a client's `next_link`: absolute, http(s), with a host, and, when `allowlist` is not
 /// empty, on a host it names (exactly, case-insensitively). Scheme-relative links
 /// (`//evil.example`) are not absolute and are refused.
 pub fn check_next_link(raw: &str, allowlist: &[String]) -> Result<url::Url, InvalidNextLink> {
+    if raw.len() > MAX_NEXT_LINK {
+        return Err(InvalidNextLink::TooLong);
+    }
+    if raw.trim().chars().any(char::is_control) {
+        return Err(InvalidNextLink::Control);
+    }
     let url = url::Url::parse(raw.trim()).map_err(|_| InvalidNextLink::NotUrl)?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(InvalidNextLink::Scheme);
@@ -526,6 +542,19 @@ mod tests {
             check_next_link("/relative", &none),
             Err(InvalidNextLink::NotUrl)
         );
+        let long = format!("https://app.example.org/{}", "a".repeat(MAX_NEXT_LINK));
+        assert_eq!(check_next_link(&long, &none), Err(InvalidNextLink::TooLong));
+        for bad in [
+            "https://a.example/\u{0}x",
+            "https://a.example/x\u{0}",
+            "https://a.example/\nx",
+        ] {
+            assert_eq!(
+                check_next_link(bad, &none),
+                Err(InvalidNextLink::Control),
+                "{bad:?}"
+            );
+        }
         let allow = vec!["app.example.org".to_owned()];
         assert!(check_next_link("https://APP.example.org/x", &allow).is_ok());
         assert_eq!(
