@@ -142,6 +142,33 @@ static TOKEN_REQUEST_READS: std::sync::LazyLock<String> = std::sync::LazyLock::n
     )
 });
 
+/// A new validation session's row, unless a concurrent twin made it: $1..$10 as
+/// [`bind_session`] binds them.
+const SESSION_INSERT: &str =
+    "INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose, token_hash,
+         token_expires_at, send_attempt, next_link, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
+     ON CONFLICT DO NOTHING";
+
+/// Binds [`SESSION_INSERT`]'s values.
+fn bind_session<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    new: &'q NewValidation,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(&new.sid)
+        .bind(&new.medium)
+        .bind(&new.address)
+        .bind(&new.client_secret)
+        .bind(new.purpose.as_str())
+        .bind(&new.token_hash)
+        .bind(new.token_expires_at)
+        .bind(new.send_attempt)
+        .bind(&new.next_link)
+        .bind(now)
+}
+
 impl Db {
     /// Who holds (medium, address) and this client's session for it, in one statement.
     pub async fn token_request_reads(
@@ -218,28 +245,17 @@ impl Db {
         // SQLite: committed with the requests that arrive meanwhile (`group.rs`); each
         // request's limit checks see the writes before it in the same transaction.
         if let Some(group) = &self.group {
-            let (new, message, limits, backend) =
-                (new.clone(), message.clone(), *limits, self.backend);
+            let (new, message, limits) = (new.clone(), message.clone(), *limits);
             return group
                 .write(move |conn| {
                     let (new, message) = (new.clone(), message.clone());
                     Box::pin(async move {
-                        Self::create_validation_in(conn, backend, &new, &message, &limits, now)
-                            .await
+                        Self::create_validation_in(conn, &new, &message, &limits, now).await
                     })
                 })
                 .await;
         }
-        if self.backend == crate::Backend::Postgres {
-            return self.create_validation_pg(new, message, limits, now).await;
-        }
-        let mut tx = self.begin_write().await?;
-        let queued =
-            Self::create_validation_in(&mut tx, self.backend, new, message, limits, now).await?;
-        if queued == Queued::Done {
-            tx.commit().await?;
-        }
-        Ok(queued)
+        self.create_validation_pg(new, message, limits, now).await
     }
 
     /// [`Self::create_validation`] on PostgreSQL in three round trips: `BEGIN` with the
@@ -268,25 +284,12 @@ impl Db {
         let (select, windows) =
             send_limits::select_within(message, limits, 11, "EXISTS (SELECT 1 FROM s)");
         let sql = format!(
-            "WITH s AS (INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose,
-                     token_hash, token_expires_at, send_attempt, next_link, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-                 ON CONFLICT DO NOTHING RETURNING sid),
+            "WITH s AS ({SESSION_INSERT} RETURNING sid),
              o AS (INSERT INTO outbox {} {select} RETURNING id)
              SELECT (SELECT COUNT(*) FROM s) AS sessions, (SELECT COUNT(*) FROM o) AS queued",
             crate::outbox::OUTBOX_ROW
         );
-        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(&new.sid)
-            .bind(&new.medium)
-            .bind(&new.address)
-            .bind(&new.client_secret)
-            .bind(new.purpose.as_str())
-            .bind(&new.token_hash)
-            .bind(new.token_expires_at)
-            .bind(new.send_attempt)
-            .bind(&new.next_link)
-            .bind(now);
+        let query = bind_session(sqlx::query(sqlx::AssertSqlSafe(sql)), new, now);
         let query = crate::outbox::bind_message(query, message, now);
         let row = send_limits::bind_windows(query, &windows)
             .fetch_one(&mut *tx)
@@ -310,11 +313,11 @@ impl Db {
         Ok(Queued::Limited(limited))
     }
 
-    /// [`Self::create_validation`]'s statements, in `tx`: nothing is written unless the
-    /// answer is [`Queued::Done`].
+    /// [`Self::create_validation`]'s statements on SQLite, in the group's transaction `tx`
+    /// (whose one writer serialises the limits): nothing is written unless the answer is
+    /// [`Queued::Done`].
     async fn create_validation_in(
         tx: &mut sqlx::AnyConnection,
-        backend: crate::Backend,
         new: &NewValidation,
         message: &NewMessage,
         limits: &SendLimits,
@@ -322,25 +325,9 @@ impl Db {
     ) -> Result<Queued, sqlx::Error> {
         // Two statements when the message fits: the session (unless a concurrent twin
         // made it) and the message, counted against the limits as it is inserted.
-        send_limits::lock(tx, backend, message, limits).await?;
-        let inserted = sqlx::query(
-            "INSERT INTO validation_sessions (sid, medium, address, client_secret, purpose, token_hash,
-                 token_expires_at, send_attempt, next_link, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&new.sid)
-        .bind(&new.medium)
-        .bind(&new.address)
-        .bind(&new.client_secret)
-        .bind(new.purpose.as_str())
-        .bind(&new.token_hash)
-        .bind(new.token_expires_at)
-        .bind(new.send_attempt)
-        .bind(&new.next_link)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let inserted = bind_session(sqlx::query(SESSION_INSERT), new, now)
+            .execute(&mut *tx)
+            .await?;
         if inserted.rows_affected() != 1 {
             return Ok(Queued::Raced);
         }
@@ -352,7 +339,7 @@ impl Db {
             .bind(&new.sid)
             .execute(&mut *tx)
             .await?;
-        let limited = send_limits::check(tx, backend, message, limits)
+        let limited = send_limits::check(tx, crate::Backend::Sqlite, message, limits)
             .await?
             .ok_or_else(|| sqlx::Error::Protocol("a send limit refused, then passed".into()))?;
         Ok(Queued::Limited(limited))
