@@ -709,8 +709,11 @@ async fn form(http: &HttpClient, url: &str, fields: &[(&str, &str)]) -> anyhow::
     Ok(status)
 }
 
-/// How many requestTokens the `request_token` scenario numbered (`request_token_again`
-/// repeats them).
+/// The numbers the `request_token` scenario gave its requests, from the first to one past
+/// the last (`request_token_again` repeats them). Each measurement numbers from a range of
+/// its own (`RANGES`), so the range does not start at zero.
+static REQUEST_TOKENS_FROM: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(u64::MAX);
 static REQUEST_TOKENS_MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// One unit of work of a scenario: `Ok(true)` counts, `Ok(false)` is an error answer.
@@ -797,6 +800,7 @@ async fn run_once(
             .0 == 200;
             // `request_token_again` asks for the first ones again.
             if ok {
+                REQUEST_TOKENS_FROM.fetch_min(n, std::sync::atomic::Ordering::Relaxed);
                 REQUEST_TOKENS_MADE.fetch_max(n + 1, std::sync::atomic::Ordering::Relaxed);
             }
             Ok(ok)
@@ -805,8 +809,13 @@ async fn run_once(
             // Read-heavy: the addresses and secrets the `request_token` scenario used, asked
             // for again, so each request only reads its existing session (no mail); without
             // that scenario before it, 10,000 addresses are made first.
+            let from = REQUEST_TOKENS_FROM.load(std::sync::atomic::Ordering::Relaxed);
             let made = REQUEST_TOKENS_MADE.load(std::sync::atomic::Ordering::Relaxed);
-            let k = n % if made > 0 { made } else { 10_000 };
+            let k = if made > from {
+                from + n % (made - from)
+            } else {
+                n % 10_000
+            };
             let id = std::process::id();
             let body = json!({ "email": format!("rt{k}x{id}@bench.example"), "client_secret": format!("cs{k}x{id}"), "send_attempt": 1 });
             Ok(call(
