@@ -7,15 +7,29 @@
 //! one transaction on a connection of its own (taken out of the pool once, so no batch
 //! pays a checkout and the ping sqlx sends when a connection goes back) and commits once:
 //! those costs are paid once per batch. Requests' tokens, sessions and outbox rows, and
-//! the outbox worker's claims and delivery marks all go through it. If any job fails (a database error, not a "no such token" answer, which is
-//! a result), the batch is rolled back and every job of it is run again in a transaction
-//! of its own, so one bad job never takes the others down with it; a job must therefore
-//! be safe to run twice from the start, which a rolled-back transaction guarantees.
-//! Answers are given only after the commit that made them durable.
+//! the outbox worker's claims and delivery marks all go through it.
+//!
+//! The writer runs on a thread of its own. Every statement of a batch is a round trip to
+//! the SQLite connection's thread; as a task among the HTTP handlers on the server's
+//! runtime, the writer waited behind them for each answer. On its own thread it would
+//! instead sleep and be woken for each one, which costs more than the statement, so a
+//! batch that waits is polled again for up to 25 µs first ([`SPIN`]): the answer usually
+//! comes meanwhile. An idle writer sleeps. (docs/BENCHMARKS.md, the fourth stop: email
+//! requestToken +6% and refresh +5% against the writer on the server's runtime, with a
+//! lower p99; longer spins favour refresh's five statements a job over requestToken's
+//! two, and without the spin refresh lost a third.)
+//!
+//! If any job fails (a database error, not a "no such token" answer, which is a result),
+//! the batch is rolled back and every job of it is run again in a transaction of its own,
+//! so one bad job never takes the others down with it; a job must therefore be safe to run
+//! twice from the start, which a rolled-back transaction guarantees. Answers are given
+//! only after the commit that made them durable.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use sqlx::AnyConnection;
 use tokio::sync::{mpsc, oneshot};
@@ -58,44 +72,47 @@ impl std::fmt::Debug for Job {
 }
 
 impl Group {
-    /// Starts the writer task for `db` (which must not itself have a group).
+    /// Starts the writer for `db` (which must not itself have a group) on a thread of its
+    /// own, with a single-threaded runtime: each of a batch's statements is a hand-off to
+    /// the SQLite connection's thread and back, and on the server's runtime every "back"
+    /// waited its turn behind the HTTP tasks queued on the same two workers. If that thread
+    /// cannot be made, the writer runs as a task of the current runtime instead.
     pub(crate) fn start(db: Db) -> Self {
-        let (queue, mut jobs) = mpsc::unbounded_channel::<Job>();
-        tokio::spawn(async move {
-            // The writer's own connection, taken out of the pool once: a pooled one would
-            // be checked out and pinged on its return for every batch.
-            let mut conn: Option<AnyConnection> = None;
-            while let Some(first) = jobs.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match jobs.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let c = match conn.take() {
-                    Some(c) => c,
-                    None => match db.pool.acquire().await {
-                        Ok(c) => c.detach(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the group writer has no database connection");
-                            for job in batch {
-                                (job.fail)(sqlx::Error::PoolTimedOut);
-                            }
-                            continue;
+        let (queue, jobs) = mpsc::unbounded_channel::<Job>();
+        // Timers only: the writer needs the pool's timeouts and does no I/O of its own.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        let (db, jobs) = match runtime {
+            Ok(runtime) => {
+                let (tx, rx) = std::sync::mpsc::channel::<(Db, mpsc::UnboundedReceiver<Job>)>();
+                let spawned = std::thread::Builder::new()
+                    .name("vouch-group-writer".into())
+                    .spawn(move || {
+                        if let Ok((db, jobs)) = rx.recv() {
+                            runtime.block_on(writer(db, jobs, SPIN));
                         }
-                    },
-                };
-                // A batch runs in a task of its own: a panic in one loses that batch's
-                // answers (their callers get an error) and its connection, never the writer.
-                match tokio::spawn(run_batch(db.clone(), c, batch)).await {
-                    Ok(kept) => conn = kept,
+                    });
+                match spawned {
+                    Ok(_) => {
+                        // The thread owns them from here; it ends when every queue handle
+                        // is dropped.
+                        let _ = tx.send((db, jobs));
+                        return Self { queue };
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, "a group-commit batch failed; its writes were not made");
+                        tracing::warn!(error = %e, "no thread for the group writer; it runs on the server's runtime");
+                        (db, jobs)
                     }
                 }
             }
-        });
+            Err(e) => {
+                tracing::warn!(error = %e, "no runtime for the group writer; it runs on the server's runtime");
+                (db, jobs)
+            }
+        };
+        // On the server's runtime a spinning batch would hold up a worker: no spin there.
+        tokio::spawn(writer(db, jobs, Duration::ZERO));
         Self { queue }
     }
 
@@ -141,6 +158,49 @@ impl Group {
         answered
             .await
             .map_err(|_| StorageError::Database(sqlx::Error::WorkerCrashed))?
+    }
+}
+
+/// The writer: takes every queued job, in batches of up to [`MAX_BATCH`], until every
+/// queue handle is dropped; a batch that waits is polled again for up to `spin` before the
+/// thread sleeps.
+async fn writer(db: Db, mut jobs: mpsc::UnboundedReceiver<Job>, spin: Duration) {
+    // The writer's own connection, taken out of the pool once: a pooled one would be
+    // checked out and pinged on its return for every batch.
+    let mut conn: Option<AnyConnection> = None;
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let c = match conn.take() {
+            Some(c) => c,
+            None => match db.pool.acquire().await {
+                Ok(c) => c.detach(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the group writer has no database connection");
+                    for job in batch {
+                        (job.fail)(sqlx::Error::PoolTimedOut);
+                    }
+                    continue;
+                }
+            },
+        };
+        // A batch runs in a task of its own: a panic in one loses that batch's answers
+        // (their callers get an error) and its connection, never the writer.
+        let batch = Spin {
+            batch: Box::pin(run_batch(db.clone(), c, batch)),
+            limit: spin,
+        };
+        match tokio::spawn(batch).await {
+            Ok(kept) => conn = kept,
+            Err(e) => {
+                tracing::error!(error = %e, "a group-commit batch failed; its writes were not made");
+            }
+        }
     }
 }
 
@@ -204,4 +264,34 @@ async fn alone(db: &Db, conn: &mut AnyConnection, run: &Run) -> Result<Deliver, 
     let deliver = run(&mut tx).await?;
     tx.commit().await?;
     Ok(deliver)
+}
+
+/// How long the writer thread keeps polling a batch that waits before it sleeps. A batch
+/// waits mostly for the SQLite connection's thread to answer a statement, which takes tens
+/// of microseconds; sleeping and being woken for each answer cost more than that
+/// (docs/BENCHMARKS.md, the fourth stop).
+const SPIN: Duration = Duration::from_micros(25);
+
+/// A batch's future, polled again for up to `limit` before it gives up the thread: the
+/// answer it waits for usually arrives meanwhile, without the thread sleeping.
+struct Spin<F> {
+    batch: Pin<Box<F>>,
+    limit: Duration,
+}
+
+impl<F: Future> Future for Spin<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let until = Instant::now() + self.limit;
+        loop {
+            if let Poll::Ready(done) = self.batch.as_mut().poll(cx) {
+                return Poll::Ready(done);
+            }
+            if Instant::now() >= until {
+                return Poll::Pending;
+            }
+            std::hint::spin_loop();
+        }
+    }
 }
