@@ -3,7 +3,80 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::lite::{self, Param, bind_sqlx};
 use crate::{Db, StorageError, flag, is_unique_violation};
+
+/// A login's first statement: holds the account's row while its password hash is still
+/// `$2` and it is active (a write that changes no value).
+const LOGIN_HOLD: &str = "UPDATE users SET password_hash = password_hash
+     WHERE user_id = $1 AND password_hash = $2 AND deactivated_at IS NULL";
+
+/// How many devices the account `$1` has besides `$2`.
+const OTHER_DEVICES: &str =
+    "SELECT COUNT(*) AS n FROM devices WHERE user_id = $1 AND device_id <> $2";
+
+/// The statements that write a login's device and tokens, with their values.
+fn login_statements<'a>(
+    user_id: &'a str,
+    login: &'a NewLogin,
+    now: i64,
+) -> Vec<(&'static str, Vec<Param<'a>>)> {
+    let mut out = vec![(
+        "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_at, oauth_client_id, oauth_scope)
+         VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
+         ON CONFLICT (user_id, device_id)
+         DO UPDATE SET last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts,
+             oauth_client_id = COALESCE(excluded.oauth_client_id, devices.oauth_client_id),
+             oauth_scope = CASE WHEN excluded.oauth_client_id IS NULL THEN devices.oauth_scope ELSE excluded.oauth_scope END,
+             display_name = CASE WHEN excluded.oauth_client_id IS NULL THEN devices.display_name ELSE excluded.display_name END",
+        vec![
+            Param::text(user_id),
+            Param::text(&login.device_id),
+            Param::Text(login.display_name.as_deref()),
+            Param::Text(login.ip.as_deref()),
+            Param::int(now),
+            Param::Text(login.oauth_client_id.as_deref()),
+            Param::Text(login.oauth_scope.as_deref()),
+        ],
+    )];
+    if login.oauth_client_id.is_some() {
+        // The spec: a client that names a device takes it over; what it had goes.
+        for sql in [
+            "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
+            "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
+        ] {
+            out.push((
+                sql,
+                vec![Param::text(user_id), Param::text(&login.device_id)],
+            ));
+        }
+    }
+    out.push((
+        "INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, expires_at, refresh_token_hash)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        vec![
+            Param::text(&login.access_token_hash),
+            Param::text(user_id),
+            Param::text(&login.device_id),
+            Param::int(now),
+            Param::Int(login.access_expires_at),
+            Param::Text(login.refresh_token_hash.as_deref()),
+        ],
+    ));
+    if let Some(refresh) = &login.refresh_token_hash {
+        out.push((
+            "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_at)
+             VALUES ($1, $2, $3, $4)",
+            vec![
+                Param::text(refresh),
+                Param::text(user_id),
+                Param::text(&login.device_id),
+                Param::int(now),
+            ],
+        ));
+    }
+    out
+}
 
 /// A stored account.
 #[derive(Debug, Clone)]
@@ -280,20 +353,15 @@ impl Db {
             let (user_id, password_hash, login) =
                 (user_id.to_owned(), password_hash.to_owned(), login.clone());
             return group
-                .write(move |conn| {
-                    let (user_id, password_hash, login) =
-                        (user_id.clone(), password_hash.clone(), login.clone());
-                    Box::pin(async move {
-                        Self::create_login_in(
-                            conn,
-                            &user_id,
-                            &password_hash,
-                            &login,
-                            max_devices,
-                            now,
-                        )
-                        .await
-                    })
+                .write_direct(move |conn| {
+                    Ok(Self::create_login_direct(
+                        conn,
+                        &user_id,
+                        &password_hash,
+                        &login,
+                        max_devices,
+                        now,
+                    )?)
                 })
                 .await;
         }
@@ -316,28 +384,57 @@ impl Db {
         max_devices: i64,
         now: i64,
     ) -> Result<LoginWritten, sqlx::Error> {
-        let still = sqlx::query(
-            "UPDATE users SET password_hash = password_hash
-             WHERE user_id = $1 AND password_hash = $2 AND deactivated_at IS NULL",
+        let still = bind_sqlx(
+            sqlx::query(LOGIN_HOLD),
+            &[Param::text(user_id), Param::text(password_hash)],
         )
-        .bind(user_id)
-        .bind(password_hash)
         .execute(&mut *tx)
         .await?;
         if still.rows_affected() != 1 {
             return Ok(LoginWritten::Stale);
         }
-        let others: i64 =
-            sqlx::query("SELECT COUNT(*) AS n FROM devices WHERE user_id = $1 AND device_id <> $2")
-                .bind(user_id)
-                .bind(&login.device_id)
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("n")?;
+        let others: i64 = bind_sqlx(
+            sqlx::query(OTHER_DEVICES),
+            &[Param::text(user_id), Param::text(&login.device_id)],
+        )
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
         if others >= max_devices {
             return Ok(LoginWritten::TooManyDevices);
         }
         Self::insert_login(tx, user_id, login, now).await?;
+        Ok(LoginWritten::Done)
+    }
+
+    /// [`Self::create_login_in`] on the SQLite group writer's own connection.
+    fn create_login_direct(
+        conn: &rusqlite::Connection,
+        user_id: &str,
+        password_hash: &str,
+        login: &NewLogin,
+        max_devices: i64,
+        now: i64,
+    ) -> rusqlite::Result<LoginWritten> {
+        let held = lite::execute(
+            conn,
+            LOGIN_HOLD,
+            &[Param::text(user_id), Param::text(password_hash)],
+        )?;
+        if held != 1 {
+            return Ok(LoginWritten::Stale);
+        }
+        let others = lite::first(
+            conn,
+            OTHER_DEVICES,
+            &[Param::text(user_id), Param::text(&login.device_id)],
+            |row| row.get::<_, i64>("n"),
+        )?
+        .unwrap_or(0);
+        if others >= max_devices {
+            return Ok(LoginWritten::TooManyDevices);
+        }
+        Self::insert_login_direct(conn, user_id, login, now)?;
         Ok(LoginWritten::Done)
     }
 
@@ -347,60 +444,23 @@ impl Db {
         login: &NewLogin,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO devices (user_id, device_id, display_name, last_seen_ip, last_seen_ts, created_at, oauth_client_id, oauth_scope)
-             VALUES ($1, $2, $3, $4, $5, $5, $6, $7)
-             ON CONFLICT (user_id, device_id)
-             DO UPDATE SET last_seen_ip = excluded.last_seen_ip, last_seen_ts = excluded.last_seen_ts,
-                 oauth_client_id = COALESCE(excluded.oauth_client_id, devices.oauth_client_id),
-                 oauth_scope = CASE WHEN excluded.oauth_client_id IS NULL THEN devices.oauth_scope ELSE excluded.oauth_scope END,
-                 display_name = CASE WHEN excluded.oauth_client_id IS NULL THEN devices.display_name ELSE excluded.display_name END",
-        )
-        .bind(user_id)
-        .bind(&login.device_id)
-        .bind(&login.display_name)
-        .bind(&login.ip)
-        .bind(now)
-        .bind(&login.oauth_client_id)
-        .bind(&login.oauth_scope)
-        .execute(&mut *tx)
-        .await?;
-        if login.oauth_client_id.is_some() {
-            // The spec: a client that names a device takes it over; what it had goes.
-            for sql in [
-                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2",
-                "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2",
-            ] {
-                sqlx::query(sql)
-                    .bind(user_id)
-                    .bind(&login.device_id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        for (sql, params) in login_statements(user_id, login, now) {
+            bind_sqlx(sqlx::query(sql), &params)
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query(
-            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_at, expires_at, refresh_token_hash)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&login.access_token_hash)
-        .bind(user_id)
-        .bind(&login.device_id)
-        .bind(now)
-        .bind(login.access_expires_at)
-        .bind(&login.refresh_token_hash)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(refresh) = &login.refresh_token_hash {
-            sqlx::query(
-                "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_at)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(refresh)
-            .bind(user_id)
-            .bind(&login.device_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        Ok(())
+    }
+
+    /// [`Self::insert_login`] on the SQLite group writer's own connection.
+    pub(crate) fn insert_login_direct(
+        conn: &rusqlite::Connection,
+        user_id: &str,
+        login: &NewLogin,
+        now: i64,
+    ) -> rusqlite::Result<()> {
+        for (sql, params) in login_statements(user_id, login, now) {
+            lite::execute(conn, sql, &params)?;
         }
         Ok(())
     }

@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::accounts::NewLogin;
+use crate::lite::{self, Param, bind_sqlx};
 use crate::{Db, StorageError, flag};
 
 /// A device as `GET /devices` shows it.
@@ -187,6 +188,37 @@ enum Fresh {
     Unknown,
 }
 
+/// Spends the refresh token `$2` at `$1` for the successor `$3`, if unspent: its owner.
+const REFRESH_SPEND: &str = "UPDATE refresh_tokens SET used_at = $1, successor_hash = $3
+     WHERE token_hash = $2 AND used_at IS NULL
+     RETURNING user_id, device_id";
+
+/// Whether the refresh token `$1` exists.
+const REFRESH_KNOWN: &str = "SELECT 1 AS one FROM refresh_tokens WHERE token_hash = $1";
+
+/// Ends the access tokens issued with the refresh token `$1`.
+const REFRESH_ACCESS_GONE: &str = "DELETE FROM access_tokens WHERE refresh_token_hash = $1";
+
+/// [`REFRESH_SPEND`]'s values.
+fn spend_params<'a>(old_refresh_hash: &'a str, next: &'a NewLogin, now: i64) -> [Param<'a>; 3] {
+    [
+        Param::int(now),
+        Param::text(old_refresh_hash),
+        Param::Text(next.refresh_token_hash.as_deref()),
+    ]
+}
+
+/// The refreshed pair `next` on the session's device (never taking the device over: the
+/// spent token must stay, to be recognised if presented again).
+fn next_on(session: &RefreshedSession, next: &NewLogin) -> NewLogin {
+    NewLogin {
+        device_id: session.device_id.clone(),
+        oauth_client_id: None,
+        oauth_scope: None,
+        ..next.clone()
+    }
+}
+
 impl Db {
     /// Resolves an access token hash to its user and device. Tokens of deactivated accounts
     /// do not exist (deactivation deletes them).
@@ -236,10 +268,7 @@ impl Db {
         if let Some(group) = &self.group {
             let (old, pair) = (old_refresh_hash.to_owned(), next.clone());
             let fresh = group
-                .write(move |conn| {
-                    let (old, pair) = (old.clone(), pair.clone());
-                    Box::pin(async move { Self::refresh_fresh(conn, &old, &pair, now).await })
-                })
+                .write_direct(move |conn| Ok(Self::refresh_fresh_direct(conn, &old, &pair, now)?))
                 .await?;
             match fresh {
                 Fresh::Done(session) => return Ok(Refreshed::Done(session)),
@@ -340,18 +369,14 @@ impl Db {
         next: &NewLogin,
         now: i64,
     ) -> Result<Fresh, sqlx::Error> {
-        let row = sqlx::query(
-            "UPDATE refresh_tokens SET used_at = $1, successor_hash = $3
-             WHERE token_hash = $2 AND used_at IS NULL
-             RETURNING user_id, device_id",
+        let row = bind_sqlx(
+            sqlx::query(REFRESH_SPEND),
+            &spend_params(old_refresh_hash, next, now),
         )
-        .bind(now)
-        .bind(old_refresh_hash)
-        .bind(next.refresh_token_hash.as_deref())
         .fetch_optional(&mut *conn)
         .await?;
         let Some(row) = row else {
-            let known = sqlx::query("SELECT 1 AS one FROM refresh_tokens WHERE token_hash = $1")
+            let known = sqlx::query(REFRESH_KNOWN)
                 .bind(old_refresh_hash)
                 .fetch_optional(&mut *conn)
                 .await?;
@@ -365,11 +390,43 @@ impl Db {
             user_id: row.try_get("user_id")?,
             device_id: row.try_get("device_id")?,
         };
-        sqlx::query("DELETE FROM access_tokens WHERE refresh_token_hash = $1")
+        sqlx::query(REFRESH_ACCESS_GONE)
             .bind(old_refresh_hash)
             .execute(&mut *conn)
             .await?;
         Self::insert_next(conn, &session, next, now).await?;
+        Ok(Fresh::Done(session))
+    }
+
+    /// [`Self::refresh_fresh`] on the SQLite group writer's own connection.
+    fn refresh_fresh_direct(
+        conn: &rusqlite::Connection,
+        old_refresh_hash: &str,
+        next: &NewLogin,
+        now: i64,
+    ) -> rusqlite::Result<Fresh> {
+        let spent = lite::first(
+            conn,
+            REFRESH_SPEND,
+            &spend_params(old_refresh_hash, next, now),
+            |row| {
+                Ok(RefreshedSession {
+                    user_id: row.get("user_id")?,
+                    device_id: row.get("device_id")?,
+                })
+            },
+        )?;
+        let old = [Param::text(old_refresh_hash)];
+        let Some(session) = spent else {
+            let known = lite::first(conn, REFRESH_KNOWN, &old, |_| Ok(()))?;
+            return Ok(if known.is_some() {
+                Fresh::Spent
+            } else {
+                Fresh::Unknown
+            });
+        };
+        lite::execute(conn, REFRESH_ACCESS_GONE, &old)?;
+        Self::insert_login_direct(conn, &session.user_id, &next_on(&session, next), now)?;
         Ok(Fresh::Done(session))
     }
 
@@ -381,13 +438,7 @@ impl Db {
         next: &NewLogin,
         now: i64,
     ) -> Result<(), sqlx::Error> {
-        let next = NewLogin {
-            device_id: session.device_id.clone(),
-            oauth_client_id: None,
-            oauth_scope: None,
-            ..next.clone()
-        };
-        Self::insert_login(tx, &session.user_id, &next, now).await
+        Self::insert_login(tx, &session.user_id, &next_on(session, next), now).await
     }
 
     /// The user's devices, oldest first.

@@ -11,6 +11,7 @@ mod devices;
 mod group;
 mod housekeeping;
 mod identity;
+mod lite;
 mod oauth;
 mod oidc;
 mod outbox;
@@ -71,6 +72,9 @@ pub enum StorageError {
     /// A database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// A database error on the group writer's own SQLite connection (`lite.rs`).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// Migrations failed.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -105,6 +109,11 @@ impl StorageError {
                 }),
                 _ => false,
             },
+            // The file stayed locked past the busy timeout: nothing was written.
+            StorageError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ),
             _ => false,
         }
     }
@@ -249,7 +258,18 @@ impl Db {
         };
         MIGRATOR.run(&db.pool).await?;
         if backend == Backend::Sqlite {
-            db.group = Some(group::Group::start(db.clone()));
+            // The file the pool opened, for the group writer's own connection.
+            let file: String =
+                sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+                    .fetch_one(&db.pool)
+                    .await?
+                    .try_get("file")?;
+            if file.is_empty() {
+                return Err(StorageError::Setup(
+                    "SQLite needs a database file: an in-memory database is not shared between connections".into(),
+                ));
+            }
+            db.group = Some(group::Group::start(db.clone(), file.into()));
         }
         Ok(db)
     }

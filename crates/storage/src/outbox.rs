@@ -4,6 +4,7 @@
 
 use sqlx::Row;
 
+use crate::lite::{self, Param, bind_sqlx};
 use crate::{Backend, Db, StorageError};
 
 /// A message to queue.
@@ -75,38 +76,34 @@ pub(crate) async fn insert_message(
     mail: &NewMessage,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    bind_message(
+    bind_sqlx(
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "INSERT INTO outbox {OUTBOX_ROW} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))),
-        mail,
-        now,
+        &message_params(mail, now),
     )
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// The columns of a new outbox row, in the order [`bind_message`] binds them.
+/// The columns of a new outbox row, in the order of [`message_params`].
 pub(crate) const OUTBOX_ROW: &str = "(id, channel, recipient, sid, envelope_from, message, created_at, next_attempt_at, country, sent_at)";
 
-/// Binds an outbox row's ten values, as $1..$10 in the order of [`OUTBOX_ROW`].
-pub(crate) fn bind_message<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    mail: &'q NewMessage,
-    now: i64,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    query
-        .bind(&mail.id)
-        .bind(mail.channel)
-        .bind(&mail.recipient)
-        .bind(&mail.sid)
-        .bind(&mail.envelope_from)
-        .bind(if mail.stand_in { "" } else { &mail.message })
-        .bind(now)
-        .bind((!mail.held && !mail.stand_in).then_some(now))
-        .bind(&mail.country)
-        .bind(mail.stand_in.then_some(now))
+/// An outbox row's ten values, $1..$10 in the order of [`OUTBOX_ROW`].
+pub(crate) fn message_params(mail: &NewMessage, now: i64) -> [Param<'_>; 10] {
+    [
+        Param::text(&mail.id),
+        Param::text(mail.channel),
+        Param::text(&mail.recipient),
+        Param::Text(mail.sid.as_deref()),
+        Param::text(&mail.envelope_from),
+        Param::text(if mail.stand_in { "" } else { &mail.message }),
+        Param::int(now),
+        Param::Int((!mail.held && !mail.stand_in).then_some(now)),
+        Param::Text(mail.country.as_deref()),
+        Param::Int(mail.stand_in.then_some(now)),
+    ]
 }
 
 impl Db {
@@ -145,11 +142,7 @@ impl Db {
         if let Some(group) = &self.group {
             // SQLite: the claim shares the commit of the writes queued with it.
             return group
-                .write(move |conn| {
-                    Box::pin(
-                        async move { claim_due(conn, Backend::Sqlite, now, lease_ms, limit).await },
-                    )
-                })
+                .write_direct(move |conn| Ok(claim_due_direct(conn, now, lease_ms, limit)?))
                 .await;
         }
         let mut tx = self.begin_write().await?;
@@ -239,9 +232,9 @@ impl Db {
             // SQLite: recorded in the commit of the writes queued with it.
             let id = id.to_owned();
             return group
-                .write(move |conn| {
-                    let id = id.clone();
-                    Box::pin(async move { mark_sent(conn, &id, now).await })
+                .write_direct(move |conn| {
+                    lite::execute(conn, MARK_SENT, &[Param::int(now), Param::text(&id)])?;
+                    Ok(())
                 })
                 .await;
         }
@@ -262,11 +255,15 @@ impl Db {
         if let Some(group) = &self.group {
             let (id, error) = (id.to_owned(), error.to_owned());
             return group
-                .write(move |conn| {
-                    let (id, error) = (id.clone(), error.clone());
-                    Box::pin(
-                        async move { mark_failed(conn, &id, &error, next_attempt_at, now).await },
-                    )
+                .write_direct(move |conn| {
+                    let params = [
+                        Param::text(&error),
+                        Param::Int(next_attempt_at),
+                        Param::int(now),
+                        Param::text(&id),
+                    ];
+                    lite::execute(conn, MARK_FAILED, &params)?;
+                    Ok(())
                 })
                 .await;
         }
@@ -319,20 +316,10 @@ impl Db {
     }
 }
 
-/// Claims up to `limit` due messages for `lease_ms` (see [`Db::claim_due_messages`]).
-async fn claim_due(
-    conn: &mut sqlx::AnyConnection,
-    backend: Backend,
-    now: i64,
-    lease_ms: i64,
-    limit: i64,
-) -> Result<Vec<QueuedMessage>, sqlx::Error> {
-    let skip_locked = match backend {
-        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-        // SQLite serialises writers; BEGIN IMMEDIATE already excludes other claimers.
-        Backend::Sqlite => "",
-    };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+/// The statement that claims due messages: `$1` the lease's end, `$2` now, `$3` how many;
+/// `skip_locked` is PostgreSQL's row-lock clause.
+fn claim_sql(skip_locked: &str) -> String {
+    format!(
         "UPDATE outbox SET locked_until = $1
          WHERE id IN (
              SELECT id FROM outbox
@@ -346,28 +333,85 @@ async fn claim_due(
                           OR (earlier.created_at = outbox.created_at AND earlier.id < outbox.id))))
              ORDER BY next_attempt_at LIMIT $3 {skip_locked})
          RETURNING id, channel, sid, recipient, envelope_from, message, attempts, created_at"
-    )))
-    .bind(now.saturating_add(lease_ms))
-    .bind(now)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    )
+}
+
+/// Claims up to `limit` due messages for `lease_ms` (see [`Db::claim_due_messages`]).
+async fn claim_due(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> Result<Vec<QueuedMessage>, sqlx::Error> {
+    let skip_locked = match backend {
+        Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        // SQLite serialises writers; BEGIN IMMEDIATE already excludes other claimers.
+        Backend::Sqlite => "",
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(skip_locked)))
+        .bind(now.saturating_add(lease_ms))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter().map(queued_message).collect()
 }
 
+/// [`claim_due`] on the SQLite group writer's own connection, whose `BEGIN IMMEDIATE`
+/// excludes other claimers.
+fn claim_due_direct(
+    conn: &rusqlite::Connection,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<QueuedMessage>> {
+    lite::rows(
+        conn,
+        &claim_sql(""),
+        &[
+            Param::int(now.saturating_add(lease_ms)),
+            Param::int(now),
+            Param::int(limit),
+        ],
+        |r| {
+            Ok(QueuedMessage {
+                id: r.get("id")?,
+                recipient: r.get("recipient")?,
+                channel: r.get("channel")?,
+                sid: r.get("sid")?,
+                envelope_from: r.get("envelope_from")?,
+                message: r.get("message")?,
+                attempts: r.get("attempts")?,
+                created_at: r.get("created_at")?,
+            })
+        },
+    )
+}
+
+/// Records the delivery of `$2` at `$1`. The body goes: a sent mail's link or an SMS's
+/// code must not outlive its delivery in the database (the row stays for the send limits
+/// and statistics).
+const MARK_SENT: &str = "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL, message = '' WHERE id = $2";
+
 /// Records the delivery of `id`.
 async fn mark_sent(conn: &mut sqlx::AnyConnection, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    // The body goes: a sent mail's link or an SMS's code must not outlive its delivery in
-    // the database (the row stays for the send limits and statistics).
-    sqlx::query(
-        "UPDATE outbox SET sent_at = $1, attempts = attempts + 1, locked_until = NULL, last_error = NULL, message = '' WHERE id = $2",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(MARK_SENT)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
+
+/// Records a failed attempt of `$4` at `$3` with the error `$1`: retried at `$2`, or given
+/// up (and its body dropped) when `$2` is `NULL`.
+const MARK_FAILED: &str =
+    "UPDATE outbox SET attempts = attempts + 1, locked_until = NULL, last_error = $1,
+         next_attempt_at = COALESCE($2, next_attempt_at),
+         failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END,
+         message = CASE WHEN $2 IS NULL THEN '' ELSE message END
+     WHERE id = $4";
 
 /// Records a failed attempt of `id` (see [`Db::mark_message_failed`]).
 async fn mark_failed(
@@ -377,18 +421,12 @@ async fn mark_failed(
     next_attempt_at: Option<i64>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE outbox SET attempts = attempts + 1, locked_until = NULL, last_error = $1,
-             next_attempt_at = COALESCE($2, next_attempt_at),
-             failed_at = CASE WHEN $2 IS NULL THEN $3 ELSE NULL END,
-             message = CASE WHEN $2 IS NULL THEN '' ELSE message END
-         WHERE id = $4",
-    )
-    .bind(error)
-    .bind(next_attempt_at)
-    .bind(now)
-    .bind(id)
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(MARK_FAILED)
+        .bind(error)
+        .bind(next_attempt_at)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

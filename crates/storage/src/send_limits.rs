@@ -12,6 +12,7 @@
 use sqlx::{AnyConnection, Row};
 
 use crate::Backend;
+use crate::lite::{self, Param, bind_sqlx};
 use crate::outbox::NewMessage;
 
 /// At most `max` messages queued after `since` (ms).
@@ -61,6 +62,47 @@ pub struct Limited {
     pub oldest: Option<i64>,
 }
 
+/// The statements that count what `message`'s limits count, in the order they are
+/// checked: the limit, its SQL, its values and its window.
+fn counts<'a>(
+    message: &'a NewMessage,
+    limits: &SendLimits,
+) -> Vec<(LimitHit, &'static str, Vec<Param<'a>>, SendWindow)> {
+    let mut out = Vec::new();
+    if let Some(w) = limits.per_recipient {
+        out.push((
+            LimitHit::Recipient,
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox
+             WHERE recipient = $1 AND created_at > $2",
+            vec![Param::text(&message.recipient), Param::int(w.since)],
+            w,
+        ));
+    }
+    if let (Some(w), Some(sid)) = (limits.per_session, &message.sid) {
+        out.push((
+            LimitHit::Session,
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox
+             WHERE sid = $1 AND created_at > $2",
+            vec![Param::text(sid), Param::int(w.since)],
+            w,
+        ));
+    }
+    if let (Some(w), Some(country)) = (limits.per_country, &message.country) {
+        out.push((
+            LimitHit::Country,
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox
+             WHERE channel = $1 AND country = $2 AND created_at > $3",
+            vec![
+                Param::text(message.channel),
+                Param::text(country),
+                Param::int(w.since),
+            ],
+            w,
+        ));
+    }
+    out
+}
+
 /// Takes the lock that serialises `message`'s limits (PostgreSQL) and counts them. `Some`
 /// when a limit is reached; the caller then writes nothing.
 pub(crate) async fn check(
@@ -73,44 +115,35 @@ pub(crate) async fn check(
         return Ok(None);
     }
     lock(tx, backend, message, limits).await?;
-    if let Some(w) = limits.per_recipient {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox
-             WHERE recipient = $1 AND created_at > $2",
-        )
-        .bind(&message.recipient)
-        .bind(w.since)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(hit) = over(&row, w, LimitHit::Recipient)? {
-            return Ok(Some(hit));
+    for (hit, sql, params, w) in counts(message, limits) {
+        let row = bind_sqlx(sqlx::query(sql), &params)
+            .fetch_one(&mut *tx)
+            .await?;
+        if let Some(limited) = over(row.try_get("n")?, row.try_get("oldest")?, w, hit) {
+            return Ok(Some(limited));
         }
     }
-    if let (Some(w), Some(sid)) = (limits.per_session, &message.sid) {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox
-             WHERE sid = $1 AND created_at > $2",
-        )
-        .bind(sid)
-        .bind(w.since)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(hit) = over(&row, w, LimitHit::Session)? {
-            return Ok(Some(hit));
-        }
-    }
-    if let (Some(w), Some(country)) = (limits.per_country, &message.country) {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox
-             WHERE channel = $1 AND country = $2 AND created_at > $3",
-        )
-        .bind(message.channel)
-        .bind(country)
-        .bind(w.since)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(hit) = over(&row, w, LimitHit::Country)? {
-            return Ok(Some(hit));
+    Ok(None)
+}
+
+/// [`check`] on the SQLite group writer's own connection, whose one writer serialises the
+/// limits.
+pub(crate) fn check_direct(
+    conn: &rusqlite::Connection,
+    message: &NewMessage,
+    limits: &SendLimits,
+) -> rusqlite::Result<Option<Limited>> {
+    for (hit, sql, params, w) in counts(message, limits) {
+        let counted = lite::first(conn, sql, &params, |row| {
+            Ok((
+                row.get::<_, i64>("n")?,
+                row.get::<_, Option<i64>>("oldest")?,
+            ))
+        })?;
+        if let Some((n, oldest)) = counted
+            && let Some(limited) = over(n, oldest, w, hit)
+        {
+            return Ok(Some(limited));
         }
     }
     Ok(None)
@@ -159,28 +192,25 @@ pub(crate) fn lock_key(message: &NewMessage, limits: &SendLimits) -> Option<i64>
     Some(i64::from_be_bytes(first))
 }
 
-/// Queues `message` only if it fits `limits`, counting and inserting in one statement
-/// (the lock of [`lock`] taken before, on PostgreSQL). `false`: a limit was reached and
-/// nothing was written; [`check`] then tells which.
-pub(crate) async fn insert_within(
-    tx: &mut AnyConnection,
+/// Queues `message` only if it fits `limits`, counting and inserting in one statement, on
+/// the SQLite group writer's own connection. `false`: a limit was reached and nothing was
+/// written; [`check_direct`] then tells which.
+pub(crate) fn insert_within_direct(
+    conn: &rusqlite::Connection,
     message: &NewMessage,
     limits: &SendLimits,
     now: i64,
-) -> Result<bool, sqlx::Error> {
+) -> rusqlite::Result<bool> {
     let (select, windows) = select_within(message, limits, 1, "");
     let sql = format!("INSERT INTO outbox {} {select}", crate::outbox::OUTBOX_ROW);
-    let query = crate::outbox::bind_message(sqlx::query(sqlx::AssertSqlSafe(sql)), message, now);
-    Ok(bind_windows(query, &windows)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-        == 1)
+    let mut params = crate::outbox::message_params(message, now).to_vec();
+    params.extend(window_params(&windows));
+    Ok(lite::execute(conn, &sql, &params)? == 1)
 }
 
 /// The `SELECT` that gives `message`'s outbox row only if it fits `limits`: the row's ten
-/// values are `$first`…`$first+9` (`outbox::bind_message`'s order), each limit's window the
-/// two parameters after them ([`bind_windows`]), and `extra` a further condition.
+/// values are `$first`…`$first+9` (`outbox::message_params`' order), each limit's window the
+/// two parameters after them ([`window_params`]), and `extra` a further condition.
 pub(crate) fn select_within(
     message: &NewMessage,
     limits: &SendLimits,
@@ -225,28 +255,14 @@ pub(crate) fn select_within(
     (sql, windows)
 }
 
-/// Binds the windows of [`select_within`], in its order.
-pub(crate) fn bind_windows<'q>(
-    mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    windows: &[SendWindow],
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    for w in windows {
-        query = query.bind(w.since).bind(w.max);
-    }
-    query
+/// The values of [`select_within`]'s windows, in its order.
+pub(crate) fn window_params(windows: &[SendWindow]) -> Vec<Param<'static>> {
+    windows
+        .iter()
+        .flat_map(|w| [Param::int(w.since), Param::int(w.max)])
+        .collect()
 }
 
-fn over(
-    row: &sqlx::any::AnyRow,
-    w: SendWindow,
-    hit: LimitHit,
-) -> Result<Option<Limited>, sqlx::Error> {
-    let n: i64 = row.try_get("n")?;
-    if n < w.max {
-        return Ok(None);
-    }
-    Ok(Some(Limited {
-        hit,
-        oldest: row.try_get("oldest")?,
-    }))
+fn over(n: i64, oldest: Option<i64>, w: SendWindow, hit: LimitHit) -> Option<Limited> {
+    (n >= w.max).then_some(Limited { hit, oldest })
 }

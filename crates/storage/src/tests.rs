@@ -616,6 +616,74 @@ async fn group_commit_answers_each_write_and_isolates_a_failing_one() {
     );
 }
 
+/// The group writer's direct jobs (on its own connection) and sqlx jobs, queued together:
+/// each answered with its own result, a failing direct job rolled back alone, and every
+/// other write of both kinds kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_and_sqlx_group_jobs_share_batches_and_isolate_failures() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = Db::connect(
+        &format!("sqlite://{}", dir.path().join("d.db").display()),
+        4,
+    )
+    .await
+    .expect("sqlite");
+    let group = db.group.clone().expect("SQLite has a group writer");
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(60));
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..60_i64 {
+        let (group, start) = (group.clone(), start.clone());
+        writes.spawn(async move {
+            start.wait().await;
+            let result = if i % 3 == 0 {
+                group
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            sqlx::query(
+                                "INSERT INTO oidc_keys (kid, private_key, created_at) VALUES ('s' || $1, 'x', $1)",
+                            )
+                            .bind(i)
+                            .execute(&mut *conn)
+                            .await?;
+                            Ok(i)
+                        })
+                    })
+                    .await
+            } else {
+                group
+                    .write_direct(move |conn| {
+                        let sql = if i == 20 {
+                            "INSERT INTO no_such_table (x) VALUES ($1)"
+                        } else {
+                            "INSERT INTO oidc_keys (kid, private_key, created_at) VALUES ('d' || $1, 'x', $1)"
+                        };
+                        crate::lite::execute(conn, sql, &[crate::lite::Param::int(i)])?;
+                        Ok(i)
+                    })
+                    .await
+            };
+            (i, result)
+        });
+    }
+    let mut ok = 0;
+    while let Some(done) = writes.join_next().await {
+        let (i, result) = done.expect("a write task");
+        match result {
+            Ok(n) => {
+                assert_eq!(n, i, "each write gets its own answer");
+                ok += 1;
+            }
+            Err(e) => assert_eq!(i, 20, "only the bad write fails: {e}"),
+        }
+    }
+    assert_eq!(ok, 59);
+    assert_eq!(
+        db.oidc_keys(0).await.unwrap().len(),
+        59,
+        "every good write of both kinds is kept"
+    );
+}
+
 /// A registration refused inside a group-commit batch (here: its UIA session was already
 /// spent, found after its user row was written) leaves nothing behind, and the
 /// registrations batched with it are all kept.

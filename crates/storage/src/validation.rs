@@ -4,6 +4,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use vouch_core::validation::{Purpose, ValidationSession};
 
+use crate::lite::{self, Param, bind_sqlx};
 use crate::outbox::{NewMessage, insert_message};
 use crate::send_limits::{self, Limited, SendLimits};
 use crate::{Db, StorageError, parse_col};
@@ -150,23 +151,20 @@ const SESSION_INSERT: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)
      ON CONFLICT DO NOTHING";
 
-/// Binds [`SESSION_INSERT`]'s values.
-fn bind_session<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
-    new: &'q NewValidation,
-    now: i64,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    query
-        .bind(&new.sid)
-        .bind(&new.medium)
-        .bind(&new.address)
-        .bind(&new.client_secret)
-        .bind(new.purpose.as_str())
-        .bind(&new.token_hash)
-        .bind(new.token_expires_at)
-        .bind(new.send_attempt)
-        .bind(&new.next_link)
-        .bind(now)
+/// [`SESSION_INSERT`]'s values.
+fn session_params(new: &NewValidation, now: i64) -> [Param<'_>; 10] {
+    [
+        Param::text(&new.sid),
+        Param::text(&new.medium),
+        Param::text(&new.address),
+        Param::text(&new.client_secret),
+        Param::text(new.purpose.as_str()),
+        Param::Text(new.token_hash.as_deref()),
+        Param::int(new.token_expires_at),
+        Param::int(new.send_attempt),
+        Param::Text(new.next_link.as_deref()),
+        Param::int(now),
+    ]
 }
 
 impl Db {
@@ -247,11 +245,8 @@ impl Db {
         if let Some(group) = &self.group {
             let (new, message, limits) = (new.clone(), message.clone(), *limits);
             return group
-                .write(move |conn| {
-                    let (new, message) = (new.clone(), message.clone());
-                    Box::pin(async move {
-                        Self::create_validation_in(conn, &new, &message, &limits, now).await
-                    })
+                .write_direct(move |conn| {
+                    Self::create_validation_direct(conn, &new, &message, &limits, now)
                 })
                 .await;
         }
@@ -289,9 +284,10 @@ impl Db {
              SELECT (SELECT COUNT(*) FROM s) AS sessions, (SELECT COUNT(*) FROM o) AS queued",
             crate::outbox::OUTBOX_ROW
         );
-        let query = bind_session(sqlx::query(sqlx::AssertSqlSafe(sql)), new, now);
-        let query = crate::outbox::bind_message(query, message, now);
-        let row = send_limits::bind_windows(query, &windows)
+        let mut params = session_params(new, now).to_vec();
+        params.extend(crate::outbox::message_params(message, now));
+        params.extend(send_limits::window_params(&windows));
+        let row = bind_sqlx(sqlx::query(sqlx::AssertSqlSafe(sql)), &params)
             .fetch_one(&mut *tx)
             .await?;
         if row.try_get::<i64, _>("sessions")? != 1 {
@@ -313,35 +309,35 @@ impl Db {
         Ok(Queued::Limited(limited))
     }
 
-    /// [`Self::create_validation`]'s statements on SQLite, in the group's transaction `tx`
-    /// (whose one writer serialises the limits): nothing is written unless the answer is
-    /// [`Queued::Done`].
-    async fn create_validation_in(
-        tx: &mut sqlx::AnyConnection,
+    /// [`Self::create_validation`]'s statements on SQLite, in the group's transaction on its
+    /// own connection (whose one writer serialises the limits): nothing is written unless
+    /// the answer is [`Queued::Done`].
+    fn create_validation_direct(
+        conn: &rusqlite::Connection,
         new: &NewValidation,
         message: &NewMessage,
         limits: &SendLimits,
         now: i64,
-    ) -> Result<Queued, sqlx::Error> {
+    ) -> Result<Queued, StorageError> {
         // Two statements when the message fits: the session (unless a concurrent twin
         // made it) and the message, counted against the limits as it is inserted.
-        let inserted = bind_session(sqlx::query(SESSION_INSERT), new, now)
-            .execute(&mut *tx)
-            .await?;
-        if inserted.rows_affected() != 1 {
+        if lite::execute(conn, SESSION_INSERT, &session_params(new, now))? != 1 {
             return Ok(Queued::Raced);
         }
-        if send_limits::insert_within(tx, message, limits, now).await? {
+        if send_limits::insert_within_direct(conn, message, limits, now)? {
             return Ok(Queued::Done);
         }
         // A limit was reached: the session goes too, and the counts say which limit.
-        sqlx::query("DELETE FROM validation_sessions WHERE sid = $1")
-            .bind(&new.sid)
-            .execute(&mut *tx)
-            .await?;
-        let limited = send_limits::check(tx, crate::Backend::Sqlite, message, limits)
-            .await?
-            .ok_or_else(|| sqlx::Error::Protocol("a send limit refused, then passed".into()))?;
+        lite::execute(
+            conn,
+            "DELETE FROM validation_sessions WHERE sid = $1",
+            &[Param::text(&new.sid)],
+        )?;
+        let limited = send_limits::check_direct(conn, message, limits)?.ok_or_else(|| {
+            StorageError::Database(sqlx::Error::Protocol(
+                "a send limit refused, then passed".into(),
+            ))
+        })?;
         Ok(Queued::Limited(limited))
     }
 
