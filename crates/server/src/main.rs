@@ -3,7 +3,10 @@
 
 /// mimalloc instead of the system allocator: password hashes take tens of MiB each, and
 /// glibc's allocator kept such freed buffers in per-thread arenas (peak RSS grew past
-/// 900 MiB under 300 concurrent hashes, two at a time); mimalloc gives them back.
+/// 900 MiB under 300 concurrent hashes, two at a time); mimalloc gives them back. Built
+/// without transparent huge pages (`no_thp`): asked for them, the kernel backed mimalloc's
+/// heap in whole 2 MiB pages however little of each was used, and peak RSS under the
+/// benchmark's scenarios was 65 MiB instead of 42 (docs/BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
