@@ -316,9 +316,11 @@ impl Db {
     }
 }
 
-/// The statement that claims due messages: `$1` the lease's end, `$2` now, `$3` how many;
-/// `skip_locked` is PostgreSQL's row-lock clause.
-fn claim_sql(skip_locked: &str) -> String {
+/// The statement that claims due messages: `$1` the lease's end, `$2` now, at most `limit`
+/// of them; `skip_locked` is PostgreSQL's row-lock clause. The limit is written into the
+/// text (an integer of the server's, not a client's): SQLite re-prepares a statement whose
+/// `LIMIT` is a parameter each time it is bound, and the claim runs for every batch.
+fn claim_sql(skip_locked: &str, limit: i64) -> String {
     format!(
         "UPDATE outbox SET locked_until = $1
          WHERE id IN (
@@ -331,7 +333,7 @@ fn claim_sql(skip_locked: &str) -> String {
                      AND earlier.sent_at IS NULL AND earlier.failed_at IS NULL
                      AND (earlier.created_at < outbox.created_at
                           OR (earlier.created_at = outbox.created_at AND earlier.id < outbox.id))))
-             ORDER BY next_attempt_at LIMIT $3 {skip_locked})
+             ORDER BY next_attempt_at LIMIT {limit} {skip_locked})
          RETURNING id, channel, sid, recipient, envelope_from, message, attempts, created_at"
     )
 }
@@ -349,10 +351,9 @@ async fn claim_due(
         // SQLite serialises writers; BEGIN IMMEDIATE already excludes other claimers.
         Backend::Sqlite => "",
     };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(skip_locked)))
+    let rows = sqlx::query(sqlx::AssertSqlSafe(claim_sql(skip_locked, limit)))
         .bind(now.saturating_add(lease_ms))
         .bind(now)
-        .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
     rows.iter().map(queued_message).collect()
@@ -368,12 +369,8 @@ fn claim_due_direct(
 ) -> rusqlite::Result<Vec<QueuedMessage>> {
     lite::rows(
         conn,
-        &claim_sql(""),
-        &[
-            Param::int(now.saturating_add(lease_ms)),
-            Param::int(now),
-            Param::int(limit),
-        ],
+        &claim_sql("", limit),
+        &[Param::int(now.saturating_add(lease_ms)), Param::int(now)],
         |r| {
             Ok(QueuedMessage {
                 id: r.get("id")?,
