@@ -409,6 +409,10 @@ async fn read_whole_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        // Announced too large: refused now, not after waiting for a body it would refuse.
+        return crate::ruma_axum::too_large(limit).into_response();
+    }
     let expected = match (
         declared,
         parts.headers.contains_key(header::TRANSFER_ENCODING),

@@ -206,3 +206,40 @@ async fn buffered_bodies_are_bounded() {
     assert!(answer.contains("M_LIMIT_EXCEEDED"), "{answer}");
     drop(holders);
 }
+
+/// A body announced larger than `[http] max_request_bytes` is refused with 413 at once,
+/// without waiting the body-read timeout for bytes that would be refused anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_announced_too_large_is_refused_at_once() {
+    let app = spawn_with(Backend::Sqlite, |c| {
+        c.http.body_read_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(
+        b"POST /_matrix/client/v3/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000000000\r\n\r\n{\"type\":",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("M_TOO_LARGE") {
+        let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            other => panic!(
+                "no 413 within 5 s ({other:?}); got: {}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        started.elapsed()
+    );
+}
