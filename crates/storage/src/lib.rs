@@ -15,6 +15,8 @@ mod lite;
 mod oauth;
 mod oidc;
 mod outbox;
+mod pg_marks;
+mod pg_routines;
 mod registration_tokens;
 mod send_limits;
 mod synapse;
@@ -131,6 +133,9 @@ pub struct Db {
     /// SQLite's group commit (`group.rs`) for the hot writes; `None` on PostgreSQL, whose
     /// transactions run side by side.
     group: Option<group::Group>,
+    /// PostgreSQL's delivery marks, written in batches (`pg_marks.rs`); `None` on SQLite,
+    /// whose marks share the group writer's commits.
+    marks: Option<pg_marks::Marks>,
 }
 
 /// A write transaction; on SQLite it also holds this process's writer turn until it ends.
@@ -255,8 +260,13 @@ impl Db {
             backend,
             write_gate,
             group: None,
+            marks: None,
         };
         MIGRATOR.run(&db.pool).await?;
+        if backend == Backend::Postgres {
+            pg_routines::install(&db.pool).await?;
+            db.marks = Some(pg_marks::Marks::start(db.pool.clone()));
+        }
         if backend == Backend::Sqlite {
             // The file the pool opened, for the group writer's own connection.
             let file: String =

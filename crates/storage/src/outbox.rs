@@ -145,10 +145,10 @@ impl Db {
                 .write_direct(move |conn| Ok(claim_due_direct(conn, now, lease_ms, limit)?))
                 .await;
         }
-        let mut tx = self.begin_write().await?;
-        let out = claim_due(&mut tx, self.backend, now, lease_ms, limit).await?;
-        tx.commit().await?;
-        Ok(out)
+        // PostgreSQL: one statement, committed on its own (its row locks skip what another
+        // worker is claiming).
+        let mut conn = self.pool.acquire().await?;
+        Ok(claim_due(&mut conn, self.backend, now, lease_ms, limit).await?)
     }
 
     /// Claims every message of `channel` to `recipient` still waiting (due or not), oldest
@@ -237,6 +237,12 @@ impl Db {
                     Ok(())
                 })
                 .await;
+        }
+        // PostgreSQL: written with the marks that arrive meanwhile, or alone if that fails.
+        if let Some(marks) = &self.marks
+            && marks.record(id, now).await
+        {
+            return Ok(());
         }
         let _turn = self.write_turn().await;
         let mut conn = self.pool.acquire().await?;

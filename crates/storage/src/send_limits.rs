@@ -175,8 +175,7 @@ pub(crate) async fn lock(
 /// limit applies: one key per transaction (the recipient for mail; the country for SMS,
 /// which covers the number and its sessions too), so two transactions never wait on each
 /// other in a cycle. The first eight bytes of the SHA-256 of the key's name: the same on
-/// every instance, and an integer, so it can be written into a `BEGIN` (see
-/// `Db::create_validation`).
+/// every instance.
 pub(crate) fn lock_key(message: &NewMessage, limits: &SendLimits) -> Option<i64> {
     use sha2::{Digest, Sha256};
     if !limits.any() {
@@ -201,7 +200,7 @@ pub(crate) fn insert_within_direct(
     limits: &SendLimits,
     now: i64,
 ) -> rusqlite::Result<bool> {
-    let (select, windows) = select_within(message, limits, 1, "");
+    let (select, windows) = select_within(message, limits);
     let sql = format!("INSERT INTO outbox {} {select}", crate::outbox::OUTBOX_ROW);
     let mut params = crate::outbox::message_params(message, now).to_vec();
     params.extend(window_params(&windows));
@@ -209,15 +208,13 @@ pub(crate) fn insert_within_direct(
 }
 
 /// The `SELECT` that gives `message`'s outbox row only if it fits `limits`: the row's ten
-/// values are `$first`…`$first+9` (`outbox::message_params`' order), each limit's window the
-/// two parameters after them ([`window_params`]), and `extra` a further condition.
+/// values are `$1`…`$10` (`outbox::message_params`' order), each limit's window the two
+/// parameters after them ([`window_params`]).
 pub(crate) fn select_within(
     message: &NewMessage,
     limits: &SendLimits,
-    first: usize,
-    extra: &str,
 ) -> (String, Vec<SendWindow>) {
-    let p = |i: usize| format!("${}", first + i);
+    let p = |i: usize| format!("${}", 1 + i);
     let mut conditions = Vec::new();
     let mut windows = Vec::new();
     if let Some(w) = limits.per_recipient {
@@ -234,7 +231,7 @@ pub(crate) fn select_within(
     }
     let values: Vec<String> = (0..10).map(p).collect();
     let mut sql = format!("SELECT {}", values.join(", "));
-    let mut clauses: Vec<String> = conditions
+    let clauses: Vec<String> = conditions
         .iter()
         .enumerate()
         .map(|(i, condition)| {
@@ -245,14 +242,28 @@ pub(crate) fn select_within(
             )
         })
         .collect();
-    if !extra.is_empty() {
-        clauses.push(extra.to_owned());
-    }
     if !clauses.is_empty() {
         sql.push_str(" WHERE ");
         sql.push_str(&clauses.join(" AND "));
     }
     (sql, windows)
+}
+
+/// The windows of `message`'s limits as the PostgreSQL routine takes them
+/// (`pg_routines.rs`): since and max for the recipient, the session and the country, both
+/// `NULL` where that limit does not apply.
+pub(crate) fn routine_windows(message: &NewMessage, limits: &SendLimits) -> [Param<'static>; 6] {
+    let session = limits.per_session.filter(|_| message.sid.is_some());
+    let country = limits.per_country.filter(|_| message.country.is_some());
+    let [r, s, c] = [limits.per_recipient, session, country];
+    [
+        Param::Int(r.map(|w| w.since)),
+        Param::Int(r.map(|w| w.max)),
+        Param::Int(s.map(|w| w.since)),
+        Param::Int(s.map(|w| w.max)),
+        Param::Int(c.map(|w| w.since)),
+        Param::Int(c.map(|w| w.max)),
+    ]
 }
 
 /// The values of [`select_within`]'s windows, in its order.

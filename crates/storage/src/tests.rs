@@ -722,3 +722,107 @@ async fn a_refused_registration_in_a_batch_undoes_only_itself() {
         }
     }
 }
+
+/// A requestToken's session and mail, 60 at once for one recipient allowed 5 mails: 5 are
+/// queued, the rest refused with the limit and its oldest mail, and none of the refused
+/// leaves a session behind; a twin of a made session is told it raced. Then every mail,
+/// marked sent at once (PostgreSQL writes those marks in batches), is recorded sent with
+/// its body gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sessions_hold_the_limit_and_concurrent_marks_all_land() {
+    on_both(|db| async move {
+        let limits = SendLimits {
+            per_recipient: Some(crate::SendWindow { max: 5, since: 0 }),
+            ..SendLimits::default()
+        };
+        let new = |sid: &str| NewValidation {
+            sid: sid.into(),
+            medium: "email".into(),
+            address: "eve@t.test".into(),
+            client_secret: sid.into(),
+            purpose: Purpose::Register,
+            token_hash: Some(token_hash("t")),
+            token_expires_at: 1_000_000,
+            send_attempt: 1,
+            next_link: None,
+        };
+        let message = |sid: &str| NewMessage {
+            id: format!("m-{sid}"),
+            channel: "email",
+            country: None,
+            recipient: "eve@t.test".into(),
+            sid: Some(sid.into()),
+            envelope_from: String::new(),
+            message: "body".into(),
+            held: false,
+            stand_in: false,
+        };
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(60));
+        let mut requests = tokio::task::JoinSet::new();
+        for i in 0..60_i64 {
+            let (db, barrier) = (db.clone(), barrier.clone());
+            let (new, message) = (new(&format!("s{i}")), message(&format!("s{i}")));
+            requests.spawn(async move {
+                barrier.wait().await;
+                db.create_validation(&new, &message, &limits, 10 + i).await
+            });
+        }
+        let (mut done, mut limited) = (0, 0);
+        while let Some(answer) = requests.join_next().await {
+            match answer.expect("a request task").expect("no storage error") {
+                Queued::Done => done += 1,
+                Queued::Limited(l) => {
+                    assert_eq!(l.hit, crate::LimitHit::Recipient);
+                    assert!(l.oldest.is_some_and(|t| (10..70).contains(&t)));
+                    limited += 1;
+                }
+                Queued::Raced => panic!("no twins were sent"),
+            }
+        }
+        assert_eq!((done, limited), (5, 55));
+        let sessions: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM validation_sessions")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        assert_eq!(sessions, 5, "a refused request leaves no session");
+        let made: String = sqlx::query_scalar("SELECT sid FROM validation_sessions LIMIT 1")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let twin = db
+            .create_validation(&new(&made), &message("twin"), &SendLimits::default(), 99)
+            .await
+            .unwrap();
+        assert!(matches!(twin, Queued::Raced));
+
+        let mails = db
+            .claim_due_messages(100, crate::DELIVERY_LEASE_MS, 50)
+            .await
+            .unwrap();
+        assert_eq!(mails.len(), 5, "the twin queued nothing");
+        let mut marks = tokio::task::JoinSet::new();
+        for mail in mails {
+            let db = db.clone();
+            marks.spawn(async move {
+                match &db.marks {
+                    // PostgreSQL: the batch itself, not the one-by-one fallback.
+                    Some(batches) => assert!(batches.record(&mail.id, 200).await),
+                    None => db.mark_message_sent(&mail.id, 200).await.expect("recorded"),
+                }
+            });
+        }
+        while let Some(marked) = marks.join_next().await {
+            marked.expect("a mark task");
+        }
+        let sent: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE sent_at = 200 AND attempts = 1 AND message = ''
+               AND locked_until IS NULL",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(sent, 5);
+        assert_eq!(db.pending_message_count().await.unwrap(), 0);
+    })
+    .await;
+}

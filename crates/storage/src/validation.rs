@@ -6,8 +6,8 @@ use vouch_core::validation::{Purpose, ValidationSession};
 
 use crate::lite::{self, Param, bind_sqlx};
 use crate::outbox::{NewMessage, insert_message};
-use crate::send_limits::{self, Limited, SendLimits};
-use crate::{Db, StorageError, parse_col};
+use crate::send_limits::{self, LimitHit, Limited, SendLimits};
+use crate::{Db, StorageError, parse_col, pg_routines};
 
 /// A stored session with the fields the rules do not need to see.
 #[derive(Debug, Clone)]
@@ -253,11 +253,11 @@ impl Db {
         self.create_validation_pg(new, message, limits, now).await
     }
 
-    /// [`Self::create_validation`] on PostgreSQL in three round trips: `BEGIN` with the
-    /// limits' advisory lock in the same message, then one statement that inserts the session
-    /// (unless a concurrent twin made it) and, only if it did and the message fits the limits,
-    /// the outbox row, then `COMMIT`. The lock must be taken by a statement before the one
-    /// that counts: a statement counts what was committed when it started.
+    /// [`Self::create_validation`] on PostgreSQL in one round trip: one call of the
+    /// `vouch_create_validation_v1` routine (`pg_routines.rs`), committed on its own. It takes
+    /// the limits' advisory lock in a statement of its own, so its counts see what the
+    /// lock's previous holders committed, and writes nothing unless the answer is
+    /// [`Queued::Done`].
     async fn create_validation_pg(
         &self,
         new: &NewValidation,
@@ -265,48 +265,28 @@ impl Db {
         limits: &SendLimits,
         now: i64,
     ) -> Result<Queued, StorageError> {
-        let mut tx = match send_limits::lock_key(message, limits) {
-            // An integer the server did not get from the client: nothing to escape.
-            Some(key) => {
-                self.pool
-                    .begin_with(sqlx::AssertSqlSafe(format!(
-                        "BEGIN; SELECT pg_advisory_xact_lock({key})"
-                    )))
-                    .await?
-            }
-            None => self.pool.begin().await?,
-        };
-        let (select, windows) =
-            send_limits::select_within(message, limits, 11, "EXISTS (SELECT 1 FROM s)");
-        let sql = format!(
-            "WITH s AS ({SESSION_INSERT} RETURNING sid),
-             o AS (INSERT INTO outbox {} {select} RETURNING id)
-             SELECT (SELECT COUNT(*) FROM s) AS sessions, (SELECT COUNT(*) FROM o) AS queued",
-            crate::outbox::OUTBOX_ROW
-        );
         let mut params = session_params(new, now).to_vec();
         params.extend(crate::outbox::message_params(message, now));
-        params.extend(send_limits::window_params(&windows));
-        let row = bind_sqlx(sqlx::query(sqlx::AssertSqlSafe(sql)), &params)
-            .fetch_one(&mut *tx)
+        params.push(Param::Int(send_limits::lock_key(message, limits)));
+        params.extend(send_limits::routine_windows(message, limits));
+        let row = bind_sqlx(sqlx::query(pg_routines::CALL_CREATE_VALIDATION), &params)
+            .fetch_one(&self.pool)
             .await?;
-        if row.try_get::<i64, _>("sessions")? != 1 {
-            return Ok(Queued::Raced);
-        }
-        if row.try_get::<i64, _>("queued")? == 1 {
-            tx.commit().await?;
-            return Ok(Queued::Done);
-        }
-        // A limit was reached: the transaction (and its session row) is rolled back when
-        // `tx` drops; the counts, under the same lock, say which limit.
-        let limited = send_limits::check(&mut tx, self.backend, message, limits)
-            .await?
-            .ok_or_else(|| {
-                StorageError::Database(sqlx::Error::Protocol(
-                    "a send limit refused, then passed".into(),
-                ))
-            })?;
-        Ok(Queued::Limited(limited))
+        let outcome: String = row.try_get("outcome")?;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        let hit = match outcome.as_str() {
+            "queued" => return Ok(Queued::Done),
+            "raced" => return Ok(Queued::Raced),
+            "recipient" => LimitHit::Recipient,
+            "session" => LimitHit::Session,
+            "country" => LimitHit::Country,
+            other => {
+                return Err(StorageError::Database(sqlx::Error::Protocol(format!(
+                    "vouch_create_validation_v1 answered {other:?}"
+                ))));
+            }
+        };
+        Ok(Queued::Limited(Limited { hit, oldest }))
     }
 
     /// [`Self::create_validation`]'s statements on SQLite, in the group's transaction on its
