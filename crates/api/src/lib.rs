@@ -11,6 +11,7 @@ pub mod client;
 pub mod client_ip;
 pub mod email_validate;
 pub mod error;
+pub mod every_answer;
 pub mod get_server_keys;
 pub mod health;
 pub mod homeserver;

@@ -1,12 +1,15 @@
 //! The route table: every endpoint Vouch serves, the 404/405 answers for everything else,
 //! CORS on every response, and request logging without secrets.
 
+use std::convert::Infallible;
+
 use axum::Router;
 use axum::extract::Request;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http::{HeaderValue, Method, StatusCode, header};
+use futures::future::BoxFuture;
+use http::{Method, StatusCode, header};
 use ruma::api::client::{account, device, discovery, profile, session, uiaa};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -363,7 +366,9 @@ pub fn router(state: AppState) -> Router {
     let r = routes(homeserver, state.config.oauth.enabled)
         .router
         // Bodies of Vouch's own routes are read whole; forwarded ones stream.
-        .route_layer(middleware::from_fn_with_state(body_limits, read_whole_body));
+        .route_layer(WholeBodyLayer {
+            limits: body_limits,
+        });
     let r = if homeserver {
         r.fallback(crate::homeserver::proxy::forward)
             .method_not_allowed_fallback(crate::homeserver::proxy::forward)
@@ -382,7 +387,7 @@ pub fn router(state: AppState) -> Router {
         }))
         // One layer for what every answer gets (CORS, `no-store`, the metrics): each
         // layer of its own costs every request a boxed future and a service clone.
-        .layer(middleware::from_fn(every_answer))
+        .layer(crate::every_answer::EveryAnswerLayer)
         .layer(
             TraceLayer::new_for_http()
                 // The path only: the query may hold an access token.
@@ -392,14 +397,77 @@ pub fn router(state: AppState) -> Router {
         )
 }
 
-/// Reads the whole request body before anything else runs, within
-/// `[http] body_read_timeout` in all (a client that trickles a byte now and then is cut
-/// off like one that stops) and `max_request_bytes`. Handlers then parse from memory.
-async fn read_whole_body(
-    axum::extract::State(limits): axum::extract::State<BodyLimits>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Reads the whole request body before the route runs, within `[http] body_read_timeout`
+/// in all (a client that trickles a byte now and then is cut off like one that stops) and
+/// `max_request_bytes`. Handlers then parse from memory. A request without a body (most
+/// GETs) goes straight to the route, with no timer set and nothing boxed.
+#[derive(Clone)]
+struct WholeBodyLayer {
+    limits: BodyLimits,
+}
+
+impl<S> tower::Layer<S> for WholeBodyLayer {
+    type Service = WholeBody<S>;
+
+    fn layer(&self, inner: S) -> WholeBody<S> {
+        WholeBody {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// A route behind [`WholeBodyLayer`].
+#[derive(Clone)]
+struct WholeBody<S> {
+    inner: S,
+    limits: BodyLimits,
+}
+
+impl<S> tower::Service<Request> for WholeBody<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future =
+        futures::future::Either<S::Future, BoxFuture<'static, Result<Response, Infallible>>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let headers = req.headers();
+        if !headers.contains_key(header::CONTENT_LENGTH)
+            && !headers.contains_key(header::TRANSFER_ENCODING)
+        {
+            // No Content-Length and no Transfer-Encoding: an HTTP/1.1 request without a
+            // body; nothing to wait for.
+            return futures::future::Either::Left(
+                self.inner.call(req.map(|_| axum::body::Body::empty())),
+            );
+        }
+        // The service made ready goes with the request; a clone stays for the next one.
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let limits = self.limits.clone();
+        futures::future::Either::Right(Box::pin(async move {
+            Ok(read_whole_body(limits, req, ready).await)
+        }))
+    }
+}
+
+/// [`WholeBody`] for a request that has a body: reads it under the limits, then runs
+/// `route` (already made ready) on it, or answers the refusal.
+async fn read_whole_body<S>(limits: BodyLimits, req: Request, mut route: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
     let (limit, deadline) = (limits.max_bytes, limits.deadline);
     let (parts, body) = req.into_parts();
     // Room for the body in the shared budget (KiB), held until the answer is made: requests
@@ -421,13 +489,6 @@ async fn read_whole_body(
         (Some(n), false) => n.min(limit),
         (None, false) => 0,
     };
-    if declared.is_none() && !parts.headers.contains_key(header::TRANSFER_ENCODING) {
-        // No Content-Length and no Transfer-Encoding: an HTTP/1.1 request without a body
-        // (most GETs); nothing to wait for, no timer to set.
-        return next
-            .run(Request::from_parts(parts, axum::body::Body::empty()))
-            .await;
-    }
     let _room = if expected == 0 {
         None
     } else {
@@ -447,8 +508,13 @@ async fn read_whole_body(
         Ok(bytes) => bytes,
         Err(refused) => return refused,
     };
-    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+    match route
+        .call(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
+    {
+        Ok(res) => res,
+        Err(never) => match never {},
+    }
 }
 
 /// Reads a whole body of at most `limit` bytes within `deadline`; the answer for a body
@@ -515,69 +581,4 @@ fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
         Some(at) => format!("{}/registration_tokens/…", &path[..at]).into(),
         None => path.into(),
     }
-}
-
-/// What every answer gets: CORS as the spec recommends (`OPTIONS` is answered here
-/// without running any endpoint), `Cache-Control: no-store` unless the handler said
-/// otherwise, and the request counted with its latency by route pattern (not by concrete
-/// path, so user IDs and tokens never become label values).
-async fn every_answer(req: Request, next: Next) -> Response {
-    // A matched path is shared (cloning it copies no text).
-    let matched = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .cloned();
-    let endpoint = matched.as_ref().map_or("unmatched", |p| p.as_str());
-    let method = method_label(req.method());
-    let started = std::time::Instant::now();
-    let mut res = if req.method() == Method::OPTIONS {
-        StatusCode::NO_CONTENT.into_response()
-    } else {
-        next.run(req).await
-    };
-    cors(&mut res);
-    // Answers may carry tokens (`/login`, `/register`, `/refresh`) or account data: no
-    // cache keeps them, unless a handler said otherwise.
-    res.headers_mut()
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    vouch_metrics::HTTP_DURATION
-        .with_label_values(&[endpoint, method])
-        .observe(started.elapsed().as_secs_f64());
-    vouch_metrics::HTTP_REQUESTS
-        .with_label_values(&[endpoint, method, res.status().as_str()])
-        .inc();
-    res
-}
-
-/// The method as a metric label: the standard ones by name, anything a client made up as
-/// `other`, so no request can add a time series.
-fn method_label(method: &Method) -> &'static str {
-    match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::OPTIONS => "OPTIONS",
-        Method::PATCH => "PATCH",
-        _ => "other",
-    }
-}
-
-/// The CORS headers the spec recommends, on every answer.
-fn cors(res: &mut Response) {
-    let h = res.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
-    );
 }
