@@ -207,6 +207,16 @@ pub(crate) fn insert_within_direct(
     Ok(lite::execute(conn, &sql, &params)? == 1)
 }
 
+/// The windows of the limits that apply to `message`, recipient, session and country: a
+/// session's only when the message belongs to one, a country's only when it has one.
+fn applicable(message: &NewMessage, limits: &SendLimits) -> [Option<SendWindow>; 3] {
+    [
+        limits.per_recipient,
+        limits.per_session.filter(|_| message.sid.is_some()),
+        limits.per_country.filter(|_| message.country.is_some()),
+    ]
+}
+
 /// The `SELECT` that gives `message`'s outbox row only if it fits `limits`: the row's ten
 /// values are `$1`…`$10` (`outbox::message_params`' order), each limit's window the two
 /// parameters after them ([`window_params`]).
@@ -215,20 +225,17 @@ pub(crate) fn select_within(
     limits: &SendLimits,
 ) -> (String, Vec<SendWindow>) {
     let p = |i: usize| format!("${}", 1 + i);
-    let mut conditions = Vec::new();
-    let mut windows = Vec::new();
-    if let Some(w) = limits.per_recipient {
-        conditions.push(format!("recipient = {}", p(2)));
-        windows.push(w);
-    }
-    if let (Some(w), Some(_)) = (limits.per_session, &message.sid) {
-        conditions.push(format!("sid = {}", p(3)));
-        windows.push(w);
-    }
-    if let (Some(w), Some(_)) = (limits.per_country, &message.country) {
-        conditions.push(format!("channel = {} AND country = {}", p(1), p(8)));
-        windows.push(w);
-    }
+    // Recipient, session and country, over the row's values $3, $4, and $2 with $9.
+    let conditions_by_limit = [
+        "recipient = $3",
+        "sid = $4",
+        "channel = $2 AND country = $9",
+    ];
+    let (conditions, windows): (Vec<&str>, Vec<SendWindow>) = conditions_by_limit
+        .into_iter()
+        .zip(applicable(message, limits))
+        .filter_map(|(condition, w)| Some((condition, w?)))
+        .unzip();
     let values: Vec<String> = (0..10).map(p).collect();
     let mut sql = format!("SELECT {}", values.join(", "));
     let clauses: Vec<String> = conditions
@@ -253,9 +260,7 @@ pub(crate) fn select_within(
 /// (`pg_routines.rs`): since and max for the recipient, the session and the country, both
 /// `NULL` where that limit does not apply.
 pub(crate) fn routine_windows(message: &NewMessage, limits: &SendLimits) -> [Param<'static>; 6] {
-    let session = limits.per_session.filter(|_| message.sid.is_some());
-    let country = limits.per_country.filter(|_| message.country.is_some());
-    let [r, s, c] = [limits.per_recipient, session, country];
+    let [r, s, c] = applicable(message, limits);
     [
         Param::Int(r.map(|w| w.since)),
         Param::Int(r.map(|w| w.max)),
